@@ -1,0 +1,68 @@
+//! The public error kinds. Few, and each tells the caller what to do
+//! (ARCHITECTURE §8.1). The mapping to gRPC codes and etcd's error strings
+//! lives only in the server crate.
+
+/// What a client request can fail with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The requested revision is below the compaction watermark. Retry at a
+    /// newer revision (etcd: "required revision has been compacted").
+    #[error("mvcc: required revision has been compacted (compact revision {compact_revision})")]
+    Compacted {
+        /// The current compaction watermark.
+        compact_revision: i64,
+    },
+    /// The requested revision is above the current revision
+    /// (etcd: "required revision is a future revision").
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A put or txn named a lease that does not exist (etcd: "requested lease
+    /// not found"). Nothing was changed.
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// The request itself is malformed; retrying it unchanged will fail again.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(#[from] Invalid),
+    /// The node cannot serve now (shutting down, overloaded); retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The feature is not implemented yet.
+    #[error("unimplemented: {0}")]
+    Unimplemented(&'static str),
+    /// A bug or a storage failure; the node stops accepting writes.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a request is malformed. Each variant maps to one etcd error text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// etcd: "key is not provided".
+    #[error("key is not provided")]
+    EmptyKey,
+    /// etcd: "key not found" (put with `ignore_value` on a missing key, or an
+    /// empty op inside a txn).
+    #[error("key not found")]
+    KeyNotFound,
+    /// etcd: "value is provided" (`ignore_value` with a value).
+    #[error("value is provided")]
+    ValueProvided,
+    /// etcd: "lease is provided" (`ignore_lease` with a lease).
+    #[error("lease is provided")]
+    LeaseProvided,
+    /// etcd: "too many operations in txn request".
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// etcd: "duplicate key given in txn request".
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// etcd: "request is too large".
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// etcd: "invalid sort option" (sort order or target out of range).
+    #[error("invalid sort option")]
+    InvalidSortOption,
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
