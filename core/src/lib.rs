@@ -13,8 +13,14 @@ pub mod error;
 pub mod kv;
 pub mod log;
 pub mod mvcc;
+pub mod node;
 pub mod types;
+pub mod wal;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use engine::{KvEngine, KvRead, MemEngine, WriteBatch};
 pub use error::{Error, Invalid, Result};
+pub use node::{Action, ClientRequest, IoDone, Node, NodeConfig};
 pub use types::{Index, IoId, NodeId, ReqId, Revision, Term, Time};

@@ -1,0 +1,523 @@
+//! The node state machine: the commit pipeline of one t4 node.
+//!
+//! # Shape (ARCHITECTURE §3.1)
+//!
+//! One [`Node`] value per server. The driver feeds it inputs and drains its
+//! outputs; the node never performs I/O itself (apart from synchronous calls
+//! into its [`KvEngine`], which is the state it owns):
+//!
+//! - inputs: [`Node::handle_client`], [`Node::handle_io`], [`Node::handle_timeout`],
+//!   each taking `now`; [`Node::recover`] once at start-up;
+//! - outputs, drained after **every** input: [`Node::poll_action`] until it
+//!   returns `None`, then [`Node::poll_timeout`].
+//!
+//! # The local-mode commit pipeline
+//!
+//! ```text
+//!  handle_client(put A) ─► validate ─► queue ─► no batch in flight:
+//!                                              AppendWal[A@1], SyncWal(through 1)
+//!  handle_client(put B) ─► queue (a sync is in flight: B waits, group commit)
+//!  handle_client(put C) ─► queue
+//!  handle_io(WalSynced 1) ─► apply A ─► Reply A
+//!                         ─► AppendWal[B@2, C@3], SyncWal(through 3)
+//!  handle_io(WalSynced 3) ─► apply B, C ─► Reply B, Reply C
+//! ```
+//!
+//! - **Batching**: while one fsync is in flight the next batch accumulates;
+//!   one fsync covers every request in a batch (bounded by
+//!   [`NodeConfig::batch_entries_max`] and [`NodeConfig::batch_bytes_max`]).
+//! - **Durability before release**: an entry is applied only after the WAL
+//!   sync covering it completed, and the [`Action::Reply`] for a write is
+//!   emitted only after its entry applied. So a reply is never released before
+//!   the write is durable, and a reader that sees a write's effect sees a
+//!   durable write. In cluster mode the condition becomes "on a majority";
+//!   the pipeline keeps the same shape.
+//! - **Apply order** is log order. Applying is deterministic; a request that
+//!   fails at apply time (lease not found, compacted …) still occupies its
+//!   log index, changes nothing else, and gets its error as the reply.
+//! - **Invalid requests** (empty key, duplicate keys in a txn, too large …)
+//!   are answered at once and never reach the log.
+//! - **Back-pressure**: at most [`NodeConfig::pending_max`] writes may wait
+//!   for durability; beyond that a write is answered `Unavailable`.
+//! - **Failure**: a WAL or engine failure is fatal for the write path: every
+//!   pending write is answered with an internal error (it may or may not be
+//!   in the log), and the node refuses writes until restarted and recovered.
+//!
+//! Every I/O action carries an [`IoId`] and the term it was issued in; a
+//! completion that does not match the batch in flight is stale and dropped.
+
+use std::collections::VecDeque;
+
+use crate::engine::{EngineError, KvEngine};
+use crate::error::{Error, Invalid};
+use crate::kv::{WriteRequest, WriteResponse};
+use crate::log::Entry;
+use crate::mvcc::{self, Meta, Store};
+use crate::types::{Index, IoId, NodeId, ReqId, Term, Time};
+
+/// Static configuration of a node's core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Maximum operations in one txn (etcd `--max-txn-ops`, default 128).
+    pub max_txn_ops: usize,
+    /// Maximum encoded size of one write request (etcd
+    /// `--max-request-bytes`, default 1.5 MiB).
+    pub request_bytes_max: usize,
+    /// Maximum number of entries in one WAL batch (one fsync).
+    pub batch_entries_max: usize,
+    /// Maximum encoded bytes of one WAL batch; a single larger entry still
+    /// forms a batch of its own.
+    pub batch_bytes_max: usize,
+    /// Maximum number of writes accepted but not yet answered.
+    pub pending_max: usize,
+    /// After this many applied entries the node asks the driver to persist
+    /// the engine and trim WAL segments the engine no longer needs.
+    pub trim_every_entries: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: NodeId(1),
+            max_txn_ops: 128,
+            request_bytes_max: 1536 * 1024,
+            batch_entries_max: 4096,
+            batch_bytes_max: 8 * 1024 * 1024,
+            pending_max: 65_536,
+            trim_every_entries: 200_000,
+        }
+    }
+}
+
+/// A request from a client that the node must decide on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// A state change: goes through the log.
+    Write(WriteRequest),
+}
+
+/// Completion of an I/O action, fed back with [`Node::handle_io`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoDone {
+    /// The WAL is durable through `through` (the `SyncWal` with this id).
+    WalSynced {
+        /// Id of the `SyncWal` action.
+        io: IoId,
+        /// Term the action was issued in.
+        term: Term,
+        /// Last durable index.
+        through: Index,
+    },
+    /// An append or sync failed; what was written may or may not be durable.
+    WalFailed {
+        /// Id of the failed action.
+        io: IoId,
+        /// Term the action was issued in.
+        term: Term,
+        /// What went wrong, for the log and the replies.
+        error: String,
+    },
+    /// A `TrimWal` finished (successfully or not; a failed trim only costs
+    /// disk space and is retried at the next trim point).
+    WalTrimmed {
+        /// Id of the `TrimWal` action.
+        io: IoId,
+        /// `None` on success.
+        error: Option<String>,
+    },
+}
+
+/// What the node asks its driver to do. Plain data, executed in the order
+/// drained. WAL actions must be executed in order on one WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Append `entries` (contiguous, continuing the log) to the WAL. Not yet
+    /// durable; a `SyncWal` follows. No completion is reported on success; a
+    /// failure is reported as [`IoDone::WalFailed`] with this id.
+    AppendWal {
+        /// Id of this action.
+        io: IoId,
+        /// Term the action is issued in.
+        term: Term,
+        /// The entries, in index order.
+        entries: Vec<Entry>,
+    },
+    /// Make the WAL durable through `through` (fsync), then report
+    /// [`IoDone::WalSynced`].
+    SyncWal {
+        /// Id of this action.
+        io: IoId,
+        /// Term the action is issued in.
+        term: Term,
+        /// Index the sync must cover.
+        through: Index,
+    },
+    /// Persist the engine (everything applied so far becomes durable in it),
+    /// then delete WAL segments whose entries all lie below `below`; report
+    /// [`IoDone::WalTrimmed`]. `below - 1` has been applied when this is
+    /// emitted, so after the persist no entry below it is needed for recovery.
+    TrimWal {
+        /// Id of this action.
+        io: IoId,
+        /// Segments wholly below this index may go.
+        below: Index,
+    },
+    /// Release the answer to a client request. Emitted only once the
+    /// request's durability condition holds (local mode: the WAL sync that
+    /// covers its entry completed and the entry applied) or when it failed.
+    Reply {
+        /// The request answered.
+        req: ReqId,
+        /// The answer.
+        result: Result<WriteResponse, Error>,
+    },
+}
+
+/// The batch whose WAL sync is in flight.
+#[derive(Debug)]
+struct InFlight {
+    sync_io: IoId,
+    term: Term,
+    /// The batch's entries with the request each answers, in index order.
+    entries: Vec<(ReqId, Entry)>,
+}
+
+/// Why the node stopped accepting writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Health {
+    Serving,
+    Failed(String),
+}
+
+/// One t4 node's core state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Node<E: KvEngine> {
+    config: NodeConfig,
+    engine: E,
+    store: Store,
+    term: Term,
+    /// Index of the last entry handed to the WAL.
+    last_index: Index,
+    /// Accepted writes not yet in a batch, in arrival order.
+    /// Each carries its encoded size in bytes.
+    queued: VecDeque<(ReqId, WriteRequest, usize)>,
+    /// The batch whose sync is outstanding (at most one: group commit).
+    in_flight: Option<InFlight>,
+    next_io: u64,
+    /// Applied index at the last `TrimWal`.
+    trimmed_at: Index,
+    trim_in_flight: bool,
+    health: Health,
+    actions: VecDeque<Action>,
+}
+
+impl<E: KvEngine> Node<E> {
+    /// A node over `engine`, resuming from the state the engine holds.
+    /// Call [`Node::recover`] with the WAL's entries after the engine's
+    /// applied index before feeding any other input.
+    ///
+    /// # Errors
+    /// The engine's metadata cannot be read.
+    pub fn new(config: NodeConfig, engine: E) -> Result<Node<E>, EngineError> {
+        assert!(config.batch_entries_max > 0, "batch_entries_max must be positive");
+        assert!(config.pending_max > 0, "pending_max must be positive");
+        let store = Store::open(&engine)?;
+        let meta = *store.meta();
+        Ok(Node {
+            config,
+            engine,
+            store,
+            // Local mode writes term 1; a recovered log may carry a higher one.
+            term: Term(meta.applied_term.max(1)),
+            last_index: Index(meta.applied_index),
+            queued: VecDeque::new(),
+            in_flight: None,
+            next_io: 1,
+            trimmed_at: Index(meta.applied_index),
+            trim_in_flight: false,
+            health: Health::Serving,
+            actions: VecDeque::new(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// The MVCC metadata (current and compact revision, applied index/term).
+    #[must_use]
+    pub fn meta(&self) -> &Meta {
+        self.store.meta()
+    }
+
+    /// The current term.
+    #[must_use]
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Index of the last entry handed to the WAL.
+    #[must_use]
+    pub fn last_index(&self) -> Index {
+        self.last_index
+    }
+
+    /// The engine the node applies to (drivers read snapshots from it).
+    #[must_use]
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Writes accepted and not yet answered.
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.queued.len() + self.in_flight.as_ref().map_or(0, |b| b.entries.len())
+    }
+
+    /// `Some(reason)` once the node stopped accepting writes after a failure.
+    #[must_use]
+    pub fn failure(&self) -> Option<&str> {
+        match &self.health {
+            Health::Serving => None,
+            Health::Failed(why) => Some(why),
+        }
+    }
+
+    /// Whether nothing is queued or in flight (used for a graceful shutdown).
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.in_flight.is_none() && !self.trim_in_flight
+    }
+
+    // ----- inputs -----
+
+    /// Replays entries read back from the WAL at start-up. They continue the
+    /// engine's applied index without a gap; they were written before the
+    /// restart (their writers may or may not have been answered), so they
+    /// are applied without replies.
+    ///
+    /// # Errors
+    /// Storage failure while applying.
+    ///
+    /// # Panics
+    /// If the entries do not continue the log contiguously: recovery must not
+    /// silently skip data.
+    pub fn recover(&mut self, entries: Vec<Entry>) -> Result<(), EngineError> {
+        for entry in entries {
+            let expected = self.last_index.next();
+            assert_eq!(
+                entry.index_id(),
+                expected,
+                "WAL replay must continue the applied log without a gap"
+            );
+            assert!(
+                entry.term_id() >= self.term || self.last_index == Index(0),
+                "terms never go back in the log: {} after {}",
+                entry.term,
+                self.term
+            );
+            // The request's own outcome was (or will never be) reported.
+            let _outcome = self.store.apply(&self.engine, &entry)?;
+            self.term = self.term.max(entry.term_id());
+            self.last_index = expected;
+        }
+        self.trimmed_at = Index(self.store.meta().applied_index);
+        Ok(())
+    }
+
+    /// A client request arrives.
+    pub fn handle_client(&mut self, now: Time, req: ReqId, request: ClientRequest) {
+        let _ = now;
+        match request {
+            ClientRequest::Write(write) => self.accept_write(req, write),
+        }
+    }
+
+    /// An I/O action completed.
+    pub fn handle_io(&mut self, now: Time, done: IoDone) {
+        let _ = now;
+        match done {
+            IoDone::WalSynced { io, term, through } => self.on_wal_synced(io, term, through),
+            IoDone::WalFailed { io, term, error } => {
+                if term != self.term {
+                    tracing::debug!(io = io.0, "dropping WAL failure from an older term");
+                    return;
+                }
+                self.fail(format!("WAL write failed: {error}"));
+            }
+            IoDone::WalTrimmed { io, error } => {
+                self.trim_in_flight = false;
+                if let Some(error) = error {
+                    tracing::warn!(io = io.0, %error, "WAL trim failed; will retry at the next trim point");
+                }
+            }
+        }
+    }
+
+    /// A timer expired. Local mode arms none yet (leases and elections will);
+    /// the entry point exists so drivers have one loop shape for every mode.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let _ = now;
+    }
+
+    // ----- outputs -----
+
+    /// The next action for the driver, in the order the node decided them.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The earliest time at which [`Node::handle_timeout`] must be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+
+    /// Drains every pending action (handy in tests and simple drivers).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        self.actions.drain(..).collect()
+    }
+
+    // ----- pipeline -----
+
+    fn accept_write(&mut self, req: ReqId, write: WriteRequest) {
+        if let Health::Failed(why) = &self.health {
+            let error = Error::Internal(format!("node stopped accepting writes: {why}"));
+            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            return;
+        }
+        if let Err(invalid) = mvcc::validate_write(&write, self.config.max_txn_ops) {
+            self.actions.push_back(Action::Reply { req, result: Err(invalid.into()) });
+            return;
+        }
+        let size_bytes = encoded_len(&write);
+        if size_bytes > self.config.request_bytes_max {
+            let error = Error::InvalidArgument(Invalid::RequestTooLarge);
+            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            return;
+        }
+        if self.pending_len() >= self.config.pending_max {
+            let error = Error::Unavailable("too many requests in flight".into());
+            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            return;
+        }
+        self.queued.push_back((req, write, size_bytes));
+        self.flush_batch();
+    }
+
+    /// Starts the next WAL batch if none is in flight.
+    fn flush_batch(&mut self) {
+        if self.in_flight.is_some() || self.queued.is_empty() {
+            return;
+        }
+        let mut entries = Vec::new();
+        let mut batch_bytes = 0usize;
+        while let Some((_, _, size_bytes)) = self.queued.front() {
+            let full = entries.len() >= self.config.batch_entries_max
+                || (!entries.is_empty() && batch_bytes + size_bytes > self.config.batch_bytes_max);
+            if full {
+                break;
+            }
+            let (req, write, size_bytes) = self.queued.pop_front().expect("front was Some");
+            batch_bytes += size_bytes;
+            self.last_index = self.last_index.next();
+            entries.push((req, Entry::write(self.term, self.last_index, write)));
+        }
+        assert!(!entries.is_empty(), "a flushed batch has at least one entry");
+        let append_io = self.io_id();
+        let sync_io = self.io_id();
+        let through = self.last_index;
+        self.actions.push_back(Action::AppendWal {
+            io: append_io,
+            term: self.term,
+            entries: entries.iter().map(|(_, e)| e.clone()).collect(),
+        });
+        self.actions.push_back(Action::SyncWal { io: sync_io, term: self.term, through });
+        self.in_flight = Some(InFlight { sync_io, term: self.term, entries });
+    }
+
+    fn on_wal_synced(&mut self, io: IoId, term: Term, through: Index) {
+        let matches = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|b| b.sync_io == io && b.term == term);
+        if !matches {
+            tracing::debug!(io = io.0, term = term.0, "dropping stale WAL sync completion");
+            return;
+        }
+        let batch = self.in_flight.take().expect("matched above");
+        let last = batch.entries.last().map(|(_, e)| e.index_id());
+        assert_eq!(last, Some(through), "a sync completion covers exactly its batch");
+        for (i, (req, entry)) in batch.entries.iter().enumerate() {
+            match self.store.apply(&self.engine, entry) {
+                Ok(result) => self.actions.push_back(Action::Reply { req: *req, result }),
+                Err(EngineError(why)) => {
+                    // The entry is durable in the WAL but not applied; its
+                    // writer and everyone after it get an error, and a restart
+                    // replays the WAL into a healthy engine.
+                    let rest = batch.entries[i..].iter().map(|(r, _)| *r);
+                    self.fail_requests(rest, &format!("apply failed: {why}"));
+                    self.fail(format!("engine write failed: {why}"));
+                    return;
+                }
+            }
+        }
+        self.maybe_trim();
+        self.flush_batch();
+    }
+
+    fn maybe_trim(&mut self) {
+        let applied = Index(self.store.meta().applied_index);
+        if self.trim_in_flight || applied.0 < self.trimmed_at.0 + self.config.trim_every_entries {
+            return;
+        }
+        let io = self.io_id();
+        self.trim_in_flight = true;
+        self.trimmed_at = applied;
+        self.actions.push_back(Action::TrimWal { io, below: applied.next() });
+    }
+
+    /// Enters the failed state: every pending write gets an error.
+    fn fail(&mut self, why: String) {
+        tracing::error!(%why, "node stops accepting writes");
+        let in_flight = self.in_flight.take().map(|b| b.entries).unwrap_or_default();
+        let queued: Vec<ReqId> = self.queued.drain(..).map(|(r, _, _)| r).collect();
+        let reqs: Vec<ReqId> = in_flight.iter().map(|(r, _)| *r).chain(queued).collect();
+        self.fail_requests(reqs.into_iter(), &why);
+        self.health = Health::Failed(why);
+    }
+
+    fn fail_requests(&mut self, reqs: impl Iterator<Item = ReqId>, why: &str) {
+        for req in reqs {
+            let error = Error::Internal(format!("write outcome unknown: {why}"));
+            self.actions.push_back(Action::Reply { req, result: Err(error) });
+        }
+    }
+
+    fn io_id(&mut self) -> IoId {
+        let id = IoId(self.next_io);
+        self.next_io += 1;
+        id
+    }
+}
+
+/// Encoded size of the entry a write becomes (header fields excluded; they
+/// add a few bytes and are not the client's doing).
+fn encoded_len(write: &WriteRequest) -> usize {
+    use prost::Message;
+    match write {
+        WriteRequest::Put(r) => r.encoded_len(),
+        WriteRequest::DeleteRange(r) => r.encoded_len(),
+        WriteRequest::Txn(r) => r.encoded_len(),
+        WriteRequest::Compaction(r) => r.encoded_len(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
