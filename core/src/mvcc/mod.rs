@@ -1,12 +1,64 @@
-//! MVCC with etcd's semantics exactly, on top of a [`KvEngine`].
+//! MVCC with etcd's semantics exactly (etcd 3.4/3.5 server behaviour), on
+//! top of a [`KvEngine`].
 //!
-//! (Design and worked example to be written by the implementer; see the
-//! contract on each item.)
+//! - An empty store is at revision 1. Each committed Put, each DeleteRange
+//!   that deletes at least one key, and each Txn whose executed branch writes
+//!   takes the next revision; all writes of one txn share it and are ordered
+//!   by sub-revision. Compaction and barrier entries take none.
+//! - Every key has a create revision, a mod revision, a version (1 on
+//!   creation, +1 per put, gone with a delete) and a lease. Past versions
+//!   stay readable until compacted.
+//! - A write that fails at apply time (unknown lease, `ignore_value` on a
+//!   missing key, compaction out of bounds …) changes nothing but the applied
+//!   index and term.
+//!
+//! Worked example, one key:
+//!
+//! ```text
+//! entry                         revision  "a" afterwards (create, mod, version)   answer
+//! (empty store)                 1         —
+//! put a=x                       2         (2, 2, 1) x                             put rev 2
+//! put a=y prev_kv               3         (2, 3, 2) y                             put rev 3, prev (2,2,1) x
+//! delete a                      4         —                                       deleted 1, rev 4
+//! delete a                      4         —                                       deleted 0, rev 4 (no new revision)
+//! put a=z                       5         (5, 5, 1) z                             version restarts at 1
+//! range a @3                                                                      (2, 3, 2) y, header rev 5
+//! range a @4                                                                      no kvs, count 0
+//! compact 4                     5                                                 compaction rev 5
+//! range a @3                                                                      error: compacted (watermark 4)
+//! range a @4                                                                      no kvs (the watermark stays readable)
+//! ```
+//!
+//! Modules: [`keys`] (engine key layout, with its own worked example),
+//! `range` (reads), `txn` (the write path and Txn), `compact`, `validate`
+//! (static request checks), [`history`] (retained versions and the
+//! revision log, for tools and watch).
 
-use crate::engine::{EngineError, KvEngine, KvRead};
+use prost::Message;
+
+use crate::engine::{EngineError, KvEngine, KvRead, WriteBatch};
 use crate::error::{Error, Invalid};
-use crate::kv::{RangeRequest, RangeResponse, WriteRequest, WriteResponse};
-use crate::log::Entry;
+use crate::kv::{CompactionResponse, RangeRequest, RangeResponse, TxnResponse, WriteResponse};
+use crate::log::{Entry, Payload};
+
+mod compact;
+pub mod history;
+pub mod keys;
+mod range;
+mod txn;
+mod validate;
+
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+
+pub use history::{key_history, revision_log, KeyVersion, LoggedEvent};
+pub use keys::{EventKind, Rev};
+pub use validate::{validate_range, validate_write};
+
+use keys::MetaRecord;
+use txn::WriteTxn;
 
 /// Persistent metadata of the store, kept in the engine and updated in the
 /// same atomic batch as the data each entry changes.
@@ -22,7 +74,37 @@ pub struct Meta {
     pub applied_term: u64,
 }
 
+/// Why executing a request stopped: a deterministic request failure (the
+/// entry still counts as applied) or a storage failure (it does not).
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The request fails; nothing but the applied index changes.
+    Request(Error),
+    /// The engine failed; nothing is written.
+    Engine(EngineError),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Request(e)
+    }
+}
+
+impl From<Invalid> for Fail {
+    fn from(e: Invalid) -> Fail {
+        Fail::Request(e.into())
+    }
+}
+
+impl From<EngineError> for Fail {
+    fn from(e: EngineError) -> Fail {
+        Fail::Engine(e)
+    }
+}
+
 /// The MVCC store: owns the cached [`Meta`] and applies committed entries.
+///
+/// The store assumes it is the only writer of the engine's MVCC key spaces.
 #[derive(Debug)]
 pub struct Store {
     meta: Meta,
@@ -34,7 +116,9 @@ impl Store {
     /// # Errors
     /// Storage failure or undecodable metadata.
     pub fn open<R: KvRead>(engine: &R) -> Result<Store, EngineError> {
-        Ok(Store { meta: read_meta(engine)? })
+        Ok(Store {
+            meta: read_meta(engine)?,
+        })
     }
 
     /// The cached metadata.
@@ -48,18 +132,163 @@ impl Store {
     ///
     /// The inner `Err` is a deterministic request failure (e.g. lease not
     /// found, compacted): nothing but the applied index changes. The outer
-    /// `Err` is a storage failure.
+    /// `Err` is a storage failure, or an entry without a payload this version
+    /// understands (written by a newer version): nothing changes, and the
+    /// caller must stop applying rather than diverge.
+    ///
+    /// Requests are checked again with [`validate_write`] (without the
+    /// op-count limit), so an unchecked request in the log fails the same
+    /// way on every node. A barrier is answered like an empty txn (etcd's
+    /// no-op): `TxnResponse { revision: current, succeeded: true }`.
     ///
     /// # Errors
-    /// Storage failure.
+    /// Storage failure, unknown payload.
+    ///
+    /// # Panics
+    /// `entry.index` not above the applied index, or `entry.term` below the
+    /// applied term: entries apply once, in log order.
     pub fn apply<E: KvEngine>(
         &mut self,
         engine: &E,
         entry: &Entry,
     ) -> Result<Result<WriteResponse, Error>, EngineError> {
-        let _ = (engine, entry);
-        Err(EngineError("mvcc::Store::apply not implemented yet".into()))
+        assert!(
+            entry.index > self.meta.applied_index,
+            "mvcc: entry {} applied after entry {}: entries apply once, in order",
+            entry.index,
+            self.meta.applied_index
+        );
+        assert!(
+            entry.term >= self.meta.applied_term,
+            "mvcc: entry {} of term {} after term {}",
+            entry.index,
+            entry.term,
+            self.meta.applied_term
+        );
+        let Some(payload) = &entry.payload else {
+            return Err(EngineError(format!(
+                "mvcc: entry {} has no payload this version understands",
+                entry.index
+            )));
+        };
+        let mut batch = WriteBatch::default();
+        let mut next = self.meta;
+        let result = match self.execute(engine, payload, &mut batch, &mut next) {
+            Ok(resp) => Ok(resp),
+            Err(Fail::Request(e)) => {
+                batch = WriteBatch::default();
+                next = self.meta;
+                Err(e)
+            }
+            Err(Fail::Engine(e)) => return Err(e),
+        };
+        next.applied_index = entry.index;
+        next.applied_term = entry.term;
+        self.assert_transition(&next);
+        batch.put(keys::META_KEY.to_vec(), encode_meta(&next));
+        engine.write(batch)?;
+        self.meta = next;
+        Ok(result)
     }
+
+    /// Runs `payload` against `view`, adding its writes to `batch` and its
+    /// revision changes to `next`. On `Err` the caller discards both.
+    fn execute<R: KvRead>(
+        &self,
+        view: &R,
+        payload: &Payload,
+        batch: &mut WriteBatch,
+        next: &mut Meta,
+    ) -> Result<WriteResponse, Fail> {
+        let current = self.meta.current_revision;
+        let commit = |wt: WriteTxn<'_, R>, batch: &mut WriteBatch, next: &mut Meta| {
+            if wt.finish(batch) {
+                next.current_revision = current + 1;
+            }
+        };
+        match payload {
+            Payload::Put(r) => {
+                validate::check_put(r)?;
+                // Outside a txn etcd looks the lease up before the key.
+                if r.lease != 0 && !self.lease_exists(r.lease) {
+                    return Err(Error::LeaseNotFound.into());
+                }
+                let mut wt = WriteTxn::new(view, self.meta);
+                let resp = wt.put(r)?;
+                commit(wt, batch, next);
+                assert_eq!(
+                    next.current_revision,
+                    current + 1,
+                    "mvcc: a put takes a revision"
+                );
+                Ok(WriteResponse::Put(resp))
+            }
+            Payload::DeleteRange(r) => {
+                validate::check_delete(r)?;
+                let mut wt = WriteTxn::new(view, self.meta);
+                let resp = wt.delete_range(r)?;
+                commit(wt, batch, next);
+                Ok(WriteResponse::DeleteRange(resp))
+            }
+            Payload::Txn(r) => {
+                validate::check_txn_request(r, usize::MAX)?;
+                let mut wt = WriteTxn::new(view, self.meta);
+                let resp = wt.txn(r, &|id| self.lease_exists(id))?;
+                commit(wt, batch, next);
+                assert_eq!(
+                    resp.revision, next.current_revision,
+                    "mvcc: txn answer vs store revision"
+                );
+                Ok(WriteResponse::Txn(resp))
+            }
+            Payload::Compaction(r) => {
+                compact::compact(view, &self.meta, r.revision, batch)?;
+                next.compact_revision = r.revision;
+                Ok(WriteResponse::Compaction(CompactionResponse {
+                    revision: current,
+                }))
+            }
+            Payload::Barrier(_) => Ok(WriteResponse::Txn(TxnResponse {
+                revision: current,
+                succeeded: true,
+                responses: Vec::new(),
+            })),
+        }
+    }
+
+    /// Whether lease `id` exists.
+    ///
+    /// There is no lease table yet: a later issue adds one (replicated
+    /// through the log, kept under its own engine key space). Until then
+    /// every lease is unknown, so a put naming a lease fails with
+    /// [`Error::LeaseNotFound`], which is etcd's answer for an unknown lease.
+    fn lease_exists(&self, id: i64) -> bool {
+        let _ = id;
+        false
+    }
+
+    fn assert_transition(&self, next: &Meta) {
+        let prev = &self.meta;
+        assert!(
+            next.current_revision == prev.current_revision
+                || next.current_revision == prev.current_revision + 1,
+            "mvcc: revision must grow by at most one per entry: {prev:?} -> {next:?}"
+        );
+        assert!(
+            prev.compact_revision <= next.compact_revision && next.compact_revision <= next.current_revision,
+            "mvcc: compaction watermark must not go back nor pass the revision: {prev:?} -> {next:?}"
+        );
+    }
+}
+
+fn encode_meta(meta: &Meta) -> Vec<u8> {
+    MetaRecord {
+        current_revision: meta.current_revision,
+        compact_revision: meta.compact_revision,
+        applied_index: meta.applied_index,
+        applied_term: meta.applied_term,
+    }
+    .encode_to_vec()
 }
 
 /// Reads the metadata stored in `view`.
@@ -67,38 +296,50 @@ impl Store {
 /// # Errors
 /// Storage failure or undecodable metadata.
 pub fn read_meta<R: KvRead>(view: &R) -> Result<Meta, EngineError> {
-    let _ = view;
-    Ok(Meta { current_revision: 1, ..Meta::default() })
+    let Some(bytes) = view.get(keys::META_KEY)? else {
+        return Ok(Meta {
+            current_revision: 1,
+            ..Meta::default()
+        });
+    };
+    let r = MetaRecord::decode(bytes.as_slice())
+        .map_err(|e| EngineError(format!("mvcc: undecodable meta: {e}")))?;
+    let meta = Meta {
+        current_revision: r.current_revision,
+        compact_revision: r.compact_revision,
+        applied_index: r.applied_index,
+        applied_term: r.applied_term,
+    };
+    if meta.current_revision < 1
+        || meta.compact_revision < 0
+        || meta.compact_revision > meta.current_revision
+    {
+        return Err(EngineError(format!("mvcc: corrupt meta {meta:?}")));
+    }
+    Ok(meta)
 }
 
 /// Serves a range from `view` (an engine or a snapshot), reading the meta
-/// from the same view so the answer is consistent.
+/// from the same view so the answer is consistent. Pass a snapshot when
+/// entries may be applied concurrently.
+///
+/// The header revision is the store's current revision, whatever revision
+/// was read. `revision <= 0` reads the current revision; above it →
+/// [`Error::FutureRevision`]; below the compaction watermark →
+/// [`Error::Compacted`] (the watermark itself is readable). The request is
+/// validated first ([`validate_range`]).
 ///
 /// # Errors
-/// etcd's range errors (compacted, future revision) or storage failure
-/// (as [`Error::Internal`]).
+/// etcd's range errors (compacted, future revision), an invalid request, or
+/// storage failure (as [`Error::Internal`]).
 pub fn range<R: KvRead>(view: &R, req: &RangeRequest) -> Result<RangeResponse, Error> {
-    let _ = (view, req);
-    Err(Error::Unimplemented("mvcc::range"))
-}
-
-/// Static checks done before a range is served (etcd `checkRangeRequest`).
-///
-/// # Errors
-/// The request is malformed.
-pub fn validate_range(req: &RangeRequest) -> Result<(), Invalid> {
-    if req.key.is_empty() {
-        return Err(Invalid::EmptyKey);
+    validate_range(req)?;
+    let internal = |e: EngineError| Error::Internal(e.to_string());
+    let meta = read_meta(view).map_err(internal)?;
+    // A range outside a txn is a txn that writes nothing, as in etcd.
+    match WriteTxn::new(view, meta).range(req) {
+        Ok(resp) => Ok(resp),
+        Err(Fail::Request(e)) => Err(e),
+        Err(Fail::Engine(e)) => Err(internal(e)),
     }
-    Ok(())
-}
-
-/// Static checks done before a write is logged (etcd `checkPutRequest`,
-/// `checkDeleteRequest`, `checkTxnRequest` and `checkIntervals`).
-///
-/// # Errors
-/// The request is malformed.
-pub fn validate_write(req: &WriteRequest, max_txn_ops: usize) -> Result<(), Invalid> {
-    let _ = (req, max_txn_ops);
-    Ok(())
 }

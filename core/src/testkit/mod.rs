@@ -1,0 +1,30 @@
+//! Test support shared across crates (feature `testkit`): the reference MVCC
+//! model, a harness that runs a store and the model side by side, a seeded
+//! request generator and the engine conformance suite.
+//!
+//! An engine implementation proves itself with one call:
+//!
+//! ```ignore
+//! t4_core::testkit::run_conformance(|| RocksEngine::open_temp());
+//! ```
+
+mod conformance;
+pub mod gen;
+mod harness;
+mod model;
+pub mod req;
+
+pub use conformance::{run_conformance, run_random, SEEDS, STEPS};
+pub use harness::Harness;
+pub use model::Model;
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::MemEngine;
+
+    /// MemEngine passes the conformance suite.
+    #[test]
+    fn mem_engine_conforms() {
+        super::run_conformance(MemEngine::new);
+    }
+}
