@@ -187,7 +187,9 @@ impl KvEngine for MemEngine {
     }
 
     fn snapshot(&self) -> MemSnapshot {
-        MemSnapshot { map: self.current() }
+        MemSnapshot {
+            map: self.current(),
+        }
     }
 
     fn persist(&self) -> Result<(), EngineError> {
@@ -195,7 +197,10 @@ impl KvEngine for MemEngine {
     }
 
     fn size_bytes(&self) -> u64 {
-        self.current().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        self.current()
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 }
 

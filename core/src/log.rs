@@ -62,7 +62,11 @@ impl Entry {
             WriteRequest::Txn(r) => Payload::Txn(r),
             WriteRequest::Compaction(r) => Payload::Compaction(r),
         };
-        Entry { term: term.0, index: index.0, payload: Some(payload) }
+        Entry {
+            term: term.0,
+            index: index.0,
+            payload: Some(payload),
+        }
     }
 
     /// The entry's term.

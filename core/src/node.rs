@@ -221,7 +221,10 @@ impl<E: KvEngine> Node<E> {
     /// # Errors
     /// The engine's metadata cannot be read.
     pub fn new(config: NodeConfig, engine: E) -> Result<Node<E>, EngineError> {
-        assert!(config.batch_entries_max > 0, "batch_entries_max must be positive");
+        assert!(
+            config.batch_entries_max > 0,
+            "batch_entries_max must be positive"
+        );
         assert!(config.pending_max > 0, "pending_max must be positive");
         let store = Store::open(&engine)?;
         let meta = *store.meta();
@@ -389,22 +392,34 @@ impl<E: KvEngine> Node<E> {
     fn accept_write(&mut self, req: ReqId, write: WriteRequest) {
         if let Health::Failed(why) = &self.health {
             let error = Error::Internal(format!("node stopped accepting writes: {why}"));
-            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            self.actions.push_back(Action::Reply {
+                req,
+                result: Err(error),
+            });
             return;
         }
         if let Err(invalid) = mvcc::validate_write(&write, self.config.max_txn_ops) {
-            self.actions.push_back(Action::Reply { req, result: Err(invalid.into()) });
+            self.actions.push_back(Action::Reply {
+                req,
+                result: Err(invalid.into()),
+            });
             return;
         }
         let size_bytes = encoded_len(&write);
         if size_bytes > self.config.request_bytes_max {
             let error = Error::InvalidArgument(Invalid::RequestTooLarge);
-            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            self.actions.push_back(Action::Reply {
+                req,
+                result: Err(error),
+            });
             return;
         }
         if self.pending_len() >= self.config.pending_max {
             let error = Error::Unavailable("too many requests in flight".into());
-            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            self.actions.push_back(Action::Reply {
+                req,
+                result: Err(error),
+            });
             return;
         }
         self.queued.push_back((req, write, size_bytes));
@@ -429,7 +444,10 @@ impl<E: KvEngine> Node<E> {
             self.last_index = self.last_index.next();
             entries.push((req, Entry::write(self.term, self.last_index, write)));
         }
-        assert!(!entries.is_empty(), "a flushed batch has at least one entry");
+        assert!(
+            !entries.is_empty(),
+            "a flushed batch has at least one entry"
+        );
         let append_io = self.io_id();
         let sync_io = self.io_id();
         let through = self.last_index;
@@ -438,8 +456,16 @@ impl<E: KvEngine> Node<E> {
             term: self.term,
             entries: entries.iter().map(|(_, e)| e.clone()).collect(),
         });
-        self.actions.push_back(Action::SyncWal { io: sync_io, term: self.term, through });
-        self.in_flight = Some(InFlight { sync_io, term: self.term, entries });
+        self.actions.push_back(Action::SyncWal {
+            io: sync_io,
+            term: self.term,
+            through,
+        });
+        self.in_flight = Some(InFlight {
+            sync_io,
+            term: self.term,
+            entries,
+        });
     }
 
     fn on_wal_synced(&mut self, io: IoId, term: Term, through: Index) {
@@ -448,12 +474,20 @@ impl<E: KvEngine> Node<E> {
             .as_ref()
             .is_some_and(|b| b.sync_io == io && b.term == term);
         if !matches {
-            tracing::debug!(io = io.0, term = term.0, "dropping stale WAL sync completion");
+            tracing::debug!(
+                io = io.0,
+                term = term.0,
+                "dropping stale WAL sync completion"
+            );
             return;
         }
         let batch = self.in_flight.take().expect("matched above");
         let last = batch.entries.last().map(|(_, e)| e.index_id());
-        assert_eq!(last, Some(through), "a sync completion covers exactly its batch");
+        assert_eq!(
+            last,
+            Some(through),
+            "a sync completion covers exactly its batch"
+        );
         for (i, (req, entry)) in batch.entries.iter().enumerate() {
             match self.store.apply(&self.engine, entry) {
                 Ok(result) => self.actions.push_back(Action::Reply { req: *req, result }),
@@ -480,7 +514,10 @@ impl<E: KvEngine> Node<E> {
         let io = self.io_id();
         self.trim_in_flight = true;
         self.trimmed_at = applied;
-        self.actions.push_back(Action::TrimWal { io, below: applied.next() });
+        self.actions.push_back(Action::TrimWal {
+            io,
+            below: applied.next(),
+        });
     }
 
     /// Enters the failed state: every pending write gets an error.
@@ -496,7 +533,10 @@ impl<E: KvEngine> Node<E> {
     fn fail_requests(&mut self, reqs: impl Iterator<Item = ReqId>, why: &str) {
         for req in reqs {
             let error = Error::Internal(format!("write outcome unknown: {why}"));
-            self.actions.push_back(Action::Reply { req, result: Err(error) });
+            self.actions.push_back(Action::Reply {
+                req,
+                result: Err(error),
+            });
         }
     }
 

@@ -1,0 +1,174 @@
+//! `t4 run`: open the node, serve the etcd v3 API until SIGINT/SIGTERM,
+//! then shut down gracefully (stop accepting, finish in-flight requests and
+//! batches, fsync, close).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use tokio_stream::wrappers::TcpListenerStream;
+
+use t4_io_real::{Config, Node};
+use t4_proto::etcd::{PbClusterServer, PbKvServer, PbMaintenanceServer};
+
+use crate::etcd::cluster::ClusterService;
+use crate::etcd::kv::KvService;
+use crate::etcd::maintenance::MaintenanceService;
+use crate::etcd::unimplemented::{self, Unimplemented};
+use crate::etcd::Ctx;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+
+/// gRPC framing and header overhead allowed on top of `--max-request-bytes`
+/// before the transport itself refuses a message (etcd uses the same 512 KiB).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// How long a shutdown waits for in-flight requests and open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Everything `t4 run` needs, already parsed.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// etcd client address.
+    pub listen: SocketAddr,
+    /// Metrics/health address, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Largest write request accepted.
+    pub max_request_bytes: usize,
+    /// Node name (default: hostname).
+    pub node_id: Option<String>,
+    /// WAL segment rotation size.
+    pub segment_max_size: u64,
+}
+
+/// Runs the server until a shutdown signal.
+///
+/// # Errors
+/// A human-readable reason the server could not start or stop cleanly.
+pub async fn run(opts: RunOptions) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health {
+        ready: false.into(),
+        node: OnceLock::new(),
+        metrics: Arc::clone(&metrics),
+    });
+    if let Some(addr) = opts.metrics_addr {
+        let bound = http::serve(addr, Arc::clone(&health))
+            .await
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(addr = %bound, "metrics and health endpoints up");
+    }
+    // Bind before recovery so a taken port fails fast; clients that connect
+    // meanwhile wait in the backlog.
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let listen = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let mut config = Config::new(&opts.data_dir);
+    if let Some(id) = &opts.node_id {
+        config.node_id.clone_from(id);
+    }
+    config.max_request_bytes = opts.max_request_bytes;
+    config.segment_max_size = opts.segment_max_size;
+    let node = Node::open(config).await.map_err(|e| match e {
+        t4_io_real::OpenError::DataDir { path, source } => format!(
+            "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",
+            path.display()
+        ),
+        other => format!("cannot open the node in {}: {other}", opts.data_dir.display()),
+    })?;
+    let _ = health.node.set(node.clone());
+    health.ready.store(true, Ordering::Release);
+
+    let ctx = Ctx {
+        cluster_id: cluster_id_of(&node),
+        client_url: format!("http://{listen}"),
+        metrics,
+    };
+    let decode_max = opts.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    tracing::info!(%listen, data_dir = %opts.data_dir.display(), "serving the etcd v3 API");
+    // The signal starts tonic's graceful shutdown (stop accepting, let
+    // in-flight requests finish). Clients that keep idle connections open
+    // would hold that forever, so after SHUTDOWN_GRACE the server future is
+    // dropped, which closes the remaining connections.
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(true);
+    };
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            PbKvServer::new(KvService::new(node.clone(), ctx.clone()))
+                .max_decoding_message_size(decode_max),
+        )
+        .add_service(PbMaintenanceServer::new(MaintenanceService::new(
+            node.clone(),
+            ctx.clone(),
+        )))
+        .add_service(PbClusterServer::new(ClusterService::new(
+            node.clone(),
+            ctx.clone(),
+        )))
+        .add_service(Unimplemented::<unimplemented::Watch>::new())
+        .add_service(Unimplemented::<unimplemented::Lease>::new())
+        .add_service(Unimplemented::<unimplemented::Auth>::new())
+        .add_service(Unimplemented::<unimplemented::Election>::new())
+        .add_service(Unimplemented::<unimplemented::Lock>::new())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let grace_over = async {
+        let _ = signalled_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        () = grace_over => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
+    health.ready.store(false, Ordering::Release);
+    tracing::info!("stopped accepting requests; closing the node");
+    let closed = node.close().await;
+    served.map_err(|e| format!("gRPC server failed: {e}"))?;
+    closed.map_err(|e| format!("closing the node failed: {e}"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// The etcd cluster id: stable for a data directory's node (derived from the
+/// member id, as a one-member cluster's id is in etcd).
+fn cluster_id_of(node: &Node) -> u64 {
+    node.member_id().0.rotate_left(17) ^ 0x7434_7434_7434_7434
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,147 @@
+//! Starts the real `t4` binary on loopback for integration tests.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr")
+}
+
+/// A running `t4 run` process. Killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    /// The metrics address.
+    pub metrics: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `t4 run` on `data_dir` with free ports and extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let addr = free_addr();
+        let metrics = free_addr();
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(["run", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--metrics-addr",
+                &metrics.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn t4");
+        Server {
+            child: Some(child),
+            addr,
+            metrics,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// The endpoint string for etcd clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the KV API answers; panics with the log after 60 s.
+    pub async fn client(&mut self) -> etcd_client::Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                panic!("t4 exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(mut c) = etcd_client::Client::connect([self.endpoint()], None).await {
+                if c.get("health-probe", None).await.is_ok() {
+                    return c;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "t4 did not become ready; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "t4 did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t4\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (code, body)
+}
