@@ -183,13 +183,15 @@ impl Node {
         Term(self.inner.published.term.load(Ordering::Acquire))
     }
 
-    /// The compaction watermark (0 if never compacted).
+    /// The compaction watermark (0 if never compacted: etcd's internal -1
+    /// for "never" is not shown to users).
     #[must_use]
     pub fn compact_revision(&self) -> i64 {
         self.inner
             .published
             .compact_revision
             .load(Ordering::Acquire)
+            .max(0)
     }
 
     /// Progress figures for status endpoints.
@@ -198,7 +200,7 @@ impl Node {
         let p = &self.inner.published;
         NodeStatus {
             current_revision: p.current_revision.load(Ordering::Acquire),
-            compact_revision: p.compact_revision.load(Ordering::Acquire),
+            compact_revision: p.compact_revision.load(Ordering::Acquire).max(0),
             applied_index: Index(p.applied_index.load(Ordering::Acquire)),
             term: Term(p.term.load(Ordering::Acquire)),
             db_size_bytes: self.inner.engine.size_bytes(),

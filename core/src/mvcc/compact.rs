@@ -47,7 +47,7 @@ pub(crate) fn compact<R: KvRead>(
         return Err(Error::FutureRevision.into());
     }
     assert!(
-        rev >= 1,
+        rev >= 0,
         "compaction at {rev} passed the watermark check of {meta:?}"
     );
 

@@ -66,7 +66,8 @@ use txn::WriteTxn;
 pub struct Meta {
     /// The store's current revision (1 for an empty store).
     pub current_revision: i64,
-    /// The compaction watermark (0 = never compacted).
+    /// The compaction watermark: -1 until the first compaction, as etcd
+    /// (`compactMainRev`), so `compact(0)` on a fresh store succeeds once.
     pub compact_revision: i64,
     /// Index of the last applied log entry (0 = none).
     pub applied_index: u64,
@@ -299,6 +300,7 @@ pub fn read_meta<R: KvRead>(view: &R) -> Result<Meta, EngineError> {
     let Some(bytes) = view.get(keys::META_KEY)? else {
         return Ok(Meta {
             current_revision: 1,
+            compact_revision: -1,
             ..Meta::default()
         });
     };
@@ -311,7 +313,7 @@ pub fn read_meta<R: KvRead>(view: &R) -> Result<Meta, EngineError> {
         applied_term: r.applied_term,
     };
     if meta.current_revision < 1
-        || meta.compact_revision < 0
+        || meta.compact_revision < -1
         || meta.compact_revision > meta.current_revision
     {
         return Err(EngineError(format!("mvcc: corrupt meta {meta:?}")));

@@ -83,7 +83,7 @@ fn empty_store_is_at_revision_1() {
         *s.meta(),
         Meta {
             current_revision: 1,
-            compact_revision: 0,
+            compact_revision: -1,
             applied_index: 0,
             applied_term: 0
         }
@@ -236,7 +236,7 @@ fn engine_layout_matches_worked_example() {
     };
     let meta = MetaRecord {
         current_revision: 4,
-        compact_revision: 0,
+        compact_revision: -1,
         applied_index: 3,
         applied_term: 1,
     }
@@ -412,6 +412,8 @@ fn compaction_boundaries() {
         Err(Error::FutureRevision),
         "above the current revision"
     );
+    // etcd's watermark starts at -1: compact(0) succeeds once, then not again.
+    h.write(compact(0)).expect("compact(0) on a never-compacted store");
     assert_eq!(
         h.write(compact(0)),
         Err(Error::Compacted {
@@ -775,7 +777,7 @@ fn failed_txn_changes_only_the_applied_index() {
         (
             txn_w(vec![], vec![op(get_at(b"a", -2))], vec![]),
             Error::Compacted {
-                compact_revision: 0,
+                compact_revision: -1,
             },
         ),
     ];
@@ -792,7 +794,7 @@ fn failed_txn_changes_only_the_applied_index() {
         h.meta(),
         Meta {
             current_revision: 2,
-            compact_revision: 0,
+            compact_revision: -1,
             applied_index: 8,
             applied_term: 1
         }
@@ -884,7 +886,7 @@ fn barrier_and_unknown_payload() {
         *s.meta(),
         Meta {
             current_revision: 1,
-            compact_revision: 0,
+            compact_revision: -1,
             applied_index: 5,
             applied_term: 2
         }
@@ -1001,7 +1003,7 @@ fn storage_failures() {
         *s.meta(),
         Meta {
             current_revision: 3,
-            compact_revision: 0,
+            compact_revision: -1,
             applied_index: 2,
             applied_term: 1
         }

@@ -304,11 +304,7 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
 
     fn check_ranges(&self, req: &TxnRequest, path: &Path) -> Result<(), Error> {
         // etcd's watermark is -1 until the first compaction.
-        let first_rev = if self.meta.compact_revision > 0 {
-            self.meta.compact_revision
-        } else {
-            -1
-        };
+        let first_rev = self.meta.compact_revision;
         let mut nested = path.nested.iter();
         for op in path.branch(req) {
             match &op.op {

@@ -37,6 +37,7 @@ impl<E: KvEngine> Harness<E> {
             *store.meta(),
             mvcc::Meta {
                 current_revision: 1,
+                compact_revision: -1,
                 ..mvcc::Meta::default()
             },
             "a fresh engine must hold an empty store"

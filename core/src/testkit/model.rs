@@ -52,7 +52,7 @@ impl Model {
     pub fn new() -> Model {
         Model {
             current: 1,
-            compact: 0,
+            compact: -1,
             keys: BTreeMap::new(),
             log: Vec::new(),
         }
@@ -64,7 +64,7 @@ impl Model {
         self.current
     }
 
-    /// The compaction watermark (0 = never).
+    /// The compaction watermark (-1 = never compacted, as etcd).
     #[must_use]
     pub fn compact_revision(&self) -> i64 {
         self.compact
@@ -327,7 +327,7 @@ impl Model {
                     if r.revision > begin {
                         return Err(Error::FutureRevision);
                     }
-                    let first = if self.compact == 0 { -1 } else { self.compact };
+                    let first = self.compact;
                     if r.revision < first {
                         return Err(Error::Compacted {
                             compact_revision: self.compact,
