@@ -413,7 +413,8 @@ fn compaction_boundaries() {
         "above the current revision"
     );
     // etcd's watermark starts at -1: compact(0) succeeds once, then not again.
-    h.write(compact(0)).expect("compact(0) on a never-compacted store");
+    h.write(compact(0))
+        .expect("compact(0) on a never-compacted store");
     assert_eq!(
         h.write(compact(0)),
         Err(Error::Compacted {

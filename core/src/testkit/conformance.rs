@@ -484,7 +484,8 @@ fn compaction<E: KvEngine>(h: &mut Harness<E>) {
     h.write(put_w(b"a", b"3")).expect("put"); // 7
     assert_eq!(h.write(compact(8)), Err(Error::FutureRevision));
     // etcd's watermark starts at -1: compact(0) succeeds once, then not again.
-    h.write(compact(0)).expect("compact(0) on a never-compacted store");
+    h.write(compact(0))
+        .expect("compact(0) on a never-compacted store");
     assert_eq!(
         h.write(compact(0)),
         Err(Error::Compacted {

@@ -6,7 +6,6 @@ use std::time::Instant;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use t4_core::kv::WriteRequest;
 use t4_io_real::Node;
 use t4_proto::etcd::{
     PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
@@ -33,9 +32,14 @@ impl KvService {
         KvService { node, ctx }
     }
 
-    async fn write(&self, op: Op, req: WriteRequest) -> Result<t4_core::kv::WriteResponse, Status> {
+    /// Awaits a write, recording its outcome and latency in the metrics.
+    async fn timed<T>(
+        &self,
+        op: Op,
+        write: impl std::future::Future<Output = Result<T, t4_core::Error>>,
+    ) -> Result<T, Status> {
         let started = Instant::now();
-        let result = self.node.write(req).await;
+        let result = write.await;
         self.ctx
             .metrics
             .observe_write(op, started.elapsed(), result.is_ok());
@@ -69,60 +73,36 @@ impl PbKvService for KvService {
     }
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
-        let req = WriteRequest::Put(convert::put_request(request.into_inner()));
-        match self.write(Op::Put, req).await? {
-            t4_core::kv::WriteResponse::Put(resp) => {
-                let header = self.ctx.ids(&self.node).header(resp.revision);
-                Ok(Response::new(convert::put_response(resp, header)))
-            }
-            other => Err(mismatch(&other)),
-        }
+        let req = convert::put_request(request.into_inner());
+        let resp = self.timed(Op::Put, self.node.put_request(req)).await?;
+        let header = self.ctx.ids(&self.node).header(resp.revision);
+        Ok(Response::new(convert::put_response(resp, header)))
     }
 
     async fn delete_range(
         &self,
         request: Request<PbDeleteRequest>,
     ) -> Result<Response<PbDeleteResponse>, Status> {
-        let req = WriteRequest::DeleteRange(convert::delete_request(request.into_inner()));
-        match self.write(Op::Delete, req).await? {
-            t4_core::kv::WriteResponse::DeleteRange(resp) => {
-                let header = self.ctx.ids(&self.node).header(resp.revision);
-                Ok(Response::new(convert::delete_response(resp, header)))
-            }
-            other => Err(mismatch(&other)),
-        }
+        let req = convert::delete_request(request.into_inner());
+        let resp = self.timed(Op::Delete, self.node.delete_range(req)).await?;
+        let header = self.ctx.ids(&self.node).header(resp.revision);
+        Ok(Response::new(convert::delete_response(resp, header)))
     }
 
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
-        let req = WriteRequest::Txn(convert::txn_request(request.into_inner()));
-        match self.write(Op::Txn, req).await? {
-            t4_core::kv::WriteResponse::Txn(resp) => {
-                let header = self.ctx.ids(&self.node).header(resp.revision);
-                Ok(Response::new(convert::txn_response(resp, header)))
-            }
-            other => Err(mismatch(&other)),
-        }
+        let req = convert::txn_request(request.into_inner());
+        let resp = self.timed(Op::Txn, self.node.txn(req)).await?;
+        let header = self.ctx.ids(&self.node).header(resp.revision);
+        Ok(Response::new(convert::txn_response(resp, header)))
     }
 
     async fn compact(
         &self,
         request: Request<PbCompactionRequest>,
     ) -> Result<Response<PbCompactionResponse>, Status> {
-        let r = request.into_inner();
-        let req = WriteRequest::Compaction(t4_core::kv::CompactionRequest {
-            revision: r.revision,
-            physical: r.physical,
-        });
-        match self.write(Op::Compact, req).await? {
-            t4_core::kv::WriteResponse::Compaction(resp) => {
-                let header = self.ctx.ids(&self.node).header(resp.revision);
-                Ok(Response::new(convert::compaction_response(header)))
-            }
-            other => Err(mismatch(&other)),
-        }
+        let revision = request.into_inner().revision;
+        let resp = self.timed(Op::Compact, self.node.compact(revision)).await?;
+        let header = self.ctx.ids(&self.node).header(resp.revision);
+        Ok(Response::new(convert::compaction_response(header)))
     }
-}
-
-fn mismatch(got: &t4_core::kv::WriteResponse) -> Status {
-    Status::internal(format!("t4: unexpected response kind {got:?}"))
 }
