@@ -15,7 +15,7 @@ test-core:
 
 # The etcdctl comparison against a real etcd.
 compat:
-    cargo build -p t4-server --bin t4
+    cargo build --workspace --bins  # --workspace: shares the test build of RocksDB
     python3 scripts/compat/etcdctl_compat.py --t4-bin "${CARGO_TARGET_DIR:-target}/debug/t4"
 
 # Lints: formatting, clippy everywhere, dependency rules.
