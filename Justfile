@@ -15,7 +15,7 @@ test-core:
 
 # The etcdctl comparison against a real etcd.
 compat:
-    cargo build --workspace --bins  # --workspace: shares the test build of RocksDB
+    cargo build --workspace --all-targets  # the same selection as the tests: one RocksDB build
     python3 scripts/compat/etcdctl_compat.py --t4-bin "${CARGO_TARGET_DIR:-target}/debug/t4"
 
 # Lints: formatting, clippy everywhere, dependency rules.
