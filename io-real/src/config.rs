@@ -42,6 +42,9 @@ pub struct Config {
     pub pending_writes_max: usize,
     /// RocksDB block cache size in bytes. Default: 64 MiB.
     pub block_cache_bytes: usize,
+    /// After this many applied entries the engine is flushed and WAL
+    /// segments it no longer needs are deleted. Default: 200 000.
+    pub wal_trim_every_entries: u64,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             max_txn_ops: 128,
             pending_writes_max: 65_536,
             block_cache_bytes: 64 * 1024 * 1024,
+            wal_trim_every_entries: 200_000,
         }
     }
 

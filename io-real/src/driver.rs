@@ -96,13 +96,13 @@ pub(crate) fn spawn(
     let (wal_tx, wal_rx) = mpsc::channel::<WalJob>();
     let engine = node.engine().clone();
     let wal_events = events_tx.clone();
-    thread::Builder::new()
+    let wal_handle = thread::Builder::new()
         .name("t4-wal".into())
         .spawn(move || wal_thread(wal, engine, wal_rx, wal_events))?;
     published.publish(&node);
     let handle = thread::Builder::new()
         .name("t4-node".into())
-        .spawn(move || node_thread(node, events_rx, wal_tx, published))?;
+        .spawn(move || node_thread(node, events_rx, wal_tx, wal_handle, published))?;
     Ok((events_tx, handle))
 }
 
@@ -110,6 +110,7 @@ fn node_thread(
     mut node: t4_core::Node<RocksEngine>,
     events: mpsc::Receiver<Event>,
     wal: mpsc::Sender<WalJob>,
+    wal_handle: thread::JoinHandle<()>,
     published: Arc<Published>,
 ) {
     let start = Instant::now();
@@ -176,6 +177,11 @@ fn node_thread(
     } else {
         Err("WAL thread ended unexpectedly".into())
     };
+    // Joining makes "the node thread ended" imply "no driver thread holds
+    // the engine or the WAL any more", so the data dir can be reopened.
+    if wal_handle.join().is_err() {
+        tracing::error!("the WAL thread panicked");
+    }
     if let Err(why) = &result {
         tracing::error!(%why, "closing the WAL failed");
     }

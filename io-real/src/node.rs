@@ -1,7 +1,7 @@
 //! The embedding API: an async handle on a running node.
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread;
 
 use tokio::sync::oneshot;
@@ -58,7 +58,9 @@ pub struct NodeStatus {
 struct Inner {
     config: Config,
     member_id: NodeId,
-    engine: RocksEngine,
+    /// `None` once closed, so the database is released and can be reopened
+    /// (snapshots still being read keep it alive until they are dropped).
+    engine: RwLock<Option<RocksEngine>>,
     events: mpsc::Sender<Event>,
     published: Arc<Published>,
     node_thread: Mutex<Option<thread::JoinHandle<()>>>,
@@ -122,6 +124,7 @@ impl Node {
             max_txn_ops: config.max_txn_ops,
             request_bytes_max: config.max_request_bytes,
             pending_max: config.pending_writes_max,
+            trim_every_entries: config.wal_trim_every_entries,
             ..NodeConfig::default()
         };
         let mut node = t4_core::Node::new(core_config, engine.clone())?;
@@ -148,7 +151,7 @@ impl Node {
             inner: Arc::new(Inner {
                 config,
                 member_id,
-                engine,
+                engine: RwLock::new(Some(engine)),
                 events,
                 published,
                 node_thread: Mutex::new(Some(handle)),
@@ -203,8 +206,18 @@ impl Node {
             compact_revision: p.compact_revision.load(Ordering::Acquire).max(0),
             applied_index: Index(p.applied_index.load(Ordering::Acquire)),
             term: Term(p.term.load(Ordering::Acquire)),
-            db_size_bytes: self.inner.engine.size_bytes(),
+            db_size_bytes: self.engine().map_or(0, |e| e.size_bytes()),
         }
+    }
+
+    /// The engine, unless the node is closed.
+    fn engine(&self) -> Result<RocksEngine, Error> {
+        self.inner
+            .engine
+            .read()
+            .expect("engine lock poisoned")
+            .clone()
+            .ok_or_else(|| Error::Unavailable("node is closed".into()))
     }
 
     /// Puts `value` under `key` (no lease) and returns the write's revision.
@@ -255,7 +268,7 @@ impl Node {
     /// Invalid request, compacted or future revision, storage failure.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         mvcc::validate_range(&req)?;
-        let snapshot = self.inner.engine.snapshot();
+        let snapshot = self.engine()?.snapshot();
         mvcc::range(&snapshot, &req)
     }
 
@@ -338,6 +351,13 @@ impl Node {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|_| Error::Internal("node thread panicked".into()))?;
+        // The driver threads are gone with their engine handles; dropping
+        // ours releases the database (RocksDB's lock) for a later open.
+        self.inner
+            .engine
+            .write()
+            .expect("engine lock poisoned")
+            .take();
         result.map_err(Error::Internal)
     }
 }
