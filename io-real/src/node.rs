@@ -267,7 +267,7 @@ impl Node {
     /// # Errors
     /// Invalid request, compacted or future revision, storage failure.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        mvcc::validate_range(&req)?;
+        // mvcc::range validates the request itself.
         let snapshot = self.engine()?.snapshot();
         mvcc::range(&snapshot, &req)
     }
