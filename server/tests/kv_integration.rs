@@ -351,3 +351,52 @@ fn flags_from_environment() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("from-env"), "T4_DATA_DIR is used: {stderr}");
 }
+
+/// A WAL damaged in the middle (not a torn tail) stops `t4 run` with the
+/// file and byte offset in the message, and nothing is served or changed.
+#[tokio::test]
+async fn corrupt_wal_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let mut c = server.client().await;
+    for i in 0..20 {
+        c.put(format!("k{i}"), "v".repeat(100), None)
+            .await
+            .expect("put");
+    }
+    assert!(server.terminate().success());
+
+    let segment = std::fs::read_dir(data.join("wal"))
+        .expect("wal dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a WAL segment");
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write segment");
+    let before = bytes.clone();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run t4");
+    assert!(!out.status.success(), "a corrupt WAL must stop the node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = segment
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        stderr.contains(&name) && stderr.contains("offset"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).expect("read"),
+        before,
+        "the damaged file is left as it was"
+    );
+}
