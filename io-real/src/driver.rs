@@ -141,6 +141,9 @@ fn node_thread(
             }
             event = events.try_recv().ok();
         }
+        // Publish before any reply goes out: a caller that got an answer at
+        // revision N must never read an older `current_revision` afterwards.
+        published.publish(&node);
         while let Some(action) = node.poll_action() {
             match action {
                 Action::AppendWal { io, term, entries } => {
@@ -161,7 +164,6 @@ fn node_thread(
                 }
             }
         }
-        published.publish(&node);
         if closing.is_some() && node.is_idle() {
             break;
         }

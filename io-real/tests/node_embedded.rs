@@ -104,3 +104,33 @@ async fn wal_trim_deletes_segments_and_keeps_data() {
     assert_eq!(r.revision, 402, "revisions continue after trimmed segments");
     node.close().await.expect("close");
 }
+
+/// Read-your-writes on the getters: once a write is answered at revision N,
+/// `current_revision()` never reports less (the driver publishes its state
+/// before it releases replies). Racy by nature, so it tries many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_revision_is_never_behind_an_answered_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::open(Config::new(dir.path())).await.expect("open");
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    let r = node.put(format!("w{w}/{i}"), "v").await.expect("put");
+                    let seen = node.current_revision();
+                    assert!(
+                        seen >= r.revision,
+                        "answered at {} but current_revision() is {seen}",
+                        r.revision
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert_eq!(node.current_revision(), 1201);
+    node.close().await.expect("close");
+}
