@@ -220,6 +220,20 @@ impl Node {
             .ok_or_else(|| Error::Unavailable("node is closed".into()))
     }
 
+    /// Compacts the engine's files (etcd `Defragment`): space taken by
+    /// deleted and compacted-away data is returned. Runs on a blocking
+    /// thread; reads and writes continue meanwhile.
+    ///
+    /// # Errors
+    /// Node closed, storage failure.
+    pub async fn defragment(&self) -> Result<(), Error> {
+        let engine = self.engine()?;
+        tokio::task::spawn_blocking(move || engine.defragment())
+            .await
+            .map_err(|e| Error::Internal(format!("defragment task: {e}")))?
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
     /// Puts `value` under `key` (no lease) and returns the write's revision.
     ///
     /// # Errors

@@ -254,8 +254,15 @@ async fn maintenance_cluster_and_unimplemented_services() {
         "{}",
         e.message()
     );
-    let e = status_of(c.defragment().await.expect_err("defrag"));
+    let e = status_of(c.hash_kv(0).await.expect_err("hash kv"));
     assert_eq!(e.code(), Code::Unimplemented);
+    let e = status_of(c.member_remove(member).await.expect_err("member remove"));
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "membership changes need cluster mode"
+    );
+    assert!(e.message().contains("single-node"), "{}", e.message());
     let watch = c.watch("k", None).await;
     let unimplemented = match watch {
         Err(e) => status_of(e).code() == Code::Unimplemented,
@@ -399,4 +406,44 @@ async fn corrupt_wal_is_refused_with_file_and_offset() {
         before,
         "the damaged file is left as it was"
     );
+}
+
+/// Defragment returns the space of deleted and compacted-away data and
+/// keeps every live key.
+#[tokio::test]
+async fn defragment_returns_space_and_keeps_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.client().await;
+    let value = "x".repeat(1024);
+    for i in 0..2000 {
+        c.put(format!("gone/{i:04}"), value.clone(), None)
+            .await
+            .expect("put");
+    }
+    c.put("kept", "still here", None).await.expect("put");
+    let deleted = c
+        .delete("gone/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .expect("delete");
+    assert_eq!(deleted.deleted(), 2000);
+    let head = revision(&mut c).await;
+    c.compact(head, None).await.expect("compact");
+    let before = c.status().await.expect("status").db_size();
+    c.defragment().await.expect("defragment");
+    let after = c.status().await.expect("status").db_size();
+    assert!(
+        after * 4 < before,
+        "defragment shrinks the db: {before} -> {after} bytes"
+    );
+    let got = c.get("kept", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"still here");
+    assert_eq!(
+        c.get("gone/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get")
+            .count(),
+        0
+    );
+    assert_eq!(revision(&mut c).await, head, "defragment takes no revision");
 }

@@ -961,6 +961,10 @@ impl KvEngine for FlakyEngine {
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()
     }
+
+    fn defragment(&self) -> Result<(), EngineError> {
+        self.inner.defragment()
+    }
 }
 
 /// Storage failures: outer Err from apply (meta unchanged), Internal from range.

@@ -324,6 +324,15 @@ impl KvEngine for RocksEngine {
             .property(TOTAL_SST_FILES_SIZE)
             .saturating_add(self.shared.property(CUR_SIZE_ALL_MEM_TABLES))
     }
+
+    /// Flushes, then compacts the whole key range into the bottom level,
+    /// which drops tombstones and overwritten versions (what etcd's
+    /// defragment achieves for bbolt).
+    fn defragment(&self) -> Result<(), EngineError> {
+        self.shared.flush()?;
+        self.shared.db.compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
 }
 
 /// A point-in-time view of a [`RocksEngine`]; `'static`, `Send` and `Sync`.

@@ -27,9 +27,12 @@ impl ClusterService {
     }
 }
 
-fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "t4: etcdserverpb.Cluster/{method} is not implemented yet (the cluster issue)"
+/// Membership changes on a single node get a clear refusal, not a hang
+/// (etcd answers membership errors with FailedPrecondition too).
+fn single_node(method: &str) -> Status {
+    Status::failed_precondition(format!(
+        "t4: {method} needs cluster mode; this node runs single-node \
+         (cluster mode arrives with the cluster issue)"
     ))
 }
 
@@ -39,21 +42,21 @@ impl PbClusterService for ClusterService {
         &self,
         _r: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
+        Err(single_node("MemberAdd"))
     }
 
     async fn member_remove(
         &self,
         _r: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
+        Err(single_node("MemberRemove"))
     }
 
     async fn member_update(
         &self,
         _r: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
+        Err(single_node("MemberUpdate"))
     }
 
     async fn member_list(
@@ -78,6 +81,6 @@ impl PbClusterService for ClusterService {
         &self,
         _r: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
+        Err(single_node("MemberPromote"))
     }
 }

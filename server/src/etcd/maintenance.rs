@@ -14,6 +14,7 @@ use t4_proto::etcd::{
     PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
 };
 
+use super::errors::status;
 use super::Ctx;
 
 /// The etcd server version t4 reports. etcd clients gate features on it;
@@ -78,7 +79,11 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _r: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        self.node.defragment().await.map_err(|e| status(&e))?;
+        let ids = self.ctx.ids(&self.node);
+        Ok(Response::new(PbDefragmentResponse {
+            header: ids.header(self.node.current_revision()),
+        }))
     }
 
     async fn hash(&self, _r: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
