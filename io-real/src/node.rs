@@ -220,6 +220,29 @@ impl Node {
             .ok_or_else(|| Error::Unavailable("node is closed".into()))
     }
 
+    /// etcd `HashKV`: a consistency hash of the keyspace at `revision`
+    /// (`<= 0`: current), equal on every store that applied the same log.
+    ///
+    /// # Errors
+    /// Future or compacted revision, node closed, storage failure.
+    pub async fn hash_kv(&self, revision: i64) -> Result<mvcc::KvHash, Error> {
+        let snapshot = self.engine()?.snapshot();
+        mvcc::hash_kv(&snapshot, revision)
+    }
+
+    /// etcd `Hash`: a hash of everything the engine holds (metadata included)
+    /// and the revision it was taken at.
+    ///
+    /// # Errors
+    /// Node closed, storage failure.
+    pub async fn hash(&self) -> Result<(u32, i64), Error> {
+        let snapshot = self.engine()?.snapshot();
+        let revision = mvcc::read_meta(&snapshot)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .current_revision;
+        Ok((mvcc::hash_all(&snapshot)?, revision))
+    }
+
     /// Compacts the engine's files (etcd `Defragment`): space taken by
     /// deleted and compacted-away data is returned. Runs on a blocking
     /// thread; reads and writes continue meanwhile.

@@ -254,8 +254,24 @@ async fn maintenance_cluster_and_unimplemented_services() {
         "{}",
         e.message()
     );
-    let e = status_of(c.hash_kv(0).await.expect_err("hash kv"));
+    let e = status_of(
+        c.alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .expect_err("alarm"),
+    );
     assert_eq!(e.code(), Code::Unimplemented);
+    let h2 = c.hash_kv(2).await.expect("hash kv at 2");
+    assert_eq!(h2.hash_revision(), 2);
+    let e = status_of(c.hash_kv(100).await.expect_err("future"));
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    assert_ne!(c.hash().await.expect("hash").hash(), 0);
     let e = status_of(c.member_remove(member).await.expect_err("member remove"));
     assert_eq!(
         e.code(),
@@ -274,6 +290,16 @@ async fn maintenance_cluster_and_unimplemented_services() {
     c.put("still", "works", None)
         .await
         .expect("the KV service is unaffected");
+    assert_eq!(
+        c.hash_kv(2).await.expect("hash kv").hash(),
+        h2.hash(),
+        "later writes do not change HashKV at 2"
+    );
+    assert_ne!(
+        c.hash_kv(0).await.expect("hash kv").hash(),
+        h2.hash(),
+        "the current HashKV includes them"
+    );
 
     assert_eq!(http_get(server.metrics, "/healthz").0, 200);
     assert_eq!(http_get(server.metrics, "/readyz").0, 200);

@@ -42,6 +42,7 @@ use crate::kv::{CompactionResponse, RangeRequest, RangeResponse, TxnResponse, Wr
 use crate::log::{Entry, Payload};
 
 mod compact;
+mod hash;
 pub mod history;
 pub mod keys;
 mod range;
@@ -53,6 +54,7 @@ mod prop_tests;
 #[cfg(test)]
 mod tests;
 
+pub use hash::{hash_all, hash_kv, KvHash};
 pub use history::{key_history, revision_log, KeyVersion, LoggedEvent};
 pub use keys::{EventKind, Rev};
 pub use validate::{validate_range, validate_write};

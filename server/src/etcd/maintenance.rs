@@ -87,14 +87,27 @@ impl PbMaintenanceService for MaintenanceService {
     }
 
     async fn hash(&self, _r: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let (hash, revision) = self.node.hash().await.map_err(|e| status(&e))?;
+        let ids = self.ctx.ids(&self.node);
+        Ok(Response::new(PbHashResponse {
+            header: ids.header(revision),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _r: Request<PbHashKvRequest>,
+        request: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+        let revision = request.into_inner().revision;
+        let h = self.node.hash_kv(revision).await.map_err(|e| status(&e))?;
+        let ids = self.ctx.ids(&self.node);
+        Ok(Response::new(PbHashKvResponse {
+            header: ids.header(self.node.current_revision()),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
     }
 
     type SnapshotStream = BoxStream<PbSnapshotResponse>;
