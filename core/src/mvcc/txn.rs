@@ -428,7 +428,14 @@ fn has_writes(req: &TxnRequest) -> bool {
 /// against 0 (or the empty value); an unknown target compares equal; an
 /// unknown result holds.
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let int = |v: i64, want: Option<i64>| v.cmp(&want.unwrap_or(0));
+    // An operand that does not match the target compares as 0 / empty, as in etcd.
+    let operand = match (CompareTarget::try_from(c.target), &c.target_union) {
+        (Ok(CompareTarget::Version), Some(TargetUnion::Version(v)))
+        | (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(v)))
+        | (Ok(CompareTarget::Mod), Some(TargetUnion::ModRevision(v)))
+        | (Ok(CompareTarget::Lease), Some(TargetUnion::Lease(v))) => *v,
+        _ => 0,
+    };
     let ord = match CompareTarget::try_from(c.target) {
         Ok(CompareTarget::Value) => {
             let want: &[u8] = match &c.target_union {
@@ -437,38 +444,10 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
             };
             kv.value.as_slice().cmp(want)
         }
-        Ok(CompareTarget::Version) => int(
-            kv.version,
-            if let Some(TargetUnion::Version(v)) = c.target_union {
-                Some(v)
-            } else {
-                None
-            },
-        ),
-        Ok(CompareTarget::Create) => int(
-            kv.create_revision,
-            if let Some(TargetUnion::CreateRevision(v)) = c.target_union {
-                Some(v)
-            } else {
-                None
-            },
-        ),
-        Ok(CompareTarget::Mod) => int(
-            kv.mod_revision,
-            if let Some(TargetUnion::ModRevision(v)) = c.target_union {
-                Some(v)
-            } else {
-                None
-            },
-        ),
-        Ok(CompareTarget::Lease) => int(
-            kv.lease,
-            if let Some(TargetUnion::Lease(v)) = c.target_union {
-                Some(v)
-            } else {
-                None
-            },
-        ),
+        Ok(CompareTarget::Version) => kv.version.cmp(&operand),
+        Ok(CompareTarget::Create) => kv.create_revision.cmp(&operand),
+        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&operand),
+        Ok(CompareTarget::Lease) => kv.lease.cmp(&operand),
         Err(_) => std::cmp::Ordering::Equal,
     };
     match CompareResult::try_from(c.result) {
