@@ -20,6 +20,16 @@ pub enum Error {
     /// not found"). Nothing was changed.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A lease grant named an id that is already in use (etcd: "lease
+    /// already exists"). Nothing was changed.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// The database exceeded its quota and the NOSPACE alarm is raised
+    /// (etcd: "database space exceeded"): puts, txns with puts and lease
+    /// grants fail until space is freed (compact, defragment) and the alarm
+    /// is disarmed. Deletes, compactions and reads still work.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// The request itself is malformed; retrying it unchanged will fail again.
     #[error("invalid argument: {0}")]
     InvalidArgument(#[from] Invalid),
@@ -62,6 +72,17 @@ pub enum Invalid {
     /// etcd: "invalid sort option" (sort order or target out of range).
     #[error("invalid sort option")]
     InvalidSortOption,
+    /// etcd: "too large lease TTL" (above 9,000,000,000 s).
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A negative lease TTL. etcd silently raises it to the minimum TTL; we
+    /// refuse it, because a negative duration is always a client bug.
+    #[error("lease TTL must not be negative")]
+    NegativeLeaseTtl,
+    /// A negative lease id in a grant. etcd accepts it, but ids are shown
+    /// as unsigned hex everywhere and no client generates one.
+    #[error("lease ID must not be negative")]
+    NegativeLeaseId,
 }
 
 /// Convenience alias.

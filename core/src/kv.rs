@@ -353,6 +353,242 @@ pub struct CompactionResponse {
     pub revision: i64,
 }
 
+/// etcd `LeaseGrantRequest`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseGrantRequest {
+    /// Requested time-to-live in seconds (raised to the minimum TTL, as etcd).
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+    /// Requested id; 0 lets the node choose one.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+}
+
+/// etcd `LeaseGrantResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseGrantResponse {
+    /// Header revision: the current revision (a grant takes none).
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// The lease id.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// The granted TTL in seconds.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
+
+/// etcd `LeaseRevokeRequest`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseRevokeRequest {
+    /// The lease to revoke; its keys are deleted at one revision.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// etcd `LeaseRevokeResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseRevokeResponse {
+    /// Header revision after the revoke (a new one if keys were deleted).
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+}
+
+/// One lease's remaining TTL, recorded by a checkpoint entry (etcd
+/// `LeaseCheckpoint`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseCheckpoint {
+    /// The lease.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// Seconds left when the checkpoint was taken.
+    #[prost(int64, tag = "2")]
+    pub remaining_ttl: i64,
+}
+
+/// A log entry recording remaining TTLs, so a restart (or a new leader)
+/// does not extend leases to their full TTL (etcd `LeaseCheckpointRequest`).
+/// Internal: clients never send it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseCheckpointRequest {
+    /// The checkpoints.
+    #[prost(message, repeated, tag = "1")]
+    pub checkpoints: Vec<LeaseCheckpoint>,
+}
+
+/// etcd `LeaseKeepAliveResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseKeepAliveResponse {
+    /// Header revision.
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// The lease.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// The new TTL in seconds; 0 when the lease is unknown or expired.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
+
+/// etcd `LeaseTimeToLiveResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseTimeToLiveResponse {
+    /// Header revision.
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// The lease.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// Remaining seconds; -1 when the lease is unknown or expired.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    /// The TTL the lease was granted with (0 when unknown).
+    #[prost(int64, tag = "4")]
+    pub granted_ttl: i64,
+    /// Attached keys, in key order (only when asked for).
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// etcd `LeaseLeasesResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseLeasesResponse {
+    /// Header revision.
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// Every live lease id, ascending.
+    #[prost(int64, repeated, tag = "2")]
+    pub ids: Vec<i64>,
+}
+
+/// etcd `AlarmType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum AlarmType {
+    /// No alarm (etcd `NONE`; as a filter: every alarm).
+    None = 0,
+    /// The database exceeded its quota; space-consuming writes fail.
+    Nospace = 1,
+    /// A corruption check failed.
+    Corrupt = 2,
+}
+
+/// etcd `AlarmRequest.AlarmAction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum AlarmAction {
+    /// List alarms.
+    Get = 0,
+    /// Raise an alarm.
+    Activate = 1,
+    /// Disarm an alarm.
+    Deactivate = 2,
+}
+
+/// etcd `AlarmRequest`. Activate and deactivate go through the log (alarms
+/// are replicated state, kept in the engine); get is answered from memory.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AlarmRequest {
+    /// What to do.
+    #[prost(enumeration = "AlarmAction", tag = "1")]
+    pub action: i32,
+    /// The member the alarm is about (0 with `Get`/`Deactivate`: all).
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    /// The alarm (`None` with `Get`/`Deactivate`: all).
+    #[prost(enumeration = "AlarmType", tag = "3")]
+    pub alarm: i32,
+}
+
+/// etcd `AlarmMember`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+pub struct AlarmMember {
+    /// The member.
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// The alarm raised.
+    #[prost(enumeration = "AlarmType", tag = "2")]
+    pub alarm: i32,
+}
+
+/// etcd `AlarmResponse`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AlarmResponse {
+    /// Header revision.
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// The alarms the request matched (after it applied), ordered.
+    #[prost(message, repeated, tag = "2")]
+    pub alarms: Vec<AlarmMember>,
+}
+
+/// etcd `mvccpb.Event.EventType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum EventType {
+    /// A put.
+    Put = 0,
+    /// A delete.
+    Delete = 1,
+}
+
+/// etcd `mvccpb.Event`: one change of one key.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Event {
+    /// Put or delete.
+    #[prost(enumeration = "EventType", tag = "1")]
+    pub r#type: i32,
+    /// The key after the change. For a delete: the key with `mod_revision`
+    /// set to the deleting revision and every other field zero (as etcd).
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+    /// The key before the change, when the watcher asked for it and the key
+    /// existed.
+    #[prost(message, optional, tag = "3")]
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// etcd `WatchCreateRequest.FilterType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum WatchFilter {
+    /// Drop put events.
+    Noput = 0,
+    /// Drop delete events.
+    Nodelete = 1,
+}
+
+/// etcd `WatchCreateRequest`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct WatchCreateRequest {
+    /// First key watched.
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    /// End of the range (exclusive); empty: just `key`; `[0]`: every key
+    /// from `key` on.
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    /// First revision to deliver; `<= 0`: the next one (current + 1).
+    #[prost(int64, tag = "3")]
+    pub start_revision: i64,
+    /// Send progress notifications while idle.
+    #[prost(bool, tag = "4")]
+    pub progress_notify: bool,
+    /// Event kinds to drop (`WatchFilter` values).
+    #[prost(enumeration = "WatchFilter", repeated, tag = "5")]
+    pub filters: Vec<i32>,
+    /// Attach the previous version of each key to its event.
+    #[prost(bool, tag = "6")]
+    pub prev_kv: bool,
+    /// Client-chosen watch id; 0 lets the node choose.
+    #[prost(int64, tag = "7")]
+    pub watch_id: i64,
+    /// Split responses bigger than the request size limit (done by the
+    /// transport; core always produces whole revisions).
+    #[prost(bool, tag = "8")]
+    pub fragment: bool,
+}
+
 /// A request that changes state and therefore goes through the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteRequest {
@@ -365,6 +601,12 @@ pub enum WriteRequest {
     Txn(TxnRequest),
     /// Compaction.
     Compaction(CompactionRequest),
+    /// Lease grant.
+    LeaseGrant(LeaseGrantRequest),
+    /// Lease revoke.
+    LeaseRevoke(LeaseRevokeRequest),
+    /// Alarm activate or deactivate (a `Get` never reaches the log).
+    Alarm(AlarmRequest),
 }
 
 /// The result of applying a [`WriteRequest`].
@@ -378,4 +620,32 @@ pub enum WriteResponse {
     Txn(TxnResponse),
     /// Compaction result.
     Compaction(CompactionResponse),
+    /// Lease grant result.
+    LeaseGrant(LeaseGrantResponse),
+    /// Lease revoke result.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// Alarm result.
+    Alarm(AlarmResponse),
+    /// Result of an internal entry (lease checkpoint): the header revision.
+    Internal {
+        /// The current revision.
+        revision: i64,
+    },
+}
+
+impl WriteResponse {
+    /// The header revision of the response.
+    #[must_use]
+    pub fn revision(&self) -> i64 {
+        match self {
+            WriteResponse::Put(r) => r.revision,
+            WriteResponse::DeleteRange(r) => r.revision,
+            WriteResponse::Txn(r) => r.revision,
+            WriteResponse::Compaction(r) => r.revision,
+            WriteResponse::LeaseGrant(r) => r.revision,
+            WriteResponse::LeaseRevoke(r) => r.revision,
+            WriteResponse::Alarm(r) => r.revision,
+            WriteResponse::Internal { revision } => *revision,
+        }
+    }
 }

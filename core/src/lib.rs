@@ -11,16 +11,18 @@
 pub mod engine;
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod log;
 pub mod mvcc;
 pub mod node;
 pub mod types;
 pub mod wal;
+pub mod watch;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use engine::{KvEngine, KvRead, MemEngine, WriteBatch};
 pub use error::{Error, Invalid, Result};
-pub use node::{Action, ClientRequest, IoDone, Node, NodeConfig};
+pub use node::{Action, ClientRequest, IoDone, Node, NodeConfig, Response};
 pub use types::{Index, IoId, NodeId, ReqId, Revision, Term, Time};

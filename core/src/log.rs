@@ -11,7 +11,10 @@
 
 use prost::Message;
 
-use crate::kv::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest, WriteRequest};
+use crate::kv::{
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, TxnRequest, WriteRequest,
+};
 use crate::types::{Index, Term};
 
 /// One log entry.
@@ -24,7 +27,7 @@ pub struct Entry {
     #[prost(uint64, tag = "2")]
     pub index: u64,
     /// What applying the entry does.
-    #[prost(oneof = "Payload", tags = "3, 4, 5, 6, 7")]
+    #[prost(oneof = "Payload", tags = "3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub payload: Option<Payload>,
 }
 
@@ -46,26 +49,46 @@ pub enum Payload {
     /// A leader's barrier entry: changes nothing, takes no revision.
     #[prost(message, tag = "7")]
     Barrier(Barrier),
+    /// A lease grant (takes no revision).
+    #[prost(message, tag = "8")]
+    LeaseGrant(LeaseGrantRequest),
+    /// A lease revoke: deletes every attached key at one revision.
+    #[prost(message, tag = "9")]
+    LeaseRevoke(LeaseRevokeRequest),
+    /// Remaining TTLs of leases (takes no revision).
+    #[prost(message, tag = "10")]
+    LeaseCheckpoint(LeaseCheckpointRequest),
+    /// Alarm activate / deactivate (takes no revision).
+    #[prost(message, tag = "11")]
+    Alarm(AlarmRequest),
 }
 
 /// Payload of a barrier entry (empty; reserved for the election issue).
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct Barrier {}
 
-impl Entry {
-    /// An entry carrying a client's write.
-    #[must_use]
-    pub fn write(term: Term, index: Index, req: WriteRequest) -> Entry {
-        let payload = match req {
+impl From<WriteRequest> for Payload {
+    fn from(req: WriteRequest) -> Payload {
+        match req {
             WriteRequest::Put(r) => Payload::Put(r),
             WriteRequest::DeleteRange(r) => Payload::DeleteRange(r),
             WriteRequest::Txn(r) => Payload::Txn(r),
             WriteRequest::Compaction(r) => Payload::Compaction(r),
-        };
+            WriteRequest::LeaseGrant(r) => Payload::LeaseGrant(r),
+            WriteRequest::LeaseRevoke(r) => Payload::LeaseRevoke(r),
+            WriteRequest::Alarm(r) => Payload::Alarm(r),
+        }
+    }
+}
+
+impl Entry {
+    /// An entry carrying a client's write.
+    #[must_use]
+    pub fn write(term: Term, index: Index, req: WriteRequest) -> Entry {
         Entry {
             term: term.0,
             index: index.0,
-            payload: Some(payload),
+            payload: Some(Payload::from(req)),
         }
     }
 

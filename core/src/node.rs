@@ -50,10 +50,15 @@ use std::collections::VecDeque;
 
 use crate::engine::{EngineError, KvEngine};
 use crate::error::{Error, Invalid};
-use crate::kv::{WriteRequest, WriteResponse};
-use crate::log::Entry;
+use crate::kv::{
+    AlarmResponse, LeaseCheckpointRequest, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseTimeToLiveResponse, WriteRequest, WriteResponse,
+};
+use crate::lease::{LeaseConfig, Lessor};
+use crate::log::{Entry, Payload};
 use crate::mvcc::{self, Meta, Store};
 use crate::types::{Index, IoId, NodeId, ReqId, Term, Time};
+use crate::watch::{WatchConfig, WatchHub, WatchInput, WatchOutput};
 
 /// Static configuration of a node's core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +80,16 @@ pub struct NodeConfig {
     /// After this many applied entries the node asks the driver to persist
     /// the engine and trim WAL segments the engine no longer needs.
     pub trim_every_entries: u64,
+    /// Lease expiry, revoke rate and checkpoints.
+    pub lease: LeaseConfig,
+    /// Watch buffers, progress notifications, catch-up steps.
+    pub watch: WatchConfig,
+    /// Database size above which space-consuming writes raise the NOSPACE
+    /// alarm and fail (etcd `--quota-backend-bytes`, default 2 GiB).
+    pub quota_bytes: u64,
+    /// Seed for the node's own random choices (generated lease ids). The
+    /// driver draws it; core draws no entropy.
+    pub seed: u64,
 }
 
 impl Default for NodeConfig {
@@ -87,15 +102,56 @@ impl Default for NodeConfig {
             batch_bytes_max: 8 * 1024 * 1024,
             pending_max: 65_536,
             trim_every_entries: 200_000,
+            lease: LeaseConfig::default(),
+            watch: WatchConfig::default(),
+            quota_bytes: 2 * 1024 * 1024 * 1024,
+            seed: 0,
         }
     }
 }
 
-/// A request from a client that the node must decide on.
+/// A request from a client that the node must decide on. Each is answered
+/// by exactly one [`Action::Reply`] with the same [`ReqId`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientRequest {
-    /// A state change: goes through the log.
+    /// A state change: goes through the log; answered with
+    /// [`Response::Write`] once durable and applied.
     Write(WriteRequest),
+    /// etcd `LeaseKeepAlive` (one request of the stream): answered at once
+    /// with [`Response::LeaseKeepAlive`]; TTL 0 for an unknown or expired
+    /// lease. Not logged.
+    LeaseKeepAlive {
+        /// The lease.
+        id: i64,
+    },
+    /// etcd `LeaseTimeToLive`: answered at once with
+    /// [`Response::LeaseTimeToLive`]; TTL -1 for an unknown lease.
+    LeaseTimeToLive {
+        /// The lease.
+        id: i64,
+        /// List the attached keys too.
+        keys: bool,
+    },
+    /// etcd `LeaseLeases`: answered at once with [`Response::LeaseLeases`].
+    LeaseLeases,
+    /// etcd `Alarm` with action `Get`: answered at once with
+    /// [`Response::Alarm`].
+    AlarmList,
+}
+
+/// The answer to a [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// A write's result.
+    Write(WriteResponse),
+    /// A keepalive's result.
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    /// A time-to-live query's result.
+    LeaseTimeToLive(LeaseTimeToLiveResponse),
+    /// The lease list.
+    LeaseLeases(LeaseLeasesResponse),
+    /// The alarm list.
+    Alarm(AlarmResponse),
 }
 
 /// Completion of an I/O action, fed back with [`Node::handle_io`].
@@ -171,8 +227,20 @@ pub enum Action {
         /// The request answered.
         req: ReqId,
         /// The answer.
-        result: Result<WriteResponse, Error>,
+        result: Result<Response, Error>,
     },
+    /// Send one watch response on a watch stream (emitted in order per
+    /// stream; the driver reports delivery with [`WatchInput::Consumed`]).
+    Watch(WatchOutput),
+}
+
+/// A write waiting for (or in) a WAL batch. `req` is `None` for the node's
+/// own entries (lease revokes on expiry, lease checkpoints, alarms).
+#[derive(Debug)]
+struct Pending {
+    req: Option<ReqId>,
+    payload: Payload,
+    size_bytes: usize,
 }
 
 /// The batch whose WAL sync is in flight.
@@ -181,7 +249,7 @@ struct InFlight {
     sync_io: IoId,
     term: Term,
     /// The batch's entries with the request each answers, in index order.
-    entries: Vec<(ReqId, Entry)>,
+    entries: Vec<(Option<ReqId>, Entry)>,
 }
 
 /// Why the node stopped accepting writes.
@@ -201,8 +269,7 @@ pub struct Node<E: KvEngine> {
     /// Index of the last entry handed to the WAL.
     last_index: Index,
     /// Accepted writes not yet in a batch, in arrival order.
-    /// Each carries its encoded size in bytes.
-    queued: VecDeque<(ReqId, WriteRequest, usize)>,
+    queued: VecDeque<Pending>,
     /// The batch whose sync is outstanding (at most one: group commit).
     in_flight: Option<InFlight>,
     next_io: u64,
@@ -211,6 +278,8 @@ pub struct Node<E: KvEngine> {
     trim_in_flight: bool,
     health: Health,
     actions: VecDeque<Action>,
+    lessor: Lessor,
+    watches: WatchHub,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -229,7 +298,6 @@ impl<E: KvEngine> Node<E> {
         let store = Store::open(&engine)?;
         let meta = *store.meta();
         Ok(Node {
-            config,
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -242,6 +310,9 @@ impl<E: KvEngine> Node<E> {
             trim_in_flight: false,
             health: Health::Serving,
             actions: VecDeque::new(),
+            lessor: Lessor::new(config.lease.clone()),
+            watches: WatchHub::new(config.watch.clone()),
+            config,
         })
     }
 
@@ -311,7 +382,7 @@ impl<E: KvEngine> Node<E> {
     /// # Panics
     /// If the entries do not continue the log contiguously: recovery must not
     /// silently skip data.
-    pub fn recover(&mut self, entries: Vec<Entry>) -> Result<(), EngineError> {
+    pub fn recover(&mut self, now: Time, entries: Vec<Entry>) -> Result<(), EngineError> {
         for entry in entries {
             let expected = self.last_index.next();
             assert_eq!(
@@ -325,28 +396,59 @@ impl<E: KvEngine> Node<E> {
                 entry.term,
                 self.term
             );
-            // The request's own outcome was (or will never be) reported.
+            // The request's own outcome was (or will never be) reported;
+            // no watcher exists yet.
             let _outcome = self.store.apply(&self.engine, &entry)?;
             self.term = self.term.max(entry.term_id());
             self.last_index = expected;
         }
         self.trimmed_at = Index(self.store.meta().applied_index);
+        // etcd restarts every lease's TTL on recovery (from its checkpoint).
+        let leases = mvcc::leases(&self.engine)?;
+        self.lessor.restore(now, &leases);
         Ok(())
     }
 
     /// A client request arrives.
     pub fn handle_client(&mut self, now: Time, req: ReqId, request: ClientRequest) {
-        let _ = now;
-        match request {
-            ClientRequest::Write(write) => self.accept_write(req, write),
-        }
+        let revision = self.store.meta().current_revision;
+        let answer = match request {
+            ClientRequest::Write(write) => return self.accept_write(req, write),
+            ClientRequest::LeaseKeepAlive { id } => {
+                let ttl = self.lessor.keep_alive(now, id).unwrap_or(0);
+                Response::LeaseKeepAlive(LeaseKeepAliveResponse { revision, id, ttl })
+            }
+            ClientRequest::LeaseTimeToLive { id, keys } => {
+                match self.lease_time_to_live(now, id, keys) {
+                    Ok(resp) => Response::LeaseTimeToLive(resp),
+                    Err(e) => return self.reply(req, Err(e)),
+                }
+            }
+            ClientRequest::LeaseLeases => Response::LeaseLeases(LeaseLeasesResponse {
+                revision,
+                ids: self.lessor.ids(),
+            }),
+            ClientRequest::AlarmList => Response::Alarm(AlarmResponse {
+                revision,
+                alarms: self.store.alarms().to_vec(),
+            }),
+        };
+        self.reply(req, Ok(answer));
+    }
+
+    /// A watch stream input (create, cancel, progress, flow control).
+    pub fn handle_watch(&mut self, now: Time, input: WatchInput) {
+        let meta = *self.store.meta();
+        self.watches.handle(now, input, &self.engine, &meta);
+        self.drain_watch_outputs();
     }
 
     /// An I/O action completed.
     pub fn handle_io(&mut self, now: Time, done: IoDone) {
-        let _ = now;
         match done {
-            IoDone::WalSynced { io, term, through } => self.on_wal_synced(io, term, through),
+            IoDone::WalSynced { io, term, through } => {
+                self.on_wal_synced(now, io, term, through);
+            }
             IoDone::WalFailed { io, term, error } => {
                 if term != self.term {
                     tracing::debug!(io = io.0, "dropping WAL failure from an older term");
@@ -363,10 +465,26 @@ impl<E: KvEngine> Node<E> {
         }
     }
 
-    /// A timer expired. Local mode arms none yet (leases and elections will);
-    /// the entry point exists so drivers have one loop shape for every mode.
+    /// A timer expired (call it whenever `now` reaches
+    /// [`Node::poll_timeout`]; calling it early is harmless): expired leases
+    /// become revoke entries (rate-limited), remaining TTLs become a
+    /// checkpoint entry, watchers catch up and get progress notifications.
     pub fn handle_timeout(&mut self, now: Time) {
-        let _ = now;
+        if matches!(self.health, Health::Serving) {
+            let due = self.lessor.take_due(now);
+            for id in due.revoke {
+                self.queue_internal(Payload::LeaseRevoke(LeaseRevokeRequest { id }));
+            }
+            if !due.checkpoint.is_empty() {
+                self.queue_internal(Payload::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: due.checkpoint,
+                }));
+            }
+            self.flush_batch();
+        }
+        let meta = *self.store.meta();
+        self.watches.handle_timeout(now, &self.engine, &meta);
+        self.drain_watch_outputs();
     }
 
     // ----- outputs -----
@@ -379,7 +497,14 @@ impl<E: KvEngine> Node<E> {
     /// The earliest time at which [`Node::handle_timeout`] must be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        let lease = match self.health {
+            Health::Serving => self.lessor.poll_timeout(),
+            Health::Failed(_) => None,
+        };
+        [lease, self.watches.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Drains every pending action (handy in tests and simple drivers).
@@ -390,40 +515,85 @@ impl<E: KvEngine> Node<E> {
     // ----- pipeline -----
 
     fn accept_write(&mut self, req: ReqId, write: WriteRequest) {
+        if let Err(e) = self.check_write(&write) {
+            return self.reply(req, Err(e));
+        }
+        let payload = Payload::from(write);
+        let size_bytes = payload_len(&payload);
+        self.queued.push_back(Pending {
+            req: Some(req),
+            payload,
+            size_bytes,
+        });
+        self.flush_batch();
+    }
+
+    /// Why `write` must be refused before it reaches the log, if it must.
+    fn check_write(&self, write: &WriteRequest) -> Result<(), Error> {
         if let Health::Failed(why) = &self.health {
-            let error = Error::Internal(format!("node stopped accepting writes: {why}"));
-            self.actions.push_back(Action::Reply {
-                req,
-                result: Err(error),
-            });
-            return;
+            return Err(Error::Internal(format!(
+                "node stopped accepting writes: {why}"
+            )));
         }
-        if let Err(invalid) = mvcc::validate_write(&write, self.config.max_txn_ops) {
-            self.actions.push_back(Action::Reply {
-                req,
-                result: Err(invalid.into()),
-            });
-            return;
-        }
-        let size_bytes = encoded_len(&write);
-        if size_bytes > self.config.request_bytes_max {
-            let error = Error::InvalidArgument(Invalid::RequestTooLarge);
-            self.actions.push_back(Action::Reply {
-                req,
-                result: Err(error),
-            });
-            return;
+        mvcc::validate_write(write, self.config.max_txn_ops)?;
+        if encoded_len(write) > self.config.request_bytes_max {
+            return Err(Invalid::RequestTooLarge.into());
         }
         if self.pending_len() >= self.config.pending_max {
-            let error = Error::Unavailable("too many requests in flight".into());
-            self.actions.push_back(Action::Reply {
-                req,
-                result: Err(error),
-            });
-            return;
+            return Err(Error::Unavailable("too many requests in flight".into()));
         }
-        self.queued.push_back((req, write, size_bytes));
-        self.flush_batch();
+        Ok(())
+    }
+
+    /// Queues one of the node's own entries (no reply). They bypass
+    /// `pending_max`: they are bounded by the lessor's rate limit.
+    fn queue_internal(&mut self, payload: Payload) {
+        let size_bytes = payload_len(&payload);
+        self.queued.push_back(Pending {
+            req: None,
+            payload,
+            size_bytes,
+        });
+    }
+
+    fn reply(&mut self, req: ReqId, result: Result<Response, Error>) {
+        self.actions.push_back(Action::Reply { req, result });
+    }
+
+    fn lease_time_to_live(
+        &self,
+        now: Time,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, Error> {
+        let revision = self.store.meta().current_revision;
+        let Some((ttl, granted_ttl)) = self.lessor.time_to_live(now, id) else {
+            return Ok(LeaseTimeToLiveResponse {
+                revision,
+                id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            });
+        };
+        let keys = if keys {
+            mvcc::lease_keys(&self.engine, id).map_err(|e| Error::Internal(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        Ok(LeaseTimeToLiveResponse {
+            revision,
+            id,
+            ttl,
+            granted_ttl,
+            keys,
+        })
+    }
+
+    fn drain_watch_outputs(&mut self) {
+        while let Some(out) = self.watches.poll_output() {
+            self.actions.push_back(Action::Watch(out));
+        }
     }
 
     /// Starts the next WAL batch if none is in flight.
@@ -433,16 +603,22 @@ impl<E: KvEngine> Node<E> {
         }
         let mut entries = Vec::new();
         let mut batch_bytes = 0usize;
-        while let Some((_, _, size_bytes)) = self.queued.front() {
+        while let Some(front) = self.queued.front() {
             let full = entries.len() >= self.config.batch_entries_max
-                || (!entries.is_empty() && batch_bytes + size_bytes > self.config.batch_bytes_max);
+                || (!entries.is_empty()
+                    && batch_bytes + front.size_bytes > self.config.batch_bytes_max);
             if full {
                 break;
             }
-            let (req, write, size_bytes) = self.queued.pop_front().expect("front was Some");
-            batch_bytes += size_bytes;
+            let pending = self.queued.pop_front().expect("front was Some");
+            batch_bytes += pending.size_bytes;
             self.last_index = self.last_index.next();
-            entries.push((req, Entry::write(self.term, self.last_index, write)));
+            let entry = Entry {
+                term: self.term.0,
+                index: self.last_index.0,
+                payload: Some(pending.payload),
+            };
+            entries.push((pending.req, entry));
         }
         assert!(
             !entries.is_empty(),
@@ -468,7 +644,7 @@ impl<E: KvEngine> Node<E> {
         });
     }
 
-    fn on_wal_synced(&mut self, io: IoId, term: Term, through: Index) {
+    fn on_wal_synced(&mut self, now: Time, io: IoId, term: Term, through: Index) {
         let matches = self
             .in_flight
             .as_ref()
@@ -490,12 +666,18 @@ impl<E: KvEngine> Node<E> {
         );
         for (i, (req, entry)) in batch.entries.iter().enumerate() {
             match self.store.apply(&self.engine, entry) {
-                Ok(result) => self.actions.push_back(Action::Reply { req: *req, result }),
+                Ok(applied) => {
+                    self.after_apply(now, entry, &applied);
+                    if let Some(req) = req {
+                        let result = applied.result.map(Response::Write);
+                        self.actions.push_back(Action::Reply { req: *req, result });
+                    }
+                }
                 Err(EngineError(why)) => {
                     // The entry is durable in the WAL but not applied; its
                     // writer and everyone after it get an error, and a restart
                     // replays the WAL into a healthy engine.
-                    let rest = batch.entries[i..].iter().map(|(r, _)| *r);
+                    let rest = batch.entries[i..].iter().filter_map(|(r, _)| *r);
                     self.fail_requests(rest, &format!("apply failed: {why}"));
                     self.fail(format!("engine write failed: {why}"));
                     return;
@@ -504,6 +686,21 @@ impl<E: KvEngine> Node<E> {
         }
         self.maybe_trim();
         self.flush_batch();
+    }
+
+    /// Keeps the in-memory halves (lessor, watch hub) in step with an
+    /// applied entry.
+    fn after_apply(&mut self, now: Time, entry: &Entry, applied: &mvcc::Applied) {
+        match (&entry.payload, &applied.result) {
+            (Some(Payload::LeaseGrant(_)), Ok(WriteResponse::LeaseGrant(g))) => {
+                self.lessor.on_granted(now, g.id, g.ttl);
+            }
+            (Some(Payload::LeaseRevoke(r)), Ok(_)) => self.lessor.on_revoked(r.id),
+            _ => {}
+        }
+        let meta = *self.store.meta();
+        self.watches.on_applied(now, &meta, &applied.events);
+        self.drain_watch_outputs();
     }
 
     fn maybe_trim(&mut self) {
@@ -524,8 +721,12 @@ impl<E: KvEngine> Node<E> {
     fn fail(&mut self, why: String) {
         tracing::error!(%why, "node stops accepting writes");
         let in_flight = self.in_flight.take().map(|b| b.entries).unwrap_or_default();
-        let queued: Vec<ReqId> = self.queued.drain(..).map(|(r, _, _)| r).collect();
-        let reqs: Vec<ReqId> = in_flight.iter().map(|(r, _)| *r).chain(queued).collect();
+        let queued: Vec<ReqId> = self.queued.drain(..).filter_map(|p| p.req).collect();
+        let reqs: Vec<ReqId> = in_flight
+            .iter()
+            .filter_map(|(r, _)| *r)
+            .chain(queued)
+            .collect();
         self.fail_requests(reqs.into_iter(), &why);
         self.health = Health::Failed(why);
     }
@@ -547,8 +748,8 @@ impl<E: KvEngine> Node<E> {
     }
 }
 
-/// Encoded size of the entry a write becomes (header fields excluded; they
-/// add a few bytes and are not the client's doing).
+/// Encoded size of a client's write request (etcd measures the request,
+/// not the entry around it).
 fn encoded_len(write: &WriteRequest) -> usize {
     use prost::Message;
     match write {
@@ -556,7 +757,15 @@ fn encoded_len(write: &WriteRequest) -> usize {
         WriteRequest::DeleteRange(r) => r.encoded_len(),
         WriteRequest::Txn(r) => r.encoded_len(),
         WriteRequest::Compaction(r) => r.encoded_len(),
+        WriteRequest::LeaseGrant(r) => r.encoded_len(),
+        WriteRequest::LeaseRevoke(r) => r.encoded_len(),
+        WriteRequest::Alarm(r) => r.encoded_len(),
     }
+}
+
+/// Encoded size of a payload, for batch sizing.
+fn payload_len(payload: &Payload) -> usize {
+    payload.encoded_len()
 }
 
 #[cfg(test)]

@@ -23,15 +23,17 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use t4_core::kv::{WriteRequest, WriteResponse};
+use t4_core::kv::WriteRequest;
 use t4_core::log::Entry;
-use t4_core::{Action, ClientRequest, Error, Index, IoDone, IoId, KvEngine, ReqId, Term, Time};
+use t4_core::{
+    Action, ClientRequest, Error, Index, IoDone, IoId, KvEngine, ReqId, Response, Term, Time,
+};
 
 use crate::engine::RocksEngine;
 use crate::wal::Wal;
 
 /// The answer channel of one write.
-pub(crate) type ReplyTx = oneshot::Sender<Result<WriteResponse, Error>>;
+pub(crate) type ReplyTx = oneshot::Sender<Result<Response, Error>>;
 
 /// What the node thread reacts to.
 pub(crate) enum Event {
@@ -161,6 +163,9 @@ fn node_thread(
                     if let Some(tx) = replies.remove(&req) {
                         let _ = tx.send(result);
                     }
+                }
+                Action::Watch(_) => {
+                    // Watch streams are not wired up yet.
                 }
             }
         }

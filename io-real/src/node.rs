@@ -136,7 +136,7 @@ impl Node {
             config.segment_max_size,
         )?;
         let replayed = entries.len();
-        node.recover(entries)?;
+        node.recover(t4_core::Time(0), entries)?;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             replayed,
@@ -364,8 +364,15 @@ impl Node {
             .events
             .send(Event::Write(req, tx))
             .map_err(|_| Error::Unavailable("node is closed".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("node stopped before answering".into()))?
+        match rx
+            .await
+            .map_err(|_| Error::Unavailable("node stopped before answering".into()))??
+        {
+            t4_core::Response::Write(resp) => Ok(resp),
+            other => Err(Error::Internal(format!(
+                "a write was answered with {other:?}"
+            ))),
+        }
     }
 
     /// Stops accepting writes, finishes every batch in flight, syncs the WAL,

@@ -97,7 +97,11 @@ mod tests {
                 ..PutRequest::default()
             });
             let entry = Entry::write(Term(1), Index(i as u64 + 1), req);
-            store.apply(&engine, &entry).expect("engine").expect("put");
+            store
+                .apply(&engine, &entry)
+                .expect("engine")
+                .result
+                .expect("put");
         }
         engine
     }

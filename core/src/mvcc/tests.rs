@@ -876,7 +876,7 @@ fn barrier_and_unknown_payload() {
         payload: Some(crate::log::Payload::Barrier(Barrier {})),
     };
     assert_eq!(
-        s.apply(&e, &barrier).expect("apply"),
+        s.apply(&e, &barrier).expect("apply").result,
         Ok(WriteResponse::Txn(TxnResponse {
             revision: 1,
             succeeded: true,
@@ -910,7 +910,7 @@ fn applying_an_entry_twice_panics() {
     let e = MemEngine::new();
     let mut s = Store::open(&e).expect("open");
     let entry = Entry::write(crate::Term(1), crate::Index(3), put_w(b"a", b"1"));
-    s.apply(&e, &entry).expect("apply").expect("put");
+    s.apply(&e, &entry).expect("apply").result.expect("put");
     let _ = s.apply(&e, &entry);
 }
 
@@ -973,7 +973,7 @@ fn storage_failures() {
     let e = FlakyEngine::default();
     let mut s = Store::open(&e).expect("open");
     let entry = |i| Entry::write(crate::Term(1), crate::Index(i), put_w(b"a", b"1"));
-    s.apply(&e, &entry(1)).expect("apply").expect("put");
+    s.apply(&e, &entry(1)).expect("apply").result.expect("put");
     e.fail_writes.store(true, Ordering::SeqCst);
     assert_eq!(
         s.apply(&e, &entry(2)),
@@ -1001,6 +1001,7 @@ fn storage_failures() {
     assert_eq!(
         s.apply(&e, &entry(2))
             .expect("apply")
+            .result
             .map(|r| matches!(r, WriteResponse::Put(_))),
         Ok(true)
     );

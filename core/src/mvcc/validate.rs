@@ -60,7 +60,11 @@ pub fn validate_range(req: &RangeRequest) -> Result<(), Invalid> {
 ///   every op checked recursively (an op with no request →
 ///   [`Invalid::KeyNotFound`], as etcd); then the duplicate-key rule of the
 ///   module doc on each branch.
-/// - Compaction: nothing.
+/// - Compaction, lease revoke, alarm: nothing static (an unknown lease or
+///   a bad alarm action fails when it applies).
+/// - Lease grant: TTL above etcd's maximum → [`Invalid::LeaseTtlTooLarge`];
+///   negative TTL or id → [`Invalid::NegativeLeaseTtl`] /
+///   [`Invalid::NegativeLeaseId`] (etcd would accept both; see there).
 ///
 /// # Errors
 /// The first violation, in etcd's order.
@@ -69,8 +73,24 @@ pub fn validate_write(req: &WriteRequest, max_txn_ops: usize) -> Result<(), Inva
         WriteRequest::Put(r) => check_put(r),
         WriteRequest::DeleteRange(r) => check_delete(r),
         WriteRequest::Txn(r) => check_txn_request(r, max_txn_ops),
-        WriteRequest::Compaction(_) => Ok(()),
+        WriteRequest::Compaction(_) | WriteRequest::LeaseRevoke(_) | WriteRequest::Alarm(_) => {
+            Ok(())
+        }
+        WriteRequest::LeaseGrant(r) => check_lease_grant(r),
     }
+}
+
+pub(crate) fn check_lease_grant(r: &crate::kv::LeaseGrantRequest) -> Result<(), Invalid> {
+    if r.ttl > crate::lease::LEASE_TTL_MAX_SECS {
+        return Err(Invalid::LeaseTtlTooLarge);
+    }
+    if r.ttl < 0 {
+        return Err(Invalid::NegativeLeaseTtl);
+    }
+    if r.id < 0 {
+        return Err(Invalid::NegativeLeaseId);
+    }
+    Ok(())
 }
 
 /// All checks of a top-level txn: per-op checks, then the duplicate-key rule.

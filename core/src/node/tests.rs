@@ -17,15 +17,17 @@ fn put(key: &str, value: &str) -> ClientRequest {
 }
 
 fn entry(index: u64, key: &str, value: &str) -> Entry {
-    let ClientRequest::Write(w) = put(key, value);
+    let ClientRequest::Write(w) = put(key, value) else {
+        unreachable!("put() builds a write")
+    };
     Entry::write(Term(1), Index(index), w)
 }
 
-fn put_ok(revision: i64) -> Result<WriteResponse, Error> {
-    Ok(WriteResponse::Put(PutResponse {
+fn put_ok(revision: i64) -> Result<Response, Error> {
+    Ok(Response::Write(WriteResponse::Put(PutResponse {
         revision,
         prev_kv: None,
-    }))
+    })))
 }
 
 const T0: Time = Time(0);
@@ -405,14 +407,14 @@ fn trim_is_requested_after_enough_applied_entries() {
 fn recovery_replays_and_continues_the_log() {
     let engine = MemEngine::new();
     let mut n = Node::new(NodeConfig::default(), engine.clone()).expect("open");
-    n.recover(vec![entry(1, "a", "1"), entry(2, "b", "2")])
+    n.recover(Time(0), vec![entry(1, "a", "1"), entry(2, "b", "2")])
         .expect("recover");
     assert_eq!(n.meta().current_revision, 3);
     assert_eq!(n.last_index(), Index(2));
     // A second node over the same engine resumes at the applied index.
     let mut again = Node::new(NodeConfig::default(), engine.clone()).expect("reopen");
     assert_eq!(again.last_index(), Index(2));
-    again.recover(vec![]).expect("nothing to replay");
+    again.recover(Time(0), vec![]).expect("nothing to replay");
     again.handle_client(T0, ReqId(1), put("c", "3"));
     assert_eq!(
         again.take_actions()[0],
@@ -438,7 +440,7 @@ fn recovery_replays_and_continues_the_log() {
 #[should_panic(expected = "without a gap")]
 fn recovery_refuses_a_gap() {
     let mut n = node();
-    let _ = n.recover(vec![entry(2, "a", "1")]);
+    let _ = n.recover(Time(0), vec![entry(2, "a", "1")]);
 }
 
 /// A txn is logged even when it turns out read-only: which branch runs is

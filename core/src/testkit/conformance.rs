@@ -77,12 +77,7 @@ fn put_w(key: &[u8], value: &[u8]) -> WriteRequest {
 }
 
 fn revision_of(resp: &WriteResponse) -> i64 {
-    match resp {
-        WriteResponse::Put(r) => r.revision,
-        WriteResponse::DeleteRange(r) => r.revision,
-        WriteResponse::Txn(r) => r.revision,
-        WriteResponse::Compaction(r) => r.revision,
-    }
+    resp.revision()
 }
 
 fn kvs<E: KvEngine>(h: &mut Harness<E>, req: RangeRequest) -> Vec<KeyValue> {

@@ -97,7 +97,7 @@ impl<E: KvEngine> Harness<E> {
             payload: Some(payload),
         };
         match self.store.apply(&self.engine, &entry) {
-            Ok(r) => r,
+            Ok(applied) => applied.result,
             Err(e) => self.fail(&format!(
                 "storage failure applying entry {}: {e}",
                 self.index

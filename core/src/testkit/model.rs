@@ -211,6 +211,9 @@ impl Model {
                     revision: self.current,
                 })
             }
+            WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) | WriteRequest::Alarm(_) => {
+                return Err(Error::Unimplemented("the reference model has no leases or alarms"));
+            }
         };
         if subs > 0 {
             self.current = begin + 1;

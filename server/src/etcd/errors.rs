@@ -21,6 +21,19 @@ pub fn status(error: &Error) -> Status {
             Code::NotFound,
             "etcdserver: requested lease not found".into(),
         ),
+        Error::LeaseExists => (
+            Code::FailedPrecondition,
+            "etcdserver: lease already exists".into(),
+        ),
+        Error::NoSpace => (
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded".into(),
+        ),
+        // etcd answers this one OutOfRange, not InvalidArgument.
+        Error::InvalidArgument(Invalid::LeaseTtlTooLarge) => (
+            Code::OutOfRange,
+            "etcdserver: too large lease TTL".into(),
+        ),
         Error::InvalidArgument(invalid) => (Code::InvalidArgument, invalid_text(*invalid).into()),
         Error::Unavailable(why) => (Code::Unavailable, format!("etcdserver: {why}")),
         Error::Unimplemented(what) => (
@@ -42,6 +55,9 @@ fn invalid_text(invalid: Invalid) -> &'static str {
         Invalid::DuplicateKey => "etcdserver: duplicate key given in txn request",
         Invalid::RequestTooLarge => "etcdserver: request is too large",
         Invalid::InvalidSortOption => "etcdserver: invalid sort option",
+        Invalid::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
+        Invalid::NegativeLeaseTtl => "etcdserver: lease TTL must not be negative",
+        Invalid::NegativeLeaseId => "etcdserver: lease ID must not be negative",
     }
 }
 
