@@ -1,12 +1,13 @@
 //! The engine key layout of the MVCC store.
 //!
-//! Four key spaces, told apart by their first byte:
+//! Key spaces, told apart by their first byte:
 //!
 //! | engine key                                  | value                  | what for |
 //! |---------------------------------------------|------------------------|----------|
 //! | `c` ‖ user key (raw)                        | [`VersionRecord`]      | the live version of every existing key: reads at the current revision never touch history |
 //! | `h` ‖ esc(user key) ‖ !main ‖ !sub          | [`VersionRecord`]      | every retained version, tombstones included, **newest first** per key |
 //! | `r` ‖ main ‖ sub                            | [`RevLogRecord`]       | the revision log: which key each (main, sub) revision wrote and how (watch replay) |
+//! | `a` ‖ lease id (8 bytes BE) ‖ user key      | empty                  | lease attachments of live keys: what a revoke deletes |
 //! | `m` ‖ `mvcc`                                | [`MetaRecord`]         | current and compact revision, applied index and term |
 //!
 //! `main` and `sub` are etcd's revision pair: `main` is the store revision a
@@ -57,6 +58,9 @@ pub const CURRENT_PREFIX: u8 = b'c';
 pub const HISTORY_PREFIX: u8 = b'h';
 /// First byte of a revision-log key.
 pub const REVLOG_PREFIX: u8 = b'r';
+/// First byte of a lease-attachment key (`a` ‖ lease id ‖ user key →
+/// empty): which keys a lease deletes when revoked.
+pub const ATTACH_PREFIX: u8 = b'a';
 /// The engine key of the MVCC metadata.
 pub const META_KEY: &[u8] = b"mmvcc";
 
@@ -64,6 +68,24 @@ pub const META_KEY: &[u8] = b"mmvcc";
 const ESC: u8 = 0x00;
 const ESC_ZERO: u8 = 0xFF;
 const ESC_END: u8 = 0x01;
+
+/// The attachment key of `key` to lease `lease` (id as 8 big-endian bytes,
+/// so one lease's keys are one contiguous, key-ordered run).
+#[must_use]
+pub fn attach_key(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = attach_prefix(lease);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The prefix of every attachment key of lease `lease`.
+#[must_use]
+pub fn attach_prefix(lease: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(ATTACH_PREFIX);
+    out.extend_from_slice(&lease.to_be_bytes());
+    out
+}
 
 /// Length of an encoded `(main, sub)` pair.
 const REV_BYTES: usize = 16;

@@ -190,11 +190,13 @@ impl Store {
         };
         let mut batch = WriteBatch::default();
         let mut next = self.meta;
-        let result = match self.execute(engine, payload, &mut batch, &mut next) {
+        let mut events = Vec::new();
+        let result = match self.execute(engine, payload, &mut batch, &mut next, &mut events) {
             Ok(resp) => Ok(resp),
             Err(Fail::Request(e)) => {
                 batch = WriteBatch::default();
                 next = self.meta;
+                events.clear();
                 Err(e)
             }
             Err(Fail::Engine(e)) => return Err(e),
@@ -205,10 +207,7 @@ impl Store {
         batch.put(keys::META_KEY.to_vec(), encode_meta(&next));
         engine.write(batch)?;
         self.meta = next;
-        Ok(Applied {
-            result,
-            events: Vec::new(),
-        })
+        Ok(Applied { result, events })
     }
 
     /// Runs `payload` against `view`, adding its writes to `batch` and its
@@ -219,11 +218,13 @@ impl Store {
         payload: &Payload,
         batch: &mut WriteBatch,
         next: &mut Meta,
+        events: &mut Vec<crate::kv::Event>,
     ) -> Result<WriteResponse, Fail> {
         let current = self.meta.current_revision;
-        let commit = |wt: WriteTxn<'_, R>, batch: &mut WriteBatch, next: &mut Meta| {
-            if wt.finish(batch) {
+        let mut commit = |wt: WriteTxn<'_, R>, batch: &mut WriteBatch, next: &mut Meta| {
+            if let Some(written) = wt.finish(batch) {
                 next.current_revision = current + 1;
+                *events = written;
             }
         };
         match payload {

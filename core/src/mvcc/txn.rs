@@ -48,7 +48,7 @@ use super::{Fail, Meta};
 use crate::engine::{EngineError, KvRead, WriteBatch};
 use crate::error::{Error, Invalid};
 use crate::kv::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, Op,
+    Event, EventType, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, Op,
     OpResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
     TargetUnion, TxnRequest, TxnResponse,
 };
@@ -77,6 +77,9 @@ struct Change {
     key: Vec<u8>,
     /// The new version, `None` for a deletion.
     kv: Option<KeyValue>,
+    /// The live version before this txn (a key changes at most once per
+    /// txn: the duplicate-key rule), for watch events and lease attachments.
+    prev: Option<KeyValue>,
 }
 
 /// A write txn over a read view of the store at revision `begin`.
@@ -190,6 +193,7 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
         self.changes.push(Change {
             key: req.key.clone(),
             kv: Some(kv),
+            prev: prev.clone(),
         });
         Ok(PutResponse {
             revision: self.read_rev(),
@@ -209,6 +213,7 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
             self.changes.push(Change {
                 key: kv.key.clone(),
                 kv: None,
+                prev: Some(kv.clone()),
             });
         }
         Ok(DeleteRangeResponse {
@@ -356,9 +361,9 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
     /// Adds the txn's writes to `batch`: live records, history records and
     /// revision-log entries. Returns whether it wrote anything (and so took
     /// a revision).
-    pub(crate) fn finish(self, batch: &mut WriteBatch) -> bool {
+    pub(crate) fn finish(self, batch: &mut WriteBatch) -> Option<Vec<Event>> {
         if self.changes.is_empty() {
-            return false;
+            return None;
         }
         let rev = self.write_rev();
         for (key, state) in &self.overlay {
@@ -395,8 +400,39 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
                 kind: kind as i32,
             };
             batch.put(keys::revlog_key(at), log.encode_to_vec());
+            // Lease attachments follow the live version.
+            let old_lease = change.prev.as_ref().map_or(0, |p| p.lease);
+            let new_lease = change.kv.as_ref().map_or(0, |kv| kv.lease);
+            if old_lease != new_lease {
+                if old_lease != 0 {
+                    batch.delete(keys::attach_key(old_lease, &change.key));
+                }
+                if new_lease != 0 {
+                    batch.put(keys::attach_key(new_lease, &change.key), Vec::new());
+                }
+            }
         }
-        true
+        let events = self
+            .changes
+            .into_iter()
+            .map(|change| match change.kv {
+                Some(kv) => Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv),
+                    prev_kv: change.prev,
+                },
+                None => Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key: change.key,
+                        mod_revision: rev,
+                        ..KeyValue::default()
+                    }),
+                    prev_kv: change.prev,
+                },
+            })
+            .collect();
+        Some(events)
     }
 }
 
