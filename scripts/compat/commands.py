@@ -6,13 +6,19 @@ on `mod`/`create`) are what that sequence produces; each step that changes the r
 so in a trailing `# rN` comment. If you insert a mutating command, the numbers after it shift:
 rerun `etcdctl_compat.py --against-etcd --verbose` and fix them.
 
+Compared with care (see `Cmd` for the knobs):
+  - `lease grant`: the server picks the id, so each granted id is captured per server and
+    substituted into later commands (`put --lease={L1}`), and shown as `<L1>` in answers;
+    remaining TTLs count down, so `timetolive` is compared with TTLs normalised.
+  - `watch`: etcdctl never exits on its own; it runs for a fixed time and what it printed is
+    compared (history replay with `--rev`, so the output does not depend on timing).
+  - `endpoint status`: versions, db sizes, raft index/term and the leader id are normalised.
+  - `snapshot save`: exit code and stdout only (etcdctl logs sizes and timings); the file
+    itself is etcd's bbolt database on one side and t4's own format on the other.
 Left out on purpose, because etcd's own answer is not deterministic or not comparable:
-  - `endpoint status`, `endpoint hashkv`, `member list`, `check perf`, `snapshot`: versions,
-    db sizes, hashes, member ids and peer URLs differ by construction.
+  - `endpoint hashkv`, `member list`, `check perf`, `snapshot status`: hashes, member ids, peer
+    URLs and file formats differ by construction.
   - `endpoint health`: prints the time the probe took.
-  - `lease grant` (and so `put --lease=<granted id>`, `lease list`, keep-alive): the server picks
-    the lease id (etcd derives it from the member id and the clock), and TTLs count down.
-  - `watch`: etcdctl never exits on its own; its output depends on when it is killed.
   - `-w protobuf`: binary encoding of the header, which carries cluster/member id.
 Not expressible with etcdctl 3.4 (the Debian client), so not covered here:
   - `get --count-only` (added in etcdctl 3.5), `--min/max-mod/create-revision` filters.
@@ -39,10 +45,27 @@ MAX_TXN_OPS = 128
 
 @dataclass(frozen=True)
 class Cmd:
-    """One etcdctl invocation: arguments after the global flags, and what to feed on stdin."""
+    """One etcdctl invocation: arguments after the global flags, and what to feed on stdin.
+
+    Optional behaviour, for the commands whose answers are not byte-for-byte deterministic:
+      * `capture`: the name of a variable (e.g. "L1") set, per server, to the lease id this
+        command prints (`lease <16 hex> granted ...`). Later arguments may say `{L1}`; every
+        answer has that server's id (hex and decimal) replaced by `<L1>`.
+      * `watch_s`: run etcdctl (a `watch`, which never exits) for this many seconds, then stop
+        it and compare what it printed.
+      * `loose`: also normalise what differs by construction: remaining TTLs, server version,
+        db sizes, raft index and leader id.
+      * `stdout_only`: compare exit code and stdout, not stderr (etcdctl's `snapshot save`
+        logs sizes and timings there).
+    An argument `{snap}` becomes a file path in the server's own work dir.
+    """
 
     args: Sequence[Arg]
     stdin: Optional[bytes] = None
+    capture: Optional[str] = None
+    watch_s: Optional[float] = None
+    loose: bool = False
+    stdout_only: bool = False
 
     def label(self) -> str:
         parts = []
@@ -62,8 +85,10 @@ class Cmd:
         return text
 
 
-def c(*args: Arg, stdin: Optional[bytes] = None) -> Cmd:
-    return Cmd(args=tuple(args), stdin=stdin)
+def c(*args: Arg, stdin: Optional[bytes] = None, capture: Optional[str] = None,
+      watch_s: Optional[float] = None, loose: bool = False, stdout_only: bool = False) -> Cmd:
+    return Cmd(args=tuple(args), stdin=stdin, capture=capture, watch_s=watch_s, loose=loose,
+               stdout_only=stdout_only)
 
 
 def txn(compares: List[str], success: List[str], failure: List[str], *flags: str) -> Cmd:
@@ -238,11 +263,6 @@ def build() -> List[Cmd]:
     add(c("compaction", "42"))  # future
     add(c("get", "a", "--rev=40"))  # compacted
 
-    # --- leases (no lease can be granted deterministically: only the not-found paths) ---------
-    # The Lease service belongs to the Watch/Lease issue; until it lands t4
-    # answers Unimplemented, so these two join the sequence with it:
-    #   lease revoke 1234abcd      -> "failed to revoke lease (etcdserver: requested lease not found)"
-    #   lease timetolive 1234abcd  -> "lease 000000001234abcd already expired", exit 0
 
     # --- final state ---------------------------------------------------------------------------
     add(c("get", "", "--prefix", "-w", "json"))  # every key with all its revisions
@@ -250,4 +270,42 @@ def build() -> List[Cmd]:
     add(c("get", "", "--prefix", "-w", "json"))
     add(c("put", "a", "again", "-w", "json"))  # r43
     add(c("get", "a", "-w", "json"))  # version 1 again, create_revision 43
+
+    # --- leases ------------------------------------------------------------------------------
+    add(c("lease", "revoke", "1234abcd"))  # error: requested lease not found
+    add(c("lease", "timetolive", "1234abcd"))  # "already expired", exit 0
+    add(c("lease", "keep-alive", "--once", "1234abcd"))  # TTL 0 answer: etcdctl says not found
+    add(c("lease", "grant", "9000000001"))  # error: too large lease TTL
+    add(c("lease", "grant", "1", capture="L2"))  # raised to the minimum TTL, 2 s
+    add(c("lease", "revoke", "{L2}"))  # no keys: no new revision
+    add(c("lease", "grant", "100", capture="L1"))
+    add(c("put", "l/1", "v1", "--lease={L1}"))  # r44
+    # One attached key while listing them: etcd lists a lease's keys in Go map order.
+    add(c("lease", "timetolive", "{L1}", "--keys", loose=True))
+    add(c("lease", "timetolive", "{L1}", "--keys", "-w", "json", loose=True))
+    add(c("put", "l/2", "v2", "--lease={L1}", "-w", "json"))  # r45
+    add(c("put", "l/3", "v3"))  # r46
+    add(c("put", "l/3", "v3b", "--lease=1234abcd"))  # error: lease not found, l/3 unchanged
+    add(c("lease", "keep-alive", "--once", "{L1}"))
+    add(c("lease", "list"))
+    add(c("lease", "revoke", "{L1}"))  # r47: l/1 and l/2 deleted at one revision
+    add(c("get", "l/", "--prefix", "-w", "json"))  # l/3 only
+    add(c("lease", "timetolive", "{L1}"))  # already expired
+    add(c("lease", "list"))  # found 0 leases
+
+    # --- watch (history replay: deterministic output) ----------------------------------------
+    add(c("watch", "--rev=44", "--prefix", "l/", watch_s=1.5))
+    add(c("watch", "--rev=44", "--prefix", "l/", "--prev-kv", watch_s=1.5))
+    add(c("watch", "--rev=46", "l/1", "l/4", watch_s=1.5))  # a range: l/1..l/4
+    add(c("watch", "--rev=47", "l/2", "--prev-kv", watch_s=1.5))  # the delete, with prev kv
+    add(c("watch", "--rev=41", "a", watch_s=1.5))  # at the compact revision: works
+    add(c("watch", "--rev=40", "a", watch_s=1.5))  # below it: cancelled, compacted
+    add(c("watch", "b", "a", watch_s=1.5))  # range end < key: cancelled, empty range
+
+    # --- maintenance -------------------------------------------------------------------------
+    add(c("alarm", "list"))
+    add(c("endpoint", "status", "-w", "json", loose=True))
+    add(c("defrag"))
+    add(c("snapshot", "save", "{snap}", stdout_only=True))
+    add(c("get", "", "--prefix", "-w", "json"))  # defrag and snapshot changed nothing
     return cmds

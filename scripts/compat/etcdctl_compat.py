@@ -55,6 +55,7 @@ ETCDCTL_COMMAND_TIMEOUT = "3s"
 ETCDCTL_DIAL_TIMEOUT = "2s"
 ETCDCTL_WALL_TIMEOUT_S = 30.0  # per invocation, far above --command-timeout: a hung client
 LOG_TAIL_LINES = 80
+WATCH_STOPPED_RC = -1000  # stands for "still watching when the harness stopped it"
 COLUMN_WIDTH = 70
 DISPLAY_LINES_MAX = 120
 
@@ -213,9 +214,25 @@ def etcdctl_env() -> dict:
 
 
 def run_etcdctl(etcdctl: str, endpoint: str, cmd: "commands.Cmd", env: dict,
-                command_timeout: str = ETCDCTL_COMMAND_TIMEOUT) -> Answer:
+                command_timeout: str = ETCDCTL_COMMAND_TIMEOUT,
+                args: Optional[List["commands.Arg"]] = None) -> Answer:
     argv = [etcdctl, "--endpoints", endpoint, f"--command-timeout={command_timeout}",
-            f"--dial-timeout={ETCDCTL_DIAL_TIMEOUT}"] + list(cmd.args)
+            f"--dial-timeout={ETCDCTL_DIAL_TIMEOUT}"] + list(cmd.args if args is None else args)
+    if cmd.watch_s is not None:
+        # `etcdctl watch` never exits: let it print for watch_s seconds, then stop it.
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+        try:
+            out, err = p.communicate(timeout=cmd.watch_s)
+            return Answer(p.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                out, err = p.communicate(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            return Answer(WATCH_STOPPED_RC, out, err)
     try:
         p = subprocess.run(argv, input=cmd.stdin if cmd.stdin is not None else b"",
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -279,8 +296,67 @@ def normalise(data: bytes, endpoint: str) -> bytes:
     return data
 
 
-def normalised(ans: Answer, endpoint: str) -> Answer:
-    return Answer(ans.rc, normalise(ans.stdout, endpoint), normalise(ans.stderr, endpoint))
+_LOOSE = [
+    # remaining TTL counts down while the commands run
+    (re.compile(rb"remaining\(\d+s\)"), b"remaining(<ttl>)"),
+    (re.compile(rb'"ttl":\d+'), b'"ttl":<ttl>'),
+    # what differs by construction between two implementations / two data dirs
+    (re.compile(rb'"version":"[^"]*"'), b'"version":"<version>"'),
+    (re.compile(rb'"(dbSize|dbSizeInUse|raftIndex|raftAppliedIndex|raftTerm|leader)":\d+'),
+     rb'"\1":<\1>'),
+]
+
+
+def substitute(args: "commands.Sequence[commands.Arg]", variables: dict) -> List["commands.Arg"]:
+    """Replaces `{NAME}` in string arguments by this server's value of NAME."""
+    out: List["commands.Arg"] = []
+    for a in args:
+        if isinstance(a, str):
+            for name, value in variables.items():
+                a = a.replace("{" + name + "}", value)
+        out.append(a)
+    return out
+
+
+def normalise_vars(data: bytes, variables: dict) -> bytes:
+    """Replaces each captured lease id (16-digit hex as etcdctl prints it, and the decimal
+    form of `-w json`) by its name. Longest values first, so one id never eats another."""
+    for name, value in sorted(variables.items(), key=lambda kv: -len(kv[1])):
+        if name == "snap":
+            data = data.replace(value.encode(), b"<snap>")
+            continue
+        data = data.replace(value.encode(), f"<{name}>".encode())
+        data = data.replace(str(int(value, 16)).encode(), f"<{name}>".encode())
+    return data
+
+
+def normalised(ans: Answer, endpoint: str, cmd: Optional["commands.Cmd"] = None,
+               variables: Optional[dict] = None) -> Answer:
+    out, err = normalise(ans.stdout, endpoint), normalise(ans.stderr, endpoint)
+    if variables:
+        out, err = normalise_vars(out, variables), normalise_vars(err, variables)
+    if cmd is not None and cmd.loose:
+        for pattern, repl in _LOOSE:
+            out, err = pattern.sub(repl, out), pattern.sub(repl, err)
+    if cmd is not None and cmd.stdout_only:
+        err = b""
+    return Answer(ans.rc, out, err)
+
+
+_LEASE_GRANTED = re.compile(rb"^lease ([0-9a-f]{16}) granted", re.MULTILINE)
+
+
+def run_one(etcdctl: str, server: Server, cmd: "commands.Cmd", env: dict, variables: dict,
+            workdir: Path) -> Answer:
+    """Runs `cmd` against `server` with that server's variables, records a capture, and
+    returns the normalised answer."""
+    variables.setdefault("snap", str(workdir / f"{server.role}-snapshot.db"))
+    raw = run_etcdctl(etcdctl, server.endpoint, cmd, env, args=substitute(cmd.args, variables))
+    if cmd.capture is not None:
+        m = _LEASE_GRANTED.search(raw.stdout)
+        if m is not None:
+            variables[cmd.capture] = m.group(1).decode()
+    return normalised(raw, server.endpoint, cmd, variables)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,10 +523,12 @@ def run(args: argparse.Namespace) -> int:
 
         identical = 0
         died: Optional[Server] = None
+        ref_vars: dict = {}
+        cand_vars: dict = {}
         width = len(str(len(cmds)))
         for n, cmd in enumerate(cmds, start=1):
-            a = normalised(run_etcdctl(args.etcdctl_bin, ref.endpoint, cmd, env), ref.endpoint)
-            b = normalised(run_etcdctl(args.etcdctl_bin, cand.endpoint, cmd, env), cand.endpoint)
+            a = run_one(args.etcdctl_bin, ref, cmd, env, ref_vars, workdir)
+            b = run_one(args.etcdctl_bin, cand, cmd, env, cand_vars, workdir)
             same = (a.rc, a.stdout, a.stderr) == (b.rc, b.stdout, b.stderr)
             identical += same
             transcript.append(transcript_entry(n, cmd, ref.title, a, cand.title, b, same))
