@@ -518,7 +518,15 @@ impl<E: KvEngine> Node<E> {
         if let Err(e) = self.check_write(&write) {
             return self.reply(req, Err(e));
         }
-        let payload = Payload::from(write);
+        // Lease ids and TTLs, the space quota, alarm queries (admission.rs).
+        let payload = match self.admit(write) {
+            Ok(payload) => payload,
+            Err(answer) => {
+                self.reply(req, answer);
+                // The quota check may have queued a NOSPACE alarm.
+                return self.flush_batch();
+            }
+        };
         let size_bytes = payload_len(&payload);
         self.queued.push_back(Pending {
             req: Some(req),
@@ -768,5 +776,9 @@ fn payload_len(payload: &Payload) -> usize {
     payload.encoded_len()
 }
 
+mod admission;
+
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

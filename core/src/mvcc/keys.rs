@@ -8,6 +8,8 @@
 //! | `h` ‖ esc(user key) ‖ !main ‖ !sub          | [`VersionRecord`]      | every retained version, tombstones included, **newest first** per key |
 //! | `r` ‖ main ‖ sub                            | [`RevLogRecord`]       | the revision log: which key each (main, sub) revision wrote and how (watch replay) |
 //! | `a` ‖ lease id (8 bytes BE) ‖ user key      | empty                  | lease attachments of live keys: what a revoke deletes |
+//! | `l` ‖ lease id (8 bytes BE)                 | [`LeaseRecord`](super::lease::LeaseRecord) | the lease table: granted TTL and last checkpointed remaining TTL |
+//! | `A` ‖ member id (8 bytes BE) ‖ alarm (4 bytes BE) | empty            | raised alarms (etcd's `alarm` bucket) |
 //! | `m` ‖ `mvcc`                                | [`MetaRecord`]         | current and compact revision, applied index and term |
 //!
 //! `main` and `sub` are etcd's revision pair: `main` is the store revision a
@@ -61,6 +63,10 @@ pub const REVLOG_PREFIX: u8 = b'r';
 /// First byte of a lease-attachment key (`a` ‖ lease id ‖ user key →
 /// empty): which keys a lease deletes when revoked.
 pub const ATTACH_PREFIX: u8 = b'a';
+/// First byte of a lease-table key (`l` ‖ lease id → [`LeaseRecord`](super::lease::LeaseRecord)).
+pub const LEASE_PREFIX: u8 = b'l';
+/// First byte of an alarm key (`A` ‖ member id ‖ alarm type → empty).
+pub const ALARM_PREFIX: u8 = b'A';
 /// The engine key of the MVCC metadata.
 pub const META_KEY: &[u8] = b"mmvcc";
 
@@ -85,6 +91,65 @@ pub fn attach_prefix(lease: i64) -> Vec<u8> {
     out.push(ATTACH_PREFIX);
     out.extend_from_slice(&lease.to_be_bytes());
     out
+}
+
+/// Exclusive end of every attachment key of lease `lease` (the next id's
+/// prefix; for the largest id, the end of the `a` space).
+#[must_use]
+pub fn attach_prefix_end(lease: i64) -> Vec<u8> {
+    match lease.checked_add(1) {
+        Some(next) => attach_prefix(next),
+        None => vec![ATTACH_PREFIX + 1],
+    }
+}
+
+/// `l` ‖ id (8 bytes big-endian): where lease `id`'s record is stored.
+/// Ids are positive, so byte order is id order.
+#[must_use]
+pub fn lease_key(id: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(LEASE_PREFIX);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Exclusive end of the whole `l` space.
+#[must_use]
+pub fn lease_space_end() -> Vec<u8> {
+    vec![LEASE_PREFIX + 1]
+}
+
+/// `A` ‖ member (8 bytes BE) ‖ alarm (4 bytes BE): the key of one raised alarm.
+#[must_use]
+pub fn alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(ALARM_PREFIX);
+    out.extend_from_slice(&member_id.to_be_bytes());
+    out.extend_from_slice(&alarm.to_be_bytes());
+    out
+}
+
+/// Parses an alarm key into `(member id, alarm type)`.
+///
+/// # Errors
+/// `engine_key` is not a well-formed alarm key.
+pub fn parse_alarm_key(engine_key: &[u8]) -> Result<(u64, i32), EngineError> {
+    match engine_key.split_first() {
+        Some((&ALARM_PREFIX, rest)) if rest.len() == 12 => {
+            let member = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let alarm = i32::from_be_bytes(rest[8..].try_into().expect("4 bytes"));
+            Ok((member, alarm))
+        }
+        _ => Err(EngineError(format!(
+            "mvcc: not an alarm key: {engine_key:?}"
+        ))),
+    }
+}
+
+/// Exclusive end of the whole `A` space.
+#[must_use]
+pub fn alarm_space_end() -> Vec<u8> {
+    vec![ALARM_PREFIX + 1]
 }
 
 /// Length of an encoded `(main, sub)` pair.

@@ -11,6 +11,10 @@
 //! - A write that fails at apply time (unknown lease, `ignore_value` on a
 //!   missing key, compaction out of bounds …) changes nothing but the applied
 //!   index and term.
+//! - Lease grants, checkpoints and alarms take no revision; a lease revoke
+//!   deletes the lease's keys at one new revision (none if it had no keys).
+//!   While a NOSPACE alarm is raised, puts, txns with a put and grants fail
+//!   with [`Error::NoSpace`] ([`alarm`]).
 //!
 //! Worked example, one key:
 //!
@@ -32,23 +36,34 @@
 //! Modules: [`keys`] (engine key layout, with its own worked example),
 //! `range` (reads), `txn` (the write path and Txn), `compact`, `validate`
 //! (static request checks), [`history`] (retained versions and the
-//! revision log, for tools and watch).
+//! revision log, for tools and watch), [`lease`] (the lease table; grant,
+//! revoke, checkpoint), [`alarm`] (alarms and the NOSPACE rule).
+
+use std::collections::BTreeMap;
 
 use prost::Message;
 
 use crate::engine::{EngineError, KvEngine, KvRead, WriteBatch};
 use crate::error::{Error, Invalid};
-use crate::kv::{CompactionResponse, RangeRequest, RangeResponse, TxnResponse, WriteResponse};
+use crate::kv::{
+    AlarmMember, AlarmResponse, CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    RangeRequest, RangeResponse, TxnResponse, WriteResponse,
+};
+use crate::lease::LeaseInfo;
 use crate::log::{Entry, Payload};
 
+pub mod alarm;
 mod compact;
 mod hash;
 pub mod history;
 pub mod keys;
+pub mod lease;
 mod range;
 mod txn;
 mod validate;
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
@@ -56,7 +71,9 @@ mod tests;
 
 pub use hash::{hash_all, hash_kv, KvHash};
 pub use history::{key_history, revision_log, KeyVersion, LoggedEvent};
+pub use alarm::consumes_space;
 pub use keys::{EventKind, Rev};
+pub use lease::{lease_keys, leases};
 pub use validate::{validate_range, validate_write};
 
 use keys::MetaRecord;
@@ -105,6 +122,15 @@ impl From<EngineError> for Fail {
     }
 }
 
+/// Where [`Store::execute`] puts what an entry does, all discarded if the
+/// request fails.
+struct Staged<'s> {
+    batch: &'s mut WriteBatch,
+    next: &'s mut Meta,
+    events: &'s mut Vec<crate::kv::Event>,
+    effects: &'s mut Vec<Effect>,
+}
+
 /// What applying one entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -119,12 +145,33 @@ pub struct Applied {
     pub events: Vec<crate::kv::Event>,
 }
 
+/// A change to the store's in-memory state that an entry makes; applied
+/// only once the entry's batch is written.
+#[derive(Debug)]
+enum Effect {
+    /// A lease granted or checkpointed: its new record.
+    Lease(LeaseInfo),
+    /// A lease revoked.
+    LeaseGone(i64),
+    /// The new alarm list.
+    Alarms(Vec<AlarmMember>),
+}
+
 /// The MVCC store: owns the cached [`Meta`] and applies committed entries.
+///
+/// Besides the meta it caches two small tables read at [`Store::open`] and
+/// kept in step by [`Store::apply`], so the checks made while applying are
+/// memory lookups derived from applied state only: the lease table (is a
+/// lease granted?) and the alarm list (is NOSPACE raised?).
 ///
 /// The store assumes it is the only writer of the engine's MVCC key spaces.
 #[derive(Debug)]
 pub struct Store {
     meta: Meta,
+    /// The lease table, by id.
+    leases: BTreeMap<i64, LeaseInfo>,
+    /// Raised alarms, sorted (member, alarm).
+    alarms: Vec<AlarmMember>,
 }
 
 impl Store {
@@ -133,8 +180,14 @@ impl Store {
     /// # Errors
     /// Storage failure or undecodable metadata.
     pub fn open<R: KvRead>(engine: &R) -> Result<Store, EngineError> {
+        let leases = lease::leases(engine)?
+            .into_iter()
+            .map(|info| (info.id, info))
+            .collect();
         Ok(Store {
             meta: read_meta(engine)?,
+            leases,
+            alarms: alarm::load(engine)?,
         })
     }
 
@@ -191,12 +244,20 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut next = self.meta;
         let mut events = Vec::new();
-        let result = match self.execute(engine, payload, &mut batch, &mut next, &mut events) {
+        let mut effects = Vec::new();
+        let staged = Staged {
+            batch: &mut batch,
+            next: &mut next,
+            events: &mut events,
+            effects: &mut effects,
+        };
+        let result = match self.execute(engine, payload, staged) {
             Ok(resp) => Ok(resp),
             Err(Fail::Request(e)) => {
                 batch = WriteBatch::default();
                 next = self.meta;
                 events.clear();
+                effects.clear();
                 Err(e)
             }
             Err(Fail::Engine(e)) => return Err(e),
@@ -207,20 +268,44 @@ impl Store {
         batch.put(keys::META_KEY.to_vec(), encode_meta(&next));
         engine.write(batch)?;
         self.meta = next;
+        for effect in effects {
+            match effect {
+                Effect::Lease(info) => {
+                    self.leases.insert(info.id, info);
+                }
+                Effect::LeaseGone(id) => {
+                    let gone = self.leases.remove(&id);
+                    assert!(
+                        gone.is_some(),
+                        "mvcc: revoked lease {id} was not in the table"
+                    );
+                }
+                Effect::Alarms(alarms) => self.alarms = alarms,
+            }
+        }
         Ok(Applied { result, events })
     }
 
-    /// Runs `payload` against `view`, adding its writes to `batch` and its
-    /// revision changes to `next`. On `Err` the caller discards both.
+    /// Runs `payload` against `view`, adding its writes to `batch`, its
+    /// revision changes to `next` and its in-memory changes to `effects`. On
+    /// `Err` the caller discards all of them.
     fn execute<R: KvRead>(
         &self,
         view: &R,
         payload: &Payload,
-        batch: &mut WriteBatch,
-        next: &mut Meta,
-        events: &mut Vec<crate::kv::Event>,
+        staged: Staged<'_>,
     ) -> Result<WriteResponse, Fail> {
+        let Staged {
+            batch,
+            next,
+            events,
+            effects,
+        } = staged;
         let current = self.meta.current_revision;
+        // etcd's capped applier: with NOSPACE raised nothing may grow the store.
+        if alarm::nospace(&self.alarms) && alarm::consumes_space(payload) {
+            return Err(Error::NoSpace.into());
+        }
         let mut commit = |wt: WriteTxn<'_, R>, batch: &mut WriteBatch, next: &mut Meta| {
             if let Some(written) = wt.finish(batch) {
                 next.current_revision = current + 1;
@@ -274,28 +359,81 @@ impl Store {
                 succeeded: true,
                 responses: Vec::new(),
             })),
-            Payload::LeaseGrant(_)
-            | Payload::LeaseRevoke(_)
-            | Payload::LeaseCheckpoint(_)
-            | Payload::Alarm(_) => Err(Error::Unimplemented("leases and alarms").into()),
+            Payload::LeaseGrant(r) => {
+                validate::check_lease_grant(r)?;
+                if r.id == 0 {
+                    // The node picks an id before logging a grant.
+                    return Err(
+                        Error::Internal("lease grant without an id in the log".into()).into(),
+                    );
+                }
+                if self.lease_exists(r.id) {
+                    return Err(Error::LeaseExists.into());
+                }
+                let info = LeaseInfo {
+                    id: r.id,
+                    ttl_secs: r.ttl,
+                    remaining_ttl_secs: 0,
+                };
+                lease::put_record(batch, &info);
+                effects.push(Effect::Lease(info));
+                Ok(WriteResponse::LeaseGrant(LeaseGrantResponse {
+                    revision: current,
+                    id: r.id,
+                    ttl: r.ttl,
+                }))
+            }
+            Payload::LeaseRevoke(r) => {
+                if !self.lease_exists(r.id) {
+                    return Err(Error::LeaseNotFound.into());
+                }
+                let wt = lease::revoke(view, self.meta, r.id, batch)?;
+                commit(wt, batch, next);
+                effects.push(Effect::LeaseGone(r.id));
+                Ok(WriteResponse::LeaseRevoke(LeaseRevokeResponse {
+                    revision: next.current_revision,
+                }))
+            }
+            Payload::LeaseCheckpoint(r) => {
+                for cp in &r.checkpoints {
+                    // A lease revoked since the checkpoint was taken is skipped.
+                    let Some(info) = self.leases.get(&cp.id) else {
+                        continue;
+                    };
+                    let info = LeaseInfo {
+                        remaining_ttl_secs: cp.remaining_ttl,
+                        ..*info
+                    };
+                    lease::put_record(batch, &info);
+                    effects.push(Effect::Lease(info));
+                }
+                Ok(WriteResponse::Internal { revision: current })
+            }
+            Payload::Alarm(r) => {
+                let (changed, alarms) = alarm::apply(&self.alarms, r, batch);
+                if let Some(list) = changed {
+                    effects.push(Effect::Alarms(list));
+                }
+                Ok(WriteResponse::Alarm(AlarmResponse {
+                    revision: current,
+                    alarms,
+                }))
+            }
         }
     }
 
     /// The alarms raised, ordered (member, alarm).
     #[must_use]
-    pub fn alarms(&self) -> &[crate::kv::AlarmMember] {
-        &[]
+    pub fn alarms(&self) -> &[AlarmMember] {
+        &self.alarms
     }
 
-    /// Whether lease `id` exists.
-    ///
-    /// There is no lease table yet: a later issue adds one (replicated
-    /// through the log, kept under its own engine key space). Until then
-    /// every lease is unknown, so a put naming a lease fails with
-    /// [`Error::LeaseNotFound`], which is etcd's answer for an unknown lease.
-    fn lease_exists(&self, id: i64) -> bool {
-        let _ = id;
-        false
+    /// Whether lease `id` is in the lease table (granted and not yet
+    /// revoked, whether or not it expired on some node's clock). A memory
+    /// lookup derived from applied entries only, so every node decides alike.
+    #[must_use]
+    pub fn lease_exists(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
     }
 
     fn assert_transition(&self, next: &Meta) {
@@ -320,24 +458,6 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
         applied_term: meta.applied_term,
     }
     .encode_to_vec()
-}
-
-/// Every lease in the table of `view`, ascending by id.
-///
-/// # Errors
-/// Storage failure or a malformed record.
-pub fn leases<R: KvRead>(view: &R) -> Result<Vec<crate::lease::LeaseInfo>, EngineError> {
-    let _ = view;
-    Ok(Vec::new())
-}
-
-/// The keys attached to lease `id` in `view`, in key order.
-///
-/// # Errors
-/// Storage failure or a malformed record.
-pub fn lease_keys<R: KvRead>(view: &R, id: i64) -> Result<Vec<Vec<u8>>, EngineError> {
-    let _ = (view, id);
-    Ok(Vec::new())
 }
 
 /// Reads the metadata stored in `view`.
