@@ -492,10 +492,11 @@ pub struct AlarmRequest {
     /// What to do.
     #[prost(enumeration = "AlarmAction", tag = "1")]
     pub action: i32,
-    /// The member the alarm is about (0 with `Get`/`Deactivate`: all).
+    /// The member the alarm is about (`Deactivate` matches the pair
+    /// member + alarm exactly, as etcd).
     #[prost(uint64, tag = "2")]
     pub member_id: u64,
-    /// The alarm (`None` with `Get`/`Deactivate`: all).
+    /// The alarm (`None` with `Get`: every alarm).
     #[prost(enumeration = "AlarmType", tag = "3")]
     pub alarm: i32,
 }
