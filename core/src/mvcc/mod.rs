@@ -69,9 +69,9 @@ mod prop_tests;
 #[cfg(test)]
 mod tests;
 
+pub use alarm::consumes_space;
 pub use hash::{hash_all, hash_kv, KvHash};
 pub use history::{key_history, revision_log, KeyVersion, LoggedEvent};
-pub use alarm::consumes_space;
 pub use keys::{EventKind, Rev};
 pub use lease::{lease_keys, leases};
 pub use validate::{validate_range, validate_write};

@@ -48,9 +48,9 @@ use super::{Fail, Meta};
 use crate::engine::{EngineError, KvRead, WriteBatch};
 use crate::error::{Error, Invalid};
 use crate::kv::{
-    Event, EventType, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, Op,
-    OpResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
-    TargetUnion, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
+    EventType, KeyValue, Op, OpResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, TargetUnion, TxnRequest, TxnResponse,
 };
 
 /// Which branch each txn of a request takes: `succeeded` for this txn, then
@@ -412,8 +412,25 @@ impl<'v, R: KvRead> WriteTxn<'v, R> {
                 }
             }
         }
+        // etcd's prev_kv is the key at `mod_revision - 1`: a txn may put a
+        // key and delete it later (in a later nested txn, which the
+        // duplicate-key rule allows); the delete's prev_kv is then the key
+        // as it was before the txn, not the put. So each later change of a
+        // key takes the prev of the key's first change.
+        let mut before: BTreeMap<Vec<u8>, Option<KeyValue>> = BTreeMap::new();
         let events = self
             .changes
+            .into_iter()
+            .map(|mut change| {
+                match before.get(&change.key) {
+                    Some(first) => change.prev.clone_from(first),
+                    None => {
+                        before.insert(change.key.clone(), change.prev.clone());
+                    }
+                }
+                change
+            })
+            .collect::<Vec<_>>()
             .into_iter()
             .map(|change| match change.kv {
                 Some(kv) => Event {

@@ -8,10 +8,15 @@
 //! ```text
 //! NOSPACE raised (applied)                         → NoSpace at once
 //! engine size + request size <= quota_bytes        → queued
-//! otherwise                                        → NoSpace at once, and an
-//!     internal "activate NOSPACE for this member" entry is queued unless one
-//!     is already queued or in flight
+//! otherwise                                        → an internal "activate
+//!     NOSPACE for this member" entry is queued (unless one is already queued
+//!     or in flight), then the write, which fails with NoSpace when it
+//!     applies after the alarm
 //! ```
+//!
+//! The over-quota write goes through the log rather than being answered at
+//! once so that, as with etcd, the alarm is visible (alarm list, status)
+//! by the time its writer hears NoSpace.
 //!
 //! Only puts, txns with a put anywhere and lease grants consume space
 //! ([`mvcc::consumes_space`]); deletes and compactions always pass, so space
@@ -91,7 +96,8 @@ impl<E: KvEngine> Node<E> {
                 alarm: AlarmType::Nospace as i32,
             }));
         }
-        Err(Error::NoSpace)
+        // Queued behind the alarm: it fails with NoSpace when it applies.
+        Ok(())
     }
 
     /// Whether an entry raising NOSPACE is queued or in flight.

@@ -669,7 +669,13 @@ fn quota_raises_nospace() {
         member_id: 1,
         alarm: AlarmType::Nospace as i32,
     });
-    assert_eq!(sim.payloads().last(), Some(&raise));
+    let payloads = sim.payloads();
+    assert_eq!(
+        payloads[payloads.len() - 2],
+        raise,
+        "the alarm is logged right before the put that crossed the quota"
+    );
+    assert!(matches!(payloads.last(), Some(Payload::Put(_))));
     assert_eq!(sim.node.store.alarms(), &[nospace(1)][..]);
     let logged = sim.log.len();
     // Refused at once, nothing logged.
@@ -722,40 +728,45 @@ fn nospace_alarm_is_queued_once() {
         member_id: 1,
         alarm: AlarmType::Nospace as i32,
     });
+    let ClientRequest::Write(put_a) = put("a", 0) else {
+        unreachable!("put() builds a write")
+    };
     assert_eq!(
         n.take_actions(),
         vec![
-            Action::Reply {
-                req: ReqId(1),
-                result: Err(Error::NoSpace)
-            },
             Action::AppendWal {
                 io: IoId(1),
                 term: Term(1),
-                entries: vec![entry(1, raise)]
+                entries: vec![entry(1, raise), entry(2, Payload::from(put_a))]
             },
             Action::SyncWal {
                 io: IoId(2),
                 term: Term(1),
-                through: Index(1)
+                through: Index(2)
             },
-        ]
+        ],
+        "the alarm is logged first, then the put that crossed the quota"
     );
     n.handle_client(Time(0), ReqId(2), put("b", 0));
     n.handle_client(Time(0), ReqId(3), delete("a"));
     assert_eq!(
         n.take_actions(),
-        vec![Action::Reply {
-            req: ReqId(2),
-            result: Err(Error::NoSpace)
-        }],
-        "no second alarm entry; the delete waits for the sync"
+        vec![],
+        "no second alarm entry; b and the delete wait for the sync"
     );
-    n.handle_io(Time(0), synced(2, 1));
+    n.handle_io(Time(0), synced(2, 2));
     assert_eq!(n.store.alarms(), &[nospace(1)][..]);
     let actions = n.take_actions();
-    assert!(matches!(&actions[0], Action::AppendWal { entries, .. }
-        if matches!(entries[0].payload, Some(Payload::DeleteRange(_)))));
+    assert_eq!(
+        actions[0],
+        Action::Reply {
+            req: ReqId(1),
+            result: Err(Error::NoSpace)
+        },
+        "the put fails when it applies, after the alarm is raised"
+    );
+    assert!(matches!(&actions[1], Action::AppendWal { entries, .. }
+        if entries.len() == 2 && matches!(entries[1].payload, Some(Payload::DeleteRange(_)))));
 }
 
 /// The alarm survives a restart; disarming it (with room under a larger

@@ -212,7 +212,9 @@ impl Model {
                 })
             }
             WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) | WriteRequest::Alarm(_) => {
-                return Err(Error::Unimplemented("the reference model has no leases or alarms"));
+                return Err(Error::Unimplemented(
+                    "the reference model has no leases or alarms",
+                ));
             }
         };
         if subs > 0 {
