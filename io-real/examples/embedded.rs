@@ -1,14 +1,28 @@
-//! Embedding t4: open a node on local disk, write, read, run a txn, compact,
-//! close. Run with `cargo run -p t4-io-real --example embedded`.
+//! Embedding t4: open a node on local disk, watch a prefix, write, read,
+//! run a txn, compact, close. Run with
+//! `cargo run -p t4-io-real --example embedded`.
 
-use t4_core::kv::{
+use t4_io_real::kv::{
     Compare, CompareResult, CompareTarget, Op, PutRequest, RequestOp, TargetUnion, TxnRequest,
+    WatchCreateRequest,
 };
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("t4-embedded-example-{}", std::process::id()));
     let node = t4_io_real::Node::open(t4_io_real::Config::new(&dir)).await?;
+
+    // Watch every key under /config/ (range_end is the prefix with its last
+    // byte incremented). The first output confirms the watch.
+    let mut watch = node
+        .watch(WatchCreateRequest {
+            key: b"/config/".to_vec(),
+            range_end: b"/config0".to_vec(),
+            ..WatchCreateRequest::default()
+        })
+        .await?;
+    let created = watch.next().await.ok_or("node closed")?;
+    println!("watch {} created", created.watch_id);
 
     let first = node.put("/config/timeout", "30s").await?;
     println!("put at revision {}", first.revision);
@@ -36,6 +50,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cas succeeded: {} at revision {}",
         txn.succeeded, txn.revision
     );
+
+    // Both writes arrive on the watch, in revision order.
+    let mut seen = 0;
+    while seen < 2 {
+        let out = watch.next().await.ok_or("node closed")?;
+        for event in out.events {
+            let kv = event.kv.unwrap_or_default();
+            println!(
+                "watch: {} = {} at revision {}",
+                String::from_utf8_lossy(&kv.key),
+                String::from_utf8_lossy(&kv.value),
+                kv.mod_revision
+            );
+            seen += 1;
+        }
+    }
+    drop(watch);
 
     let kv = node.get("/config/timeout").await?.expect("written above");
     println!(

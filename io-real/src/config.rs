@@ -2,10 +2,12 @@
 //!
 //! The fields mirror T4's `Config` where they apply to a single node on local
 //! storage (seed `000`: `DataDir`, `SegmentMaxSize`, `NodeID`,
-//! `ReadConsistency`); object-store, peer and checkpoint fields arrive with
-//! the issues that implement them.
+//! `ReadConsistency`) plus etcd's lease, watch and quota settings;
+//! object-store, peer and checkpoint fields arrive with the issues that
+//! implement them.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Read consistency (T4 `ReadConsistency`). On a single node both modes read
 /// the same local state — every acknowledged write is applied before it is
@@ -45,6 +47,28 @@ pub struct Config {
     /// After this many applied entries the engine is flushed and WAL
     /// segments it no longer needs are deleted. Default: 200 000.
     pub wal_trim_every_entries: u64,
+    /// Database size above which space-consuming writes raise the NOSPACE
+    /// alarm and fail (etcd `--quota-backend-bytes`). Default: 2 GiB.
+    pub quota_backend_bytes: u64,
+    /// Smallest lease TTL granted, in seconds; smaller requests are raised
+    /// to it. Default: 2 (etcd's, from its election timeout). Meant for
+    /// tests that need leases to expire quickly; leave it alone otherwise.
+    pub lease_min_ttl_secs: i64,
+    /// How often remaining lease TTLs are recorded in the log, so a restart
+    /// does not give every lease its full TTL again; `None`: never.
+    /// Default: 5 minutes (etcd's `--lease-checkpoint-interval`).
+    pub lease_checkpoint_interval: Option<Duration>,
+    /// Most expired leases revoked per second, so an expiry storm cannot
+    /// starve client writes. Default: 1000 (etcd's).
+    pub lease_revoke_per_sec_max: u32,
+    /// Interval of progress notifications for watches that asked for them
+    /// (etcd `--experimental-watch-progress-notify-interval`).
+    /// Default: 10 minutes.
+    pub watch_progress_notify_interval: Duration,
+    /// Watch responses a stream may have outstanding (sent, not yet taken by
+    /// the client) before its watchers stop receiving live events and later
+    /// catch up from history. Default: 1024.
+    pub watch_stream_buffer_max: usize,
 }
 
 impl Config {
@@ -66,18 +90,34 @@ impl Config {
             pending_writes_max: 65_536,
             block_cache_bytes: 64 * 1024 * 1024,
             wal_trim_every_entries: 200_000,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            lease_min_ttl_secs: 2,
+            lease_checkpoint_interval: Some(Duration::from_secs(300)),
+            lease_revoke_per_sec_max: 1000,
+            watch_progress_notify_interval: Duration::from_secs(600),
+            watch_stream_buffer_max: 1024,
         }
     }
 
     /// Directory of the RocksDB engine.
     #[must_use]
     pub fn engine_dir(&self) -> PathBuf {
-        self.data_dir.join("db")
+        engine_dir_of(&self.data_dir)
     }
 
     /// Directory of the WAL segments.
     #[must_use]
     pub fn wal_dir(&self) -> PathBuf {
-        self.data_dir.join("wal")
+        wal_dir_of(&self.data_dir)
     }
+}
+
+/// The engine directory inside a data directory.
+pub(crate) fn engine_dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// The WAL directory inside a data directory.
+pub(crate) fn wal_dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
 }

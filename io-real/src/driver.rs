@@ -2,29 +2,39 @@
 //!
 //! It decides nothing. Two OS threads:
 //!
-//! - the **node thread** owns the core node. It blocks on one event channel
-//!   (client writes, I/O completions, close), feeds each event to the node,
-//!   drains every event already waiting (so a burst is handled before the
-//!   next action is executed), then executes the node's actions: WAL work goes
-//!   to the WAL thread, replies go to the waiting callers.
+//! - the **node thread** owns the core node. It waits on one event channel
+//!   (client requests, watch inputs, I/O completions, close) until the core's
+//!   next timer ([`t4_core::Node::poll_timeout`]) is due, feeds each event to
+//!   the node, drains every event already waiting (so a burst is handled
+//!   before the next action is executed), calls
+//!   [`t4_core::Node::handle_timeout`] if the timer is due, then executes the
+//!   node's actions: WAL work goes to the WAL thread, replies go to the
+//!   waiting callers, watch outputs go to their stream's channel.
 //! - the **WAL thread** owns the [`Wal`] files. It executes appends, fsyncs
 //!   and trims in the order the node issued them and reports completions as
 //!   events. While it fsyncs, the node thread keeps accepting writes, which
 //!   is what lets the next batch accumulate (group commit).
 //!
 //! Reads never pass through either thread: callers take an engine snapshot.
+//!
+//! # Time
+//!
+//! One monotonic origin ([`Clock`], an `Instant` taken when the node opens)
+//! gives every `now` the core sees, from recovery on: lease expiry and
+//! watch progress timers are measured on it. Wall-clock time never reaches
+//! the core.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use t4_core::kv::WriteRequest;
 use t4_core::log::Entry;
+use t4_core::watch::{StreamId, WatchInput, WatchOutput};
 use t4_core::{
     Action, ClientRequest, Error, Index, IoDone, IoId, KvEngine, ReqId, Response, Term, Time,
 };
@@ -32,13 +42,53 @@ use t4_core::{
 use crate::engine::RocksEngine;
 use crate::wal::Wal;
 
-/// The answer channel of one write.
+/// The answer channel of one client request.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Response, Error>>;
+
+/// Where a watch stream's outputs go. Unbounded on purpose: the core bounds
+/// the outputs a stream may have outstanding
+/// ([`t4_core::watch::WatchConfig::stream_buffer_max`]), counting those not
+/// yet reported [`WatchInput::Consumed`].
+pub(crate) type WatchTx = tokio::sync::mpsc::UnboundedSender<WatchOutput>;
+
+/// The driver's monotonic clock: nanoseconds since the node opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose zero is now.
+    pub(crate) fn start() -> Clock {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    /// The current time on this clock.
+    pub(crate) fn now(self) -> Time {
+        Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// How long from now until `at` (zero if it has passed).
+    fn until(self, at: Time) -> Duration {
+        Duration::from_nanos(at.0.saturating_sub(self.now().0))
+    }
+}
 
 /// What the node thread reacts to.
 pub(crate) enum Event {
-    /// A client write.
-    Write(WriteRequest, ReplyTx),
+    /// A client request (write or in-memory query).
+    Client(ClientRequest, ReplyTx),
+    /// A watch stream opened; its outputs go to `tx`.
+    OpenWatchStream {
+        /// The stream (allocated by the `Node` handle).
+        stream: StreamId,
+        /// Its output channel.
+        tx: WatchTx,
+    },
+    /// A watch stream input (create, cancel, progress, consumed, close).
+    Watch(WatchInput),
     /// A WAL job finished.
     Io(IoDone),
     /// Stop accepting writes, finish what is in flight, persist, exit.
@@ -65,17 +115,42 @@ enum WalJob {
 }
 
 /// State the node thread publishes for lock-free getters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Published {
     pub current_revision: AtomicI64,
     pub compact_revision: AtomicI64,
     pub applied_index: AtomicU64,
     pub term: AtomicU64,
     pub closed: AtomicBool,
+    /// The current revision, for waiters ([`crate::Node::wait_for_revision`]).
+    /// The node thread owns the only sender, so the channel closes when that
+    /// thread ends in any way (a panic included) and waiters are released.
+    revision_rx: watch::Receiver<i64>,
 }
 
 impl Published {
-    fn publish(&self, node: &t4_core::Node<RocksEngine>) {
+    /// The published state and the sender of its revision channel (for
+    /// [`spawn`]).
+    pub(crate) fn new() -> (Published, watch::Sender<i64>) {
+        let (tx, rx) = watch::channel(0);
+        let published = Published {
+            current_revision: AtomicI64::new(0),
+            compact_revision: AtomicI64::new(0),
+            applied_index: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            revision_rx: rx,
+        };
+        (published, tx)
+    }
+
+    /// A receiver of the current revision; it reports "closed" once the
+    /// node thread has ended (after the last revision it published).
+    pub(crate) fn subscribe_revision(&self) -> watch::Receiver<i64> {
+        self.revision_rx.clone()
+    }
+
+    fn publish(&self, node: &t4_core::Node<RocksEngine>, revision_tx: &watch::Sender<i64>) {
         let meta = node.meta();
         self.current_revision
             .store(meta.current_revision, Ordering::Release);
@@ -84,6 +159,11 @@ impl Published {
         self.applied_index
             .store(meta.applied_index, Ordering::Release);
         self.term.store(node.term().0, Ordering::Release);
+        revision_tx.send_if_modified(|rev| {
+            let changed = *rev != meta.current_revision;
+            *rev = meta.current_revision;
+            changed
+        });
     }
 }
 
@@ -92,7 +172,9 @@ impl Published {
 pub(crate) fn spawn(
     node: t4_core::Node<RocksEngine>,
     wal: Wal,
+    clock: Clock,
     published: Arc<Published>,
+    revision_tx: watch::Sender<i64>,
 ) -> std::io::Result<(mpsc::Sender<Event>, thread::JoinHandle<()>)> {
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     let (wal_tx, wal_rx) = mpsc::channel::<WalJob>();
@@ -101,102 +183,183 @@ pub(crate) fn spawn(
     let wal_handle = thread::Builder::new()
         .name("t4-wal".into())
         .spawn(move || wal_thread(wal, engine, wal_rx, wal_events))?;
-    published.publish(&node);
+    published.publish(&node, &revision_tx);
     let handle = thread::Builder::new()
         .name("t4-node".into())
-        .spawn(move || node_thread(node, events_rx, wal_tx, wal_handle, published))?;
+        .spawn(move || {
+            NodeThread {
+                node,
+                clock,
+                wal: wal_tx,
+                published,
+                revision_tx,
+                replies: HashMap::new(),
+                streams: BTreeMap::new(),
+                next_req: 0,
+                closing: None,
+            }
+            .run(&events_rx, wal_handle);
+        })?;
     Ok((events_tx, handle))
 }
 
-fn node_thread(
-    mut node: t4_core::Node<RocksEngine>,
-    events: mpsc::Receiver<Event>,
+/// The node thread's state: the core node and where its outputs go.
+struct NodeThread {
+    node: t4_core::Node<RocksEngine>,
+    clock: Clock,
     wal: mpsc::Sender<WalJob>,
-    wal_handle: thread::JoinHandle<()>,
     published: Arc<Published>,
-) {
-    let start = Instant::now();
-    let now = || Time(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut replies: HashMap<ReqId, ReplyTx> = HashMap::new();
-    let mut next_req = 0u64;
-    let mut closing: Option<oneshot::Sender<Result<(), String>>> = None;
+    revision_tx: watch::Sender<i64>,
+    /// Callers waiting for an answer, by request id.
+    replies: HashMap<ReqId, ReplyTx>,
+    /// Open watch streams and where their outputs go.
+    streams: BTreeMap<StreamId, WatchTx>,
+    next_req: u64,
+    closing: Option<oneshot::Sender<Result<(), String>>>,
+}
 
-    while let Ok(first) = events.recv() {
-        let mut event = Some(first);
-        while let Some(ev) = event.take() {
-            match ev {
-                Event::Write(write, reply) => {
-                    if closing.is_some() {
-                        let _ = reply.send(Err(Error::Unavailable("node is closing".into())));
-                    } else {
-                        next_req += 1;
-                        let req = ReqId(next_req);
-                        replies.insert(req, reply);
-                        node.handle_client(now(), req, ClientRequest::Write(write));
+impl NodeThread {
+    fn run(mut self, events: &mpsc::Receiver<Event>, wal_handle: thread::JoinHandle<()>) {
+        loop {
+            // Wait for an event, but no longer than the core's next timer
+            // (no timers while closing: nothing new should start then).
+            let deadline = if self.closing.is_some() {
+                None
+            } else {
+                self.node.poll_timeout()
+            };
+            let first = match deadline {
+                None => match events.recv() {
+                    Ok(ev) => Some(ev),
+                    Err(_) => break,
+                },
+                Some(at) => match events.recv_timeout(self.clock.until(at)) {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let mut event = first;
+            while let Some(ev) = event.take() {
+                self.handle_event(ev);
+                event = events.try_recv().ok();
+            }
+            if self.closing.is_none() {
+                if let Some(at) = self.node.poll_timeout() {
+                    let now = self.clock.now();
+                    if at <= now {
+                        self.node.handle_timeout(now);
                     }
                 }
-                Event::Io(done) => node.handle_io(now(), done),
-                Event::Close(done) => {
-                    published.closed.store(true, Ordering::Release);
-                    closing = Some(done);
+            }
+            // Publish before any reply goes out: a caller that got an answer
+            // at revision N must never read an older `current_revision`
+            // afterwards.
+            self.published.publish(&self.node, &self.revision_tx);
+            self.execute_actions();
+            if self.closing.is_some() && self.node.is_idle() {
+                break;
+            }
+        }
+        self.shut_down(wal_handle);
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        let now = self.clock.now();
+        match ev {
+            Event::Client(request, reply) => {
+                if self.closing.is_some() {
+                    let _ = reply.send(Err(Error::Unavailable("node is closing".into())));
+                } else {
+                    self.next_req += 1;
+                    let req = ReqId(self.next_req);
+                    self.replies.insert(req, reply);
+                    self.node.handle_client(now, req, request);
                 }
             }
-            event = events.try_recv().ok();
+            Event::OpenWatchStream { stream, tx } => {
+                let previous = self.streams.insert(stream, tx);
+                assert!(
+                    previous.is_none(),
+                    "watch stream {stream:?} opened twice (ids come from one counter)"
+                );
+                self.node
+                    .handle_watch(now, WatchInput::OpenStream { stream });
+            }
+            Event::Watch(input) => {
+                if let WatchInput::CloseStream { stream } = &input {
+                    self.streams.remove(stream);
+                }
+                self.node.handle_watch(now, input);
+            }
+            Event::Io(done) => self.node.handle_io(now, done),
+            Event::Close(done) => {
+                self.published.closed.store(true, Ordering::Release);
+                self.closing = Some(done);
+            }
         }
-        // Publish before any reply goes out: a caller that got an answer at
-        // revision N must never read an older `current_revision` afterwards.
-        published.publish(&node);
-        while let Some(action) = node.poll_action() {
+    }
+
+    fn execute_actions(&mut self) {
+        while let Some(action) = self.node.poll_action() {
             match action {
                 Action::AppendWal { io, term, entries } => {
-                    let _ = wal.send(WalJob::Append { io, term, entries });
+                    let _ = self.wal.send(WalJob::Append { io, term, entries });
                 }
                 Action::SyncWal { io, term, through } => {
-                    let _ = wal.send(WalJob::Sync { io, term, through });
+                    let _ = self.wal.send(WalJob::Sync { io, term, through });
                 }
                 Action::TrimWal { io, below } => {
-                    let _ = wal.send(WalJob::Trim { io, below });
+                    let _ = self.wal.send(WalJob::Trim { io, below });
                 }
                 Action::Reply { req, result } => {
                     // A caller that gave up has dropped its receiver; its
                     // entry stays in the log all the same (no holes).
-                    if let Some(tx) = replies.remove(&req) {
+                    if let Some(tx) = self.replies.remove(&req) {
                         let _ = tx.send(result);
                     }
                 }
-                Action::Watch(_) => {
-                    // Watch streams are not wired up yet.
+                Action::Watch(output) => {
+                    // A stream whose receiver is gone has sent (or is about
+                    // to send) CloseStream; its outputs are dropped.
+                    if let Some(tx) = self.streams.get(&output.stream) {
+                        let _ = tx.send(output);
+                    }
                 }
             }
         }
-        if closing.is_some() && node.is_idle() {
-            break;
-        }
     }
 
-    // Graceful end: everything acknowledged is already synced; sync and
-    // persist once more so the next start replays nothing.
-    let (stopped_tx, stopped_rx) = mpsc::channel();
-    let result = if wal.send(WalJob::Stop(stopped_tx)).is_ok() {
-        stopped_rx
-            .recv()
-            .unwrap_or_else(|_| Err("WAL thread ended unexpectedly".into()))
-    } else {
-        Err("WAL thread ended unexpectedly".into())
-    };
-    // Joining makes "the node thread ended" imply "no driver thread holds
-    // the engine or the WAL any more", so the data dir can be reopened.
-    if wal_handle.join().is_err() {
-        tracing::error!("the WAL thread panicked");
-    }
-    if let Err(why) = &result {
-        tracing::error!(%why, "closing the WAL failed");
-    }
-    for (_, tx) in replies.drain() {
-        let _ = tx.send(Err(Error::Unavailable("node closed".into())));
-    }
-    if let Some(done) = closing {
-        let _ = done.send(result);
+    /// Graceful end: everything acknowledged is already synced; sync and
+    /// persist once more so the next start replays nothing.
+    fn shut_down(mut self, wal_handle: thread::JoinHandle<()>) {
+        // Watchers see their streams end; waiters for a revision learn the
+        // node is gone (dropping `self` drops the revision sender, at the
+        // latest; a panic drops it too).
+        self.streams.clear();
+        self.published.closed.store(true, Ordering::Release);
+        let (stopped_tx, stopped_rx) = mpsc::channel();
+        let result = if self.wal.send(WalJob::Stop(stopped_tx)).is_ok() {
+            stopped_rx
+                .recv()
+                .unwrap_or_else(|_| Err("WAL thread ended unexpectedly".into()))
+        } else {
+            Err("WAL thread ended unexpectedly".into())
+        };
+        // Joining makes "the node thread ended" imply "no driver thread holds
+        // the engine or the WAL any more", so the data dir can be reopened.
+        if wal_handle.join().is_err() {
+            tracing::error!("the WAL thread panicked");
+        }
+        if let Err(why) = &result {
+            tracing::error!(%why, "closing the WAL failed");
+        }
+        for (_, tx) in self.replies.drain() {
+            let _ = tx.send(Err(Error::Unavailable("node closed".into())));
+        }
+        if let Some(done) = self.closing.take() {
+            let _ = done.send(result);
+        }
     }
 }
 

@@ -1,22 +1,29 @@
 //! The embedding API: an async handle on a running node.
 
-use std::sync::atomic::Ordering;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread;
 
 use tokio::sync::oneshot;
 
 use t4_core::kv::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WriteRequest,
-    WriteResponse,
+    AlarmAction, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse, WatchCreateRequest, WriteRequest, WriteResponse,
 };
-use t4_core::{mvcc, Error, Index, KvEngine, NodeConfig, NodeId, Term};
+use t4_core::lease::LeaseConfig;
+use t4_core::watch::{StreamId, WatchConfig};
+use t4_core::{mvcc, ClientRequest, Error, Index, KvEngine, NodeConfig, NodeId, Response, Term};
 
 use crate::config::Config;
-use crate::driver::{self, Event, Published};
+use crate::driver::{self, Clock, Event, Published};
 use crate::engine::{RocksEngine, RocksOptions};
+use crate::snapshot::SnapshotStream;
 use crate::wal::Wal;
+use crate::watch_stream::WatchStream;
 
 /// Why a node could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +47,9 @@ pub enum OpenError {
     Spawn(std::io::Error),
 }
 
-/// A snapshot of a node's progress, for status endpoints.
+/// A snapshot of a node's progress, for status endpoints. Lock-free to
+/// read; raised alarms are not here (they live on the node thread): ask
+/// [`Node::alarm`] with `AlarmAction::Get`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
     /// Current revision.
@@ -51,8 +60,11 @@ pub struct NodeStatus {
     pub applied_index: Index,
     /// Current term.
     pub term: Term,
-    /// Approximate size of the engine's data in bytes.
+    /// Approximate size of the engine's files in bytes (etcd `dbSize`).
     pub db_size_bytes: u64,
+    /// Estimated bytes of live data, without deleted or overwritten
+    /// versions awaiting compaction (etcd `dbSizeInUse`).
+    pub db_size_in_use_bytes: u64,
 }
 
 struct Inner {
@@ -64,6 +76,8 @@ struct Inner {
     events: mpsc::Sender<Event>,
     published: Arc<Published>,
     node_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Source of watch stream ids (unique for the node's lifetime).
+    next_stream: AtomicU64,
 }
 
 /// A running t4 node storing its data under [`Config::data_dir`].
@@ -119,14 +133,10 @@ impl Node {
         };
         let engine = RocksEngine::open(&config.engine_dir(), options)?;
         let member_id = NodeId(member_id_of(&config.node_id));
-        let core_config = NodeConfig {
-            node_id: member_id,
-            max_txn_ops: config.max_txn_ops,
-            request_bytes_max: config.max_request_bytes,
-            pending_max: config.pending_writes_max,
-            trim_every_entries: config.wal_trim_every_entries,
-            ..NodeConfig::default()
-        };
+        let core_config = core_config(&config, member_id);
+        // One monotonic origin for recovery and the node thread: lease TTLs
+        // restored at recovery are measured on the clock that expires them.
+        let clock = Clock::start();
         let mut node = t4_core::Node::new(core_config, engine.clone())?;
         let from = Index(node.meta().applied_index).next();
         let (wal, entries) = Wal::open(
@@ -136,7 +146,7 @@ impl Node {
             config.segment_max_size,
         )?;
         let replayed = entries.len();
-        node.recover(t4_core::Time(0), entries)?;
+        node.recover(clock.now(), entries)?;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             replayed,
@@ -144,9 +154,10 @@ impl Node {
             applied_index = node.meta().applied_index,
             "node opened"
         );
-        let published = Arc::new(Published::default());
-        let (events, handle) =
-            driver::spawn(node, wal, Arc::clone(&published)).map_err(OpenError::Spawn)?;
+        let (published, revision_tx) = Published::new();
+        let published = Arc::new(published);
+        let (events, handle) = driver::spawn(node, wal, clock, Arc::clone(&published), revision_tx)
+            .map_err(OpenError::Spawn)?;
         Ok(Node {
             inner: Arc::new(Inner {
                 config,
@@ -155,6 +166,7 @@ impl Node {
                 events,
                 published,
                 node_thread: Mutex::new(Some(handle)),
+                next_stream: AtomicU64::new(1),
             }),
         })
     }
@@ -207,6 +219,7 @@ impl Node {
             applied_index: Index(p.applied_index.load(Ordering::Acquire)),
             term: Term(p.term.load(Ordering::Acquire)),
             db_size_bytes: self.engine().map_or(0, |e| e.size_bytes()),
+            db_size_in_use_bytes: self.engine().map_or(0, |e| e.size_in_use_bytes()),
         }
     }
 
@@ -356,23 +369,202 @@ impl Node {
     /// # Errors
     /// As the specific methods.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Error> {
-        if self.inner.published.closed.load(Ordering::Acquire) {
-            return Err(Error::Unavailable("node is closed".into()));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .events
-            .send(Event::Write(req, tx))
-            .map_err(|_| Error::Unavailable("node is closed".into()))?;
-        match rx
-            .await
-            .map_err(|_| Error::Unavailable("node stopped before answering".into()))??
-        {
-            t4_core::Response::Write(resp) => Ok(resp),
+        match self.request(ClientRequest::Write(req)).await? {
+            Response::Write(resp) => Ok(resp),
             other => Err(Error::Internal(format!(
                 "a write was answered with {other:?}"
             ))),
         }
+    }
+
+    /// Hands one client request to the node thread and waits for its answer.
+    async fn request(&self, req: ClientRequest) -> Result<Response, Error> {
+        if self.inner.published.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("node is closed".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Event::Client(req, tx))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("node stopped before answering".into()))?
+    }
+
+    /// Sends an event to the node thread.
+    fn send(&self, event: Event) -> Result<(), Error> {
+        self.inner
+            .events
+            .send(event)
+            .map_err(|_| Error::Unavailable("node is closed".into()))
+    }
+
+    // ----- leases -----
+
+    /// etcd `LeaseGrant`: a lease of `ttl` seconds (raised to the minimum
+    /// TTL, [`Config::lease_min_ttl_secs`]) with id `id` (0: the node picks
+    /// one). Goes through the log; the lease starts counting down once
+    /// applied.
+    ///
+    /// # Errors
+    /// Negative or too large TTL, negative id, id in use
+    /// ([`Error::LeaseExists`]), NOSPACE alarm, node closing or failed.
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse, Error> {
+        let req = LeaseGrantRequest { ttl, id };
+        match self.write(WriteRequest::LeaseGrant(req)).await? {
+            WriteResponse::LeaseGrant(resp) => Ok(resp),
+            other => Err(mismatch("lease_grant", &other)),
+        }
+    }
+
+    /// etcd `LeaseRevoke`: ends the lease and deletes every key attached to
+    /// it, all at one revision.
+    ///
+    /// # Errors
+    /// Unknown lease ([`Error::LeaseNotFound`]), node closing or failed.
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, Error> {
+        let req = LeaseRevokeRequest { id };
+        match self.write(WriteRequest::LeaseRevoke(req)).await? {
+            WriteResponse::LeaseRevoke(resp) => Ok(resp),
+            other => Err(mismatch("lease_revoke", &other)),
+        }
+    }
+
+    /// One etcd `LeaseKeepAlive` round: restarts the lease's TTL. Answered
+    /// from memory (not logged); `ttl` is 0 for an unknown or expired lease.
+    ///
+    /// # Errors
+    /// Node closed.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, Error> {
+        match self.request(ClientRequest::LeaseKeepAlive { id }).await? {
+            Response::LeaseKeepAlive(resp) => Ok(resp),
+            other => Err(unexpected("lease_keep_alive", &other)),
+        }
+    }
+
+    /// etcd `LeaseTimeToLive`: remaining and granted TTL, and the attached
+    /// keys when `keys`. `ttl` is -1 for an unknown or expired lease.
+    ///
+    /// # Errors
+    /// Node closed, storage failure.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, Error> {
+        match self
+            .request(ClientRequest::LeaseTimeToLive { id, keys })
+            .await?
+        {
+            Response::LeaseTimeToLive(resp) => Ok(resp),
+            other => Err(unexpected("lease_time_to_live", &other)),
+        }
+    }
+
+    /// etcd `LeaseLeases`: every live lease id, ascending.
+    ///
+    /// # Errors
+    /// Node closed.
+    pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, Error> {
+        match self.request(ClientRequest::LeaseLeases).await? {
+            Response::LeaseLeases(resp) => Ok(resp),
+            other => Err(unexpected("lease_leases", &other)),
+        }
+    }
+
+    // ----- alarms -----
+
+    /// etcd `Alarm`. `Get` is answered from memory with the raised alarms
+    /// of type `req.alarm` (`None`: all), as etcd does — etcd ignores
+    /// `member_id` on a get, and so do we. `Activate` and `Deactivate` go
+    /// through the log (alarms are replicated state) and answer with the
+    /// alarms they changed, as the core reports them.
+    ///
+    /// Alarms are not part of [`NodeStatus`] (reading them takes a round
+    /// trip to the node thread, the status getters are lock-free); status
+    /// endpoints call this with `Get`.
+    ///
+    /// # Errors
+    /// An action value outside etcd's enum ([`Error::Unimplemented`]),
+    /// node closing or failed.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, Error> {
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => {
+                let mut resp = match self.request(ClientRequest::AlarmList).await? {
+                    Response::Alarm(resp) => resp,
+                    other => return Err(unexpected("alarm", &other)),
+                };
+                if req.alarm != AlarmType::None as i32 {
+                    resp.alarms.retain(|a| a.alarm == req.alarm);
+                }
+                Ok(resp)
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                match self.write(WriteRequest::Alarm(req)).await? {
+                    WriteResponse::Alarm(resp) => Ok(resp),
+                    other => Err(mismatch("alarm", &other)),
+                }
+            }
+            Err(_) => Err(Error::Unimplemented("unknown alarm action")),
+        }
+    }
+
+    // ----- watches -----
+
+    /// Opens one etcd `Watch` stream, on which any number of watches can be
+    /// created and cancelled. The stream closes when dropped (its watches
+    /// end), and ends ([`WatchStream::next`] returns `None`) when the node
+    /// closes.
+    ///
+    /// # Errors
+    /// Node closed.
+    pub fn watch_stream(&self) -> Result<WatchStream, Error> {
+        if self.inner.published.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("node is closed".into()));
+        }
+        let stream = StreamId(self.inner.next_stream.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.send(Event::OpenWatchStream { stream, tx })?;
+        Ok(WatchStream::new(stream, self.inner.events.clone(), rx))
+    }
+
+    /// Convenience for embedders: one watch on a stream of its own. The
+    /// first output is the `created` answer (or a cancellation saying why
+    /// not), then events.
+    ///
+    /// # Errors
+    /// Node closed.
+    pub async fn watch(&self, req: WatchCreateRequest) -> Result<WatchStream, Error> {
+        let stream = self.watch_stream()?;
+        stream.create(req)?;
+        Ok(stream)
+    }
+
+    /// Resolves once the applied revision is `>= revision` (at once if it
+    /// already is).
+    ///
+    /// # Errors
+    /// The node closed before reaching `revision`.
+    pub async fn wait_for_revision(&self, revision: i64) -> Result<(), Error> {
+        let mut rx = self.inner.published.subscribe_revision();
+        rx.wait_for(|&current| current >= revision)
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Error::Unavailable(format!("node closed before reaching revision {revision}"))
+            })
+    }
+
+    // ----- snapshots -----
+
+    /// A consistent snapshot of the whole engine in the t4 snapshot format
+    /// (see [`crate::snapshot`]), as a stream of byte chunks of at most
+    /// 1 MiB. It is produced on a thread of its own from one engine
+    /// snapshot, taken when this is called; writes continue meanwhile. A
+    /// storage failure ends the stream with one error item.
+    ///
+    /// # Errors
+    /// Node closed, the producer thread cannot start.
+    pub fn snapshot(&self) -> Result<SnapshotStream, Error> {
+        let snapshot = self.engine()?.snapshot();
+        SnapshotStream::spawn(snapshot)
     }
 
     /// Stops accepting writes, finishes every batch in flight, syncs the WAL,
@@ -426,6 +618,50 @@ fn mismatch(op: &str, got: &WriteResponse) -> Error {
     Error::Internal(format!(
         "{op} answered with a different response kind: {got:?}"
     ))
+}
+
+fn unexpected(op: &str, got: &Response) -> Error {
+    Error::Internal(format!(
+        "{op} answered with a different response kind: {got:?}"
+    ))
+}
+
+/// The core's configuration for `config`.
+fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    NodeConfig {
+        node_id: member_id,
+        max_txn_ops: config.max_txn_ops,
+        request_bytes_max: config.max_request_bytes,
+        pending_max: config.pending_writes_max,
+        trim_every_entries: config.wal_trim_every_entries,
+        lease: LeaseConfig {
+            min_ttl_secs: config.lease_min_ttl_secs,
+            revoke_per_sec_max: config.lease_revoke_per_sec_max,
+            checkpoint_interval_nanos: config.lease_checkpoint_interval.map(nanos),
+        },
+        watch: WatchConfig {
+            stream_buffer_max: config.watch_stream_buffer_max,
+            progress_interval_nanos: nanos(config.watch_progress_notify_interval),
+            ..WatchConfig::default()
+        },
+        quota_bytes: config.quota_backend_bytes,
+        seed: entropy_seed(),
+        ..NodeConfig::default()
+    }
+}
+
+/// A seed for the core's random choices (generated lease ids), drawn here
+/// because the core draws no entropy: the standard library's per-process
+/// random hash keys, mixed with the wall clock and the process id.
+fn entropy_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let wall_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(wall_nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// A stable 64-bit member id derived from the node name (FNV-1a), never 0.

@@ -34,7 +34,7 @@ mod owned_snapshot;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::properties::{CUR_SIZE_ALL_MEM_TABLES, TOTAL_SST_FILES_SIZE};
+use rocksdb::properties::{CUR_SIZE_ALL_MEM_TABLES, ESTIMATE_LIVE_DATA_SIZE, TOTAL_SST_FILES_SIZE};
 use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, DBRawIterator, FlushOptions, Options, ReadOptions,
     WriteOptions, DB,
@@ -250,6 +250,17 @@ impl RocksEngine {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Estimated bytes of live data: what the files would shrink to if every
+    /// deleted or overwritten version were compacted away (RocksDB's
+    /// `estimate-live-data-size`), plus the unflushed memtables. etcd's
+    /// `dbSizeInUse`; cheap (no I/O).
+    #[must_use]
+    pub fn size_in_use_bytes(&self) -> u64 {
+        self.shared
+            .property(ESTIMATE_LIVE_DATA_SIZE)
+            .saturating_add(self.shared.property(CUR_SIZE_ALL_MEM_TABLES))
     }
 
     /// Flushes now and releases this handle, reporting a flush error that a
