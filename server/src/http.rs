@@ -29,6 +29,13 @@ async fn metrics(State(h): State<Arc<Health>>) -> String {
     if let Some(node) = h.node.get() {
         h.metrics.current_revision.set(node.current_revision());
         h.metrics.compact_revision.set(node.compact_revision());
+        // One pass over the live lease ids, on the node thread; cheap next
+        // to the scrape interval even with many leases.
+        if let Ok(leases) = node.lease_leases().await {
+            h.metrics
+                .leases
+                .set(i64::try_from(leases.ids.len()).unwrap_or(i64::MAX));
+        }
     }
     h.metrics.render()
 }

@@ -8,6 +8,7 @@ mod run;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -23,6 +24,26 @@ struct Cli {
 enum Command {
     /// Run a node serving the etcd v3 gRPC API.
     Run(RunArgs),
+    /// Work with snapshots taken by `etcdctl snapshot save` (Maintenance
+    /// Snapshot) from a t4 node.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Create a new data directory from a snapshot file; then `t4 run
+    /// --data-dir DIR` serves the snapshot's keys and revisions.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// The data directory to create; it must not exist or be empty.
+    #[arg(long, env = "T4_DATA_DIR")]
+    data_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -61,6 +82,72 @@ struct RunArgs {
     /// WAL segment rotation threshold in bytes.
     #[arg(long, env = "T4_SEGMENT_MAX_SIZE", default_value_t = 50_000_000)]
     segment_max_size: u64,
+    /// Database size in bytes above which writes that need space fail and
+    /// the NOSPACE alarm is raised (etcd's flag and default, 2 GiB).
+    #[arg(long, env = "T4_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    quota_backend_bytes: u64,
+    /// How often watches that asked for progress notifications get one
+    /// while idle: seconds, or a duration such as 10m, 30s, 500ms.
+    #[arg(
+        long,
+        env = "T4_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        alias = "experimental-watch-progress-notify-interval",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    watch_progress_notify_interval: Duration,
+    /// How often remaining lease TTLs are checkpointed, so a restart does
+    /// not renew every lease to its full TTL: seconds or a duration such
+    /// as 5m; 0 turns checkpoints off.
+    #[arg(
+        long,
+        env = "T4_LEASE_CHECKPOINT_INTERVAL",
+        alias = "experimental-lease-checkpoint-interval",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    lease_checkpoint_interval: Duration,
+}
+
+/// A duration as etcd's flags take it (Go's `time.ParseDuration`: `10m`,
+/// `1h30m`, `500ms`, `1.5s`), or a bare number of seconds. Written here
+/// rather than with a duration crate because neither form alone covers
+/// both, and the grammar is a few lines.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {text:?}: use seconds (30) or units ns, us, ms, s, m, h (10m, 1h30m, 500ms)")
+    };
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(number * unit_secs).map_err(|_| bad())?;
+    }
+    Ok(total)
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
@@ -78,6 +165,25 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     .map_err(|e| format!("cannot initialise logging: {e}"))
 }
 
+fn restore(args: &RestoreArgs) -> Result<(), String> {
+    let report = t4_io_real::restore_snapshot(&args.file, &args.data_dir).map_err(|e| {
+        format!(
+            "cannot restore {} into {}: {e}",
+            args.file.display(),
+            args.data_dir.display()
+        )
+    })?;
+    println!(
+        "restored {} into {}: revision {}, {} keys; start it with `t4 run --data-dir {}`",
+        args.file.display(),
+        args.data_dir.display(),
+        report.revision,
+        report.keys,
+        args.data_dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -93,8 +199,13 @@ fn main() -> ExitCode {
                 max_request_bytes: args.max_request_bytes,
                 node_id: args.node_id,
                 segment_max_size: args.segment_max_size,
+                quota_backend_bytes: args.quota_backend_bytes,
+                watch_progress_notify_interval: args.watch_progress_notify_interval,
+                lease_checkpoint_interval: Some(args.lease_checkpoint_interval)
+                    .filter(|d| !d.is_zero()),
             }))
         }),
+        Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,5 +213,40 @@ fn main() -> ExitCode {
             eprintln!("t4: {why}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations parse as etcd's flags do, plus bare seconds.
+    #[test]
+    fn durations_parse_like_etcd_flags() {
+        let ok = |s: &str| parse_duration(s).expect(s);
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        for bad in ["", "10x", "m", "-5", "1h-3m", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    /// Every flag of `t4 run` parses with its default.
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["t4", "run"]).expect("defaults parse");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(args.quota_backend_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(
+            args.watch_progress_notify_interval,
+            Duration::from_secs(600)
+        );
+        assert_eq!(args.lease_checkpoint_interval, Duration::from_secs(300));
     }
 }

@@ -1,11 +1,12 @@
 //! Prometheus metrics (T4's names where T4 documents them). This issue
-//! exports the write path and revision gauges; the observability issue adds
-//! the rest of T4's list.
+//! exports the write path, revision gauges, watch streams/watchers and
+//! lease counts; the observability issue adds the rest of T4's list.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Kinds of write, as T4's `op` label.
@@ -42,6 +43,18 @@ pub struct Metrics {
     pub current_revision: IntGauge,
     /// `t4_compact_revision`.
     pub compact_revision: IntGauge,
+    /// `t4_watch_streams`: open etcd `Watch` gRPC streams.
+    pub watch_streams: IntGauge,
+    /// `t4_watchers`: watches created and not yet cancelled, over all
+    /// streams.
+    pub watchers: IntGauge,
+    /// `t4_lease_grants_total`: successful `LeaseGrant` calls.
+    pub lease_grants: IntCounter,
+    /// `t4_lease_revokes_total`: successful `LeaseRevoke` calls (expiries
+    /// are not counted: the node revokes those itself).
+    pub lease_revokes: IntCounter,
+    /// `t4_leases`: live leases, refreshed on each scrape.
+    pub leases: IntGauge,
 }
 
 impl Metrics {
@@ -79,6 +92,21 @@ impl Metrics {
             IntGauge::new("t4_current_revision", "Latest applied revision").expect("valid metric");
         let compact_revision =
             IntGauge::new("t4_compact_revision", "Compaction watermark").expect("valid metric");
+        let watch_streams =
+            IntGauge::new("t4_watch_streams", "Open etcd Watch streams").expect("valid metric");
+        let watchers = IntGauge::new(
+            "t4_watchers",
+            "Watches created and not yet cancelled, over all streams",
+        )
+        .expect("valid metric");
+        let lease_grants = IntCounter::new("t4_lease_grants_total", "Leases granted by clients")
+            .expect("valid metric");
+        let lease_revokes = IntCounter::new(
+            "t4_lease_revokes_total",
+            "Leases revoked by clients (expiries not counted)",
+        )
+        .expect("valid metric");
+        let leases = IntGauge::new("t4_leases", "Live leases").expect("valid metric");
         let role_single = IntGauge::with_opts(
             Opts::new("t4_role", "1 for the active role (leader/follower/single)")
                 .const_label("role", "single"),
@@ -91,6 +119,11 @@ impl Metrics {
             Box::new(current_revision.clone()),
             Box::new(compact_revision.clone()),
             Box::new(role_single.clone()),
+            Box::new(watch_streams.clone()),
+            Box::new(watchers.clone()),
+            Box::new(lease_grants.clone()),
+            Box::new(lease_revokes.clone()),
+            Box::new(leases.clone()),
         ] {
             registry.register(c).expect("metric names are distinct");
         }
@@ -102,6 +135,11 @@ impl Metrics {
             write_duration,
             current_revision,
             compact_revision,
+            watch_streams,
+            watchers,
+            lease_grants,
+            lease_revokes,
+            leases,
         }
     }
 

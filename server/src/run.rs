@@ -6,16 +6,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio_stream::wrappers::TcpListenerStream;
 
 use t4_io_real::{Config, Node};
-use t4_proto::etcd::{PbClusterServer, PbKvServer, PbMaintenanceServer};
+use t4_proto::etcd::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+};
 
 use crate::etcd::cluster::ClusterService;
 use crate::etcd::kv::KvService;
+use crate::etcd::lease::LeaseService;
 use crate::etcd::maintenance::MaintenanceService;
 use crate::etcd::unimplemented::{self, Unimplemented};
+use crate::etcd::watch::WatchService;
 use crate::etcd::Ctx;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
@@ -25,7 +30,7 @@ use crate::metrics::Metrics;
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// How long a shutdown waits for in-flight requests and open connections.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Everything `t4 run` needs, already parsed.
 #[derive(Clone, Debug)]
@@ -42,6 +47,12 @@ pub struct RunOptions {
     pub node_id: Option<String>,
     /// WAL segment rotation size.
     pub segment_max_size: u64,
+    /// Database size that raises the NOSPACE alarm.
+    pub quota_backend_bytes: u64,
+    /// Progress notification interval of watches that ask for them.
+    pub watch_progress_notify_interval: Duration,
+    /// Lease checkpoint interval; `None`: no checkpoints.
+    pub lease_checkpoint_interval: Option<Duration>,
 }
 
 /// Runs the server until a shutdown signal.
@@ -74,6 +85,9 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     }
     config.max_request_bytes = opts.max_request_bytes;
     config.segment_max_size = opts.segment_max_size;
+    config.quota_backend_bytes = opts.quota_backend_bytes;
+    config.watch_progress_notify_interval = opts.watch_progress_notify_interval;
+    config.lease_checkpoint_interval = opts.lease_checkpoint_interval;
     let node = Node::open(config).await.map_err(|e| match e {
         t4_io_real::OpenError::DataDir { path, source } => format!(
             "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",
@@ -114,8 +128,15 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
             node.clone(),
             ctx.clone(),
         )))
-        .add_service(Unimplemented::<unimplemented::Watch>::new())
-        .add_service(Unimplemented::<unimplemented::Lease>::new())
+        .add_service(PbWatchServer::new(WatchService::new(
+            node.clone(),
+            ctx.clone(),
+            opts.max_request_bytes,
+        )))
+        .add_service(
+            PbLeaseServer::new(LeaseService::new(node.clone(), ctx.clone()))
+                .max_decoding_message_size(decode_max),
+        )
         .add_service(Unimplemented::<unimplemented::Auth>::new())
         .add_service(Unimplemented::<unimplemented::Election>::new())
         .add_service(Unimplemented::<unimplemented::Lock>::new())

@@ -8,9 +8,9 @@
 
 use t4_core::kv;
 use t4_proto::etcd::{
-    PbCompactionResponse, PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbPutRequest,
-    PbPutResponse, PbRangeRequest, PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion,
-    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
+    PbCompactionResponse, PbCompare, PbDeleteRequest, PbDeleteResponse, PbEvent, PbKeyValue,
+    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbResponseHeader, PbResponseOp,
+    PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
 };
 
 /// Identity fields of every top-level response header.
@@ -129,6 +129,16 @@ pub fn key_value(kv: kv::KeyValue) -> PbKeyValue {
         version: kv.version,
         value: kv.value,
         lease: kv.lease,
+    }
+}
+
+/// core → etcd: one watch event (`mvccpb.Event`; the event type numbers
+/// are etcd's in both).
+pub fn event(e: kv::Event) -> PbEvent {
+    PbEvent {
+        r#type: e.r#type,
+        kv: e.kv.map(key_value),
+        prev_kv: e.prev_kv.map(key_value),
     }
 }
 

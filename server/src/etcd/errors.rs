@@ -30,10 +30,9 @@ pub fn status(error: &Error) -> Status {
             "etcdserver: mvcc: database space exceeded".into(),
         ),
         // etcd answers this one OutOfRange, not InvalidArgument.
-        Error::InvalidArgument(Invalid::LeaseTtlTooLarge) => (
-            Code::OutOfRange,
-            "etcdserver: too large lease TTL".into(),
-        ),
+        Error::InvalidArgument(Invalid::LeaseTtlTooLarge) => {
+            (Code::OutOfRange, "etcdserver: too large lease TTL".into())
+        }
         Error::InvalidArgument(invalid) => (Code::InvalidArgument, invalid_text(*invalid).into()),
         Error::Unavailable(why) => (Code::Unavailable, format!("etcdserver: {why}")),
         Error::Unimplemented(what) => (

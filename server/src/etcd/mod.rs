@@ -4,8 +4,10 @@ pub mod cluster;
 pub mod convert;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod unimplemented;
+pub mod watch;
 
 use std::sync::Arc;
 

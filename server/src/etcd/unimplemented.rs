@@ -81,16 +81,6 @@ macro_rules! unserved {
     };
 }
 
-unserved!(
-    Watch,
-    t4_proto::service_names::WATCH,
-    "the Watch/Lease issue"
-);
-unserved!(
-    Lease,
-    t4_proto::service_names::LEASE,
-    "the Watch/Lease issue"
-);
 unserved!(Auth, t4_proto::service_names::AUTH, "the auth issue");
 unserved!(
     Election,

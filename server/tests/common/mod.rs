@@ -145,3 +145,42 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (code, body)
 }
+
+/// Awaits `fut`, panicking with `what` after 10 s (a hang is a failure).
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Opens a bidirectional gRPC call at the protobuf level, for what the
+/// `etcd-client` crate hides (fragment flags, raw keep-alive ids, requests
+/// without a body). Returns the request sender and the response stream.
+pub async fn raw_bidi<Req, Resp>(
+    endpoint: &str,
+    path: &'static str,
+) -> (tokio::sync::mpsc::Sender<Req>, tonic::Streaming<Resp>)
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    grpc.ready().await.expect("channel ready");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let responses = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+        .expect("open the stream")
+        .into_inner();
+    (tx, responses)
+}
