@@ -280,6 +280,9 @@ pub struct Node<E: KvEngine> {
     actions: VecDeque<Action>,
     lessor: Lessor,
     watches: WatchHub,
+    /// The engine's size as of the last applied batch, for the quota check
+    /// (asking the engine on every write costs a property lookup each).
+    db_size_bytes: u64,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -297,7 +300,9 @@ impl<E: KvEngine> Node<E> {
         assert!(config.pending_max > 0, "pending_max must be positive");
         let store = Store::open(&engine)?;
         let meta = *store.meta();
+        let db_size_bytes = engine.size_bytes();
         Ok(Node {
+            db_size_bytes,
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -692,6 +697,7 @@ impl<E: KvEngine> Node<E> {
                 }
             }
         }
+        self.db_size_bytes = self.engine.size_bytes();
         self.maybe_trim();
         self.flush_batch();
     }

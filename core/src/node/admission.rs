@@ -82,7 +82,7 @@ impl<E: KvEngine> Node<E> {
             return Err(Error::NoSpace);
         }
         let request_bytes = u64::try_from(super::payload_len(payload)).expect("usize fits u64");
-        if self.engine.size_bytes().saturating_add(request_bytes) <= self.config.quota_bytes {
+        if self.db_size_bytes.saturating_add(request_bytes) <= self.config.quota_bytes {
             return Ok(());
         }
         if !self.nospace_pending() {
