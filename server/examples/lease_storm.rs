@@ -30,10 +30,13 @@ fn summary(name: &str, mut lat: Vec<Duration>) {
 }
 
 async fn storm_keys(c: &mut Client) -> i64 {
-    c.get("storm/", Some(GetOptions::new().with_prefix().with_count_only()))
-        .await
-        .expect("count")
-        .count()
+    c.get(
+        "storm/",
+        Some(GetOptions::new().with_prefix().with_count_only()),
+    )
+    .await
+    .expect("count")
+    .count()
 }
 
 #[tokio::main]
@@ -72,7 +75,10 @@ async fn main() {
         t.await.expect("task");
     }
     let grant_s = granted_at.elapsed().as_secs_f64();
-    println!("granted {} leases with TTL {ttl} s in {grant_s:.2} s", per * 16);
+    println!(
+        "granted {} leases with TTL {ttl} s in {grant_s:.2} s",
+        per * 16
+    );
 
     // Serial puts until every storm key is gone; sample the key count.
     let mut writer = c.clone();
@@ -85,7 +91,10 @@ async fn main() {
     let mut i = 0u64;
     loop {
         let t = Instant::now();
-        writer.put(format!("writer/{i}"), "x", None).await.expect("put");
+        writer
+            .put(format!("writer/{i}"), "x", None)
+            .await
+            .expect("put");
         let lat = t.elapsed();
         i += 1;
         if first_gone.is_some() {

@@ -2,28 +2,12 @@
 
 mod common;
 
-use common::{http_get, Server};
+use common::{http_get, revision, status_of, Server};
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse,
 };
 use tonic::Code;
-
-fn status_of(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
-async fn revision(c: &mut etcd_client::Client) -> i64 {
-    c.get("any", None)
-        .await
-        .expect("get")
-        .header()
-        .expect("header")
-        .revision()
-}
 
 /// Put, get with options, delete, txn and compaction through a real client,
 /// with etcd's revision numbering.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http_get, raw_bidi, within, Server};
+use common::{http_get, raw_bidi, revision, status_of, within, Server};
 use etcd_client::{
     Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
     WatchOptions,
@@ -14,22 +14,6 @@ use t4_proto::etcd::{PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse};
 use tonic::Code;
 
 const KEEPALIVE_PATH: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
-
-fn status_of(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
-async fn revision(c: &mut Client) -> i64 {
-    c.get("any", None)
-        .await
-        .expect("get")
-        .header()
-        .expect("header")
-        .revision()
-}
 
 async fn started() -> (tempfile::TempDir, Server, Client) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,16 +6,9 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::Server;
+use common::{status_of, Server};
 use etcd_client::{AlarmAction, AlarmType, GetOptions};
 use tonic::Code;
-
-fn status_of(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 async fn alarms(c: &mut etcd_client::Client) -> Vec<(u64, AlarmType)> {
     c.alarm(AlarmAction::Get, AlarmType::None, None)

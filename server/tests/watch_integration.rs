@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{http_get, raw_bidi, within, Server};
+use common::{http_get, raw_bidi, revision, within, Server};
 use etcd_client::{
     Client, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
@@ -27,15 +27,6 @@ async fn watch(c: &mut Client, key: &str, options: WatchOptions) -> (WatchStream
     assert!(!created.canceled(), "{}", created.cancel_reason());
     let id = created.watch_id();
     (stream, id)
-}
-
-async fn current_revision(c: &mut Client) -> i64 {
-    c.get("any", None)
-        .await
-        .expect("get")
-        .header()
-        .expect("header")
-        .revision()
 }
 
 /// A watch sees puts and deletes of its key, in order, with the previous
@@ -184,7 +175,7 @@ async fn progress_request_answers_with_watch_id_minus_one() {
     let mut c = server.client().await;
     c.put("x", "1", None).await.expect("put");
     let (mut stream, _) = watch(&mut c, "k", WatchOptions::new()).await;
-    let rev = current_revision(&mut c).await;
+    let rev = revision(&mut c).await;
     stream.request_progress().await.expect("progress");
     let r = next(&mut stream).await;
     assert_eq!(r.watch_id(), -1);
@@ -435,7 +426,7 @@ async fn idle_watch_gets_progress_notifications_at_the_configured_interval() {
     );
     let mut c = server.client().await;
     c.put("x", "1", None).await.expect("put");
-    let rev = current_revision(&mut c).await;
+    let rev = revision(&mut c).await;
     let (mut stream, id) = watch(&mut c, "k", WatchOptions::new().with_progress_notify()).await;
     let started = std::time::Instant::now();
     let r = next(&mut stream).await;

@@ -66,23 +66,31 @@ pub fn revision_log<R: KvRead>(view: &R, from: i64) -> Result<Vec<LoggedEvent>, 
     let mut out = Vec::new();
     for item in view.scan(&start, Some(&end)) {
         let (rk, rv) = item?;
-        let rev = keys::parse_revlog_key(&rk)?;
-        let record = RevLogRecord::decode(rv.as_slice()).map_err(|e| {
-            EngineError(format!(
-                "mvcc: undecodable revision-log record at {rev:?}: {e}"
-            ))
-        })?;
-        let kind = EventKind::try_from(record.kind).map_err(|_| {
-            EngineError(format!(
-                "mvcc: unknown event kind {} at {rev:?}",
-                record.kind
-            ))
-        })?;
-        out.push(LoggedEvent {
-            rev,
-            key: record.key,
-            kind,
-        });
+        out.push(decode_revlog(&rk, &rv)?);
     }
     Ok(out)
+}
+
+/// Decodes one revision-log entry (engine key and value).
+///
+/// # Errors
+/// A malformed key or record.
+pub(crate) fn decode_revlog(key: &[u8], value: &[u8]) -> Result<LoggedEvent, EngineError> {
+    let rev = keys::parse_revlog_key(key)?;
+    let record = RevLogRecord::decode(value).map_err(|e| {
+        EngineError(format!(
+            "mvcc: undecodable revision-log record at {rev:?}: {e}"
+        ))
+    })?;
+    let kind = EventKind::try_from(record.kind).map_err(|_| {
+        EngineError(format!(
+            "mvcc: unknown event kind {} at {rev:?}",
+            record.kind
+        ))
+    })?;
+    Ok(LoggedEvent {
+        rev,
+        key: record.key,
+        kind,
+    })
 }

@@ -71,9 +71,11 @@ mod tests;
 
 pub use alarm::consumes_space;
 pub use hash::{hash_all, hash_kv, KvHash};
+pub(crate) use history::decode_revlog;
 pub use history::{key_history, revision_log, KeyVersion, LoggedEvent};
 pub use keys::{EventKind, Rev};
 pub use lease::{lease_keys, leases};
+pub(crate) use range::decode_history;
 pub use validate::{validate_range, validate_write};
 
 use keys::MetaRecord;

@@ -15,12 +15,10 @@
 //! event at the watermark itself, compaction removed every older version of
 //! the key, so no previous version is found.
 
-use prost::Message;
-
 use crate::engine::{EngineError, KvRead};
 use crate::kv::{Event, EventType, KeyValue};
-use crate::mvcc::keys::{self, RevLogRecord, VersionRecord};
-use crate::mvcc::{EventKind, LoggedEvent, Rev};
+use crate::mvcc::keys;
+use crate::mvcc::{self, EventKind, LoggedEvent, Rev};
 
 /// Whole revisions of the revision log.
 #[derive(Debug)]
@@ -63,7 +61,8 @@ pub(super) fn read_chunk<R: KvRead>(
     let mut events: Vec<LoggedEvent> = Vec::new();
     for item in view.scan(&start, Some(&end)) {
         let (rk, rv) = item?;
-        let rev = keys::parse_revlog_key(&rk)?;
+        let logged = mvcc::decode_revlog(&rk, &rv)?;
+        let rev = logged.rev;
         if let Some(last) = events.last() {
             assert!(
                 last.rev < rev && rev.main <= current,
@@ -77,22 +76,7 @@ pub(super) fn read_chunk<R: KvRead>(
                 });
             }
         }
-        let record = RevLogRecord::decode(rv.as_slice()).map_err(|e| {
-            EngineError(format!(
-                "watch: undecodable revision-log record at {rev:?}: {e}"
-            ))
-        })?;
-        let kind = EventKind::try_from(record.kind).map_err(|_| {
-            EngineError(format!(
-                "watch: unknown event kind {} at {rev:?}",
-                record.kind
-            ))
-        })?;
-        events.push(LoggedEvent {
-            rev,
-            key: record.key,
-            kind,
-        });
+        events.push(logged);
     }
     Ok(Chunk {
         through: current,
@@ -145,27 +129,18 @@ pub(super) fn resolve<R: KvRead>(
     // The newest record of `key` at `main` (largest sub first), then older.
     let start = keys::history_seek(key, logged.rev.main);
     let end = keys::history_key_end(key);
-    let mut own: Option<VersionRecord> = None;
+    // `Some(None)`: a tombstone.
+    let mut own: Option<Option<KeyValue>> = None;
     let mut prev: Option<KeyValue> = None;
     for item in view.scan(&start, Some(&end)) {
         let (hk, hv) = item?;
         let (_, rev) = keys::split_history_key(&hk)?;
-        let record = VersionRecord::decode(hv.as_slice()).map_err(|e| {
-            EngineError(format!(
-                "watch: undecodable history record of {key:?} at {rev:?}: {e}"
-            ))
-        })?;
-        if record.mod_revision != rev.main {
-            return Err(EngineError(format!(
-                "watch: history record of {key:?} at {rev:?} says mod_revision {}",
-                record.mod_revision
-            )));
-        }
+        let version = mvcc::decode_history(key, rev, &hv)?;
         if rev.main == logged.rev.main {
             // Other subs of the same revision cannot be this key (a txn
             // writes a key once) but are skipped rather than trusted.
             if rev == logged.rev {
-                own = Some(record);
+                own = Some(version);
             }
             continue;
         }
@@ -174,14 +149,12 @@ pub(super) fn resolve<R: KvRead>(
             "watch: history seek of {key:?} at {:?} met the newer {rev:?}",
             logged.rev
         );
-        if !record.tombstone {
-            prev = Some(kv_of(key, record));
-        }
+        prev = version;
         break;
     }
     let kv = match logged.kind {
         EventKind::Put => match own {
-            Some(r) if !r.tombstone => kv_of(key, r),
+            Some(Some(kv)) => kv,
             None if logged.rev.main == compact_revision => return Ok(Rebuilt::Compacted),
             other => {
                 return Err(EngineError(format!(
@@ -191,7 +164,7 @@ pub(super) fn resolve<R: KvRead>(
             }
         },
         EventKind::Delete => {
-            if own.as_ref().is_some_and(|r| !r.tombstone) {
+            if matches!(own, Some(Some(_))) {
                 return Err(EngineError(format!(
                     "watch: delete of {key:?} at {:?} has a live history record",
                     logged.rev
@@ -214,15 +187,4 @@ pub(super) fn resolve<R: KvRead>(
         prev_kv: None,
     };
     Ok(Rebuilt::Event { event, prev })
-}
-
-fn kv_of(key: &[u8], r: VersionRecord) -> KeyValue {
-    KeyValue {
-        key: key.to_vec(),
-        create_revision: r.create_revision,
-        mod_revision: r.mod_revision,
-        version: r.version,
-        value: r.value,
-        lease: r.lease,
-    }
 }

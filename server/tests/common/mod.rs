@@ -184,3 +184,21 @@ where
         .into_inner();
     (tx, responses)
 }
+
+/// The gRPC status inside an etcd-client error (panics on other errors).
+pub fn status_of(e: etcd_client::Error) -> tonic::Status {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// The server's current revision (the header revision of a get).
+pub async fn revision(c: &mut etcd_client::Client) -> i64 {
+    c.get("any", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision()
+}
