@@ -1,5 +1,6 @@
 //! `t4`: an etcd-v3-compatible key-value server (see the README).
 
+mod bench;
 mod etcd;
 mod http;
 mod metrics;
@@ -28,6 +29,9 @@ enum Command {
     /// Snapshot) from a t4 node.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Load any etcd v3 server (t4, etcd, ...) with one workload and report
+    /// throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
             }))
         }),
         Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
