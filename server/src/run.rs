@@ -8,8 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio_stream::wrappers::TcpListenerStream;
-
 use t4_io_real::{Config, Node};
 use t4_proto::etcd::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
@@ -114,8 +112,12 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
         shutdown_signal().await;
         let _ = signalled_tx.send(true);
     };
+    // TCP_NODELAY on every accepted connection. (The builder's
+    // `tcp_nodelay` only applies to listeners tonic binds itself; with our
+    // own listener it was silently ignored, and responses over a few hundred
+    // bytes waited ~40 ms for Nagle and the client's delayed ACK.)
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             PbKvServer::new(KvService::new(node.clone(), ctx.clone()))
                 .max_decoding_message_size(decode_max),
@@ -140,7 +142,7 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
         .add_service(Unimplemented::<unimplemented::Auth>::new())
         .add_service(Unimplemented::<unimplemented::Election>::new())
         .add_service(Unimplemented::<unimplemented::Lock>::new())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     let grace_over = async {
         let _ = signalled_rx.wait_for(|s| *s).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
