@@ -2,18 +2,27 @@
 //!
 //! It decides nothing. Two OS threads:
 //!
-//! - the **node thread** owns the core node. It waits on one event channel
-//!   (client requests, watch inputs, I/O completions, close) until the core's
-//!   next timer ([`t4_core::Node::poll_timeout`]) is due, feeds each event to
-//!   the node, drains every event already waiting (so a burst is handled
-//!   before the next action is executed), calls
+//! - the **node thread** owns the core node and the [`Wal`] files. It waits
+//!   on one event channel (client requests, watch inputs, I/O completions,
+//!   close) until the core's next timer ([`t4_core::Node::poll_timeout`]) is
+//!   due, feeds each event to the node, drains every event already waiting
+//!   (so a burst is handled before the next action is executed), calls
 //!   [`t4_core::Node::handle_timeout`] if the timer is due, then executes the
-//!   node's actions: WAL work goes to the WAL thread, replies go to the
-//!   waiting callers, watch outputs go to their stream's channel.
-//! - the **WAL thread** owns the [`Wal`] files. It executes appends, fsyncs
-//!   and trims in the order the node issued them and reports completions as
-//!   events. While it fsyncs, the node thread keeps accepting writes, which
-//!   is what lets the next batch accumulate (group commit).
+//!   node's actions: replies go to the waiting callers, watch outputs to
+//!   their stream's channel, WAL appends are written at once, and the WAL
+//!   sync (fdatasync) runs last, on this thread, after every reply of the
+//!   previous batch went out. Requests arriving during the fsync wait in the
+//!   channel and are fed to the node before the sync's completion, so they
+//!   form the next batch together (group commit).
+//! - the **trim thread** persists the engine for `TrimWal` (a memtable flush
+//!   can take tens of milliseconds, too long to block writes); the node
+//!   thread then deletes the WAL segments itself.
+//!
+//! Why the fsync is not on a thread of its own: handing every batch to
+//! another thread and its completion back costs two thread wake-ups per
+//! batch, most of the latency of a serial write beyond the fsync itself,
+//! and buys nothing: the next batch can only start once the previous one
+//! applied.
 //!
 //! Reads never pass through either thread: callers take an engine snapshot.
 //!
@@ -89,29 +98,24 @@ pub(crate) enum Event {
     },
     /// A watch stream input (create, cancel, progress, consumed, close).
     Watch(WatchInput),
-    /// A WAL job finished.
-    Io(IoDone),
+    /// The trim thread persisted the engine for the `TrimWal` `io`.
+    Persisted {
+        /// The trim.
+        io: IoId,
+        /// Segments wholly below this index may go.
+        below: Index,
+        /// `Err` if the persist failed (the segments must stay).
+        result: Result<(), String>,
+    },
     /// Stop accepting writes, finish what is in flight, persist, exit.
     Close(oneshot::Sender<Result<(), String>>),
 }
 
-/// Jobs for the WAL thread, executed in order.
-enum WalJob {
-    Append {
-        io: IoId,
-        term: Term,
-        entries: Vec<Entry>,
-    },
-    Sync {
-        io: IoId,
-        term: Term,
-        through: Index,
-    },
-    Trim {
-        io: IoId,
-        below: Index,
-    },
-    Stop(mpsc::Sender<Result<(), String>>),
+/// A `TrimWal` for the trim thread: persist the engine, then report
+/// [`Event::Persisted`].
+struct TrimJob {
+    io: IoId,
+    below: Index,
 }
 
 /// State the node thread publishes for lock-free getters.
@@ -167,7 +171,7 @@ impl Published {
     }
 }
 
-/// Starts the node and WAL threads; returns the event sender and the join
+/// Starts the node and trim threads; returns the event sender and the join
 /// handle of the node thread.
 pub(crate) fn spawn(
     node: t4_core::Node<RocksEngine>,
@@ -177,12 +181,12 @@ pub(crate) fn spawn(
     revision_tx: watch::Sender<i64>,
 ) -> std::io::Result<(mpsc::Sender<Event>, thread::JoinHandle<()>)> {
     let (events_tx, events_rx) = mpsc::channel::<Event>();
-    let (wal_tx, wal_rx) = mpsc::channel::<WalJob>();
+    let (trim_tx, trim_rx) = mpsc::channel::<TrimJob>();
     let engine = node.engine().clone();
-    let wal_events = events_tx.clone();
-    let wal_handle = thread::Builder::new()
-        .name("t4-wal".into())
-        .spawn(move || wal_thread(wal, engine, wal_rx, wal_events))?;
+    let trim_events = events_tx.clone();
+    let trim_handle = thread::Builder::new()
+        .name("t4-trim".into())
+        .spawn(move || trim_thread(&engine, &trim_rx, &trim_events))?;
     published.publish(&node, &revision_tx);
     let handle = thread::Builder::new()
         .name("t4-node".into())
@@ -190,7 +194,10 @@ pub(crate) fn spawn(
             NodeThread {
                 node,
                 clock,
-                wal: wal_tx,
+                wal,
+                wal_broken: None,
+                pending_sync: None,
+                trim: trim_tx,
                 published,
                 revision_tx,
                 replies: HashMap::new(),
@@ -198,7 +205,7 @@ pub(crate) fn spawn(
                 next_req: 0,
                 closing: None,
             }
-            .run(&events_rx, wal_handle);
+            .run(&events_rx, trim_handle);
         })?;
     Ok((events_tx, handle))
 }
@@ -207,7 +214,13 @@ pub(crate) fn spawn(
 struct NodeThread {
     node: t4_core::Node<RocksEngine>,
     clock: Clock,
-    wal: mpsc::Sender<WalJob>,
+    wal: Wal,
+    /// Set by the first failed append or sync: later syncs must not report
+    /// success (the failed entries may be missing from the file).
+    wal_broken: Option<String>,
+    /// The `SyncWal` to run once the current actions are executed.
+    pending_sync: Option<(IoId, Term, Index)>,
+    trim: mpsc::Sender<TrimJob>,
     published: Arc<Published>,
     revision_tx: watch::Sender<i64>,
     /// Callers waiting for an answer, by request id.
@@ -219,7 +232,7 @@ struct NodeThread {
 }
 
 impl NodeThread {
-    fn run(mut self, events: &mpsc::Receiver<Event>, wal_handle: thread::JoinHandle<()>) {
+    fn run(mut self, events: &mpsc::Receiver<Event>, trim_handle: thread::JoinHandle<()>) {
         loop {
             // Wait for an event, but no longer than the core's next timer
             // (no timers while closing: nothing new should start then).
@@ -252,16 +265,57 @@ impl NodeThread {
                     }
                 }
             }
-            // Publish before any reply goes out: a caller that got an answer
-            // at revision N must never read an older `current_revision`
-            // afterwards.
-            self.published.publish(&self.node, &self.revision_tx);
-            self.execute_actions();
+            loop {
+                // Publish before any reply goes out: a caller that got an
+                // answer at revision N must never read an older
+                // `current_revision` afterwards.
+                self.published.publish(&self.node, &self.revision_tx);
+                self.execute_actions();
+                let Some((io, term, through)) = self.pending_sync.take() else {
+                    break;
+                };
+                let done = self.sync_wal(io, term, through);
+                // What arrived during the fsync joins the queue first, so
+                // that applying this batch starts the next one with all of it.
+                while let Ok(ev) = events.try_recv() {
+                    self.handle_event(ev);
+                }
+                self.node.handle_io(self.clock.now(), done);
+            }
             if self.closing.is_some() && self.node.is_idle() {
                 break;
             }
         }
-        self.shut_down(wal_handle);
+        self.shut_down(trim_handle);
+    }
+
+    /// Runs a `SyncWal`: fdatasync, unless an earlier write failed.
+    fn sync_wal(&mut self, io: IoId, term: Term, through: Index) -> IoDone {
+        let result = match &self.wal_broken {
+            Some(why) => Err(why.clone()),
+            None => self.wal.sync().map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => IoDone::WalSynced { io, term, through },
+            Err(error) => {
+                self.wal_broken.get_or_insert_with(|| error.clone());
+                IoDone::WalFailed { io, term, error }
+            }
+        }
+    }
+
+    /// Runs an `AppendWal` (a write, no fsync); a failure is fed back to the
+    /// node at once.
+    fn append_wal(&mut self, io: IoId, term: Term, entries: &[Entry]) {
+        if self.wal_broken.is_some() {
+            return;
+        }
+        if let Err(e) = self.wal.append(entries) {
+            let error = e.to_string();
+            self.wal_broken = Some(error.clone());
+            self.node
+                .handle_io(self.clock.now(), IoDone::WalFailed { io, term, error });
+        }
     }
 
     fn handle_event(&mut self, ev: Event) {
@@ -292,7 +346,19 @@ impl NodeThread {
                 }
                 self.node.handle_watch(now, input);
             }
-            Event::Io(done) => self.node.handle_io(now, done),
+            Event::Persisted { io, below, result } => {
+                let result = result.and_then(|()| {
+                    self.wal
+                        .remove_segments_before(below)
+                        .map_err(|e| e.to_string())
+                });
+                match &result {
+                    Ok(removed) => tracing::debug!(removed, below = below.0, "trimmed WAL"),
+                    Err(error) => tracing::warn!(%error, "WAL trim failed"),
+                }
+                let error = result.err();
+                self.node.handle_io(now, IoDone::WalTrimmed { io, error });
+            }
             Event::Close(done) => {
                 self.published.closed.store(true, Ordering::Release);
                 self.closing = Some(done);
@@ -303,14 +369,21 @@ impl NodeThread {
     fn execute_actions(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
-                Action::AppendWal { io, term, entries } => {
-                    let _ = self.wal.send(WalJob::Append { io, term, entries });
-                }
+                Action::AppendWal { io, term, entries } => self.append_wal(io, term, &entries),
                 Action::SyncWal { io, term, through } => {
-                    let _ = self.wal.send(WalJob::Sync { io, term, through });
+                    // Run once every other action went out (see the docs).
+                    assert!(
+                        self.pending_sync.is_none(),
+                        "core has one WAL batch in flight at a time"
+                    );
+                    self.pending_sync = Some((io, term, through));
                 }
                 Action::TrimWal { io, below } => {
-                    let _ = self.wal.send(WalJob::Trim { io, below });
+                    if self.trim.send(TrimJob { io, below }).is_err() {
+                        let error = Some("the trim thread is gone".to_owned());
+                        self.node
+                            .handle_io(self.clock.now(), IoDone::WalTrimmed { io, error });
+                    }
                 }
                 Action::Reply { req, result } => {
                     // A caller that gave up has dropped its receiver; its
@@ -332,25 +405,28 @@ impl NodeThread {
 
     /// Graceful end: everything acknowledged is already synced; sync and
     /// persist once more so the next start replays nothing.
-    fn shut_down(mut self, wal_handle: thread::JoinHandle<()>) {
+    fn shut_down(mut self, trim_handle: thread::JoinHandle<()>) {
         // Watchers see their streams end; waiters for a revision learn the
         // node is gone (dropping `self` drops the revision sender, at the
         // latest; a panic drops it too).
         self.streams.clear();
         self.published.closed.store(true, Ordering::Release);
-        let (stopped_tx, stopped_rx) = mpsc::channel();
-        let result = if self.wal.send(WalJob::Stop(stopped_tx)).is_ok() {
-            stopped_rx
-                .recv()
-                .unwrap_or_else(|_| Err("WAL thread ended unexpectedly".into()))
-        } else {
-            Err("WAL thread ended unexpectedly".into())
-        };
         // Joining makes "the node thread ended" imply "no driver thread holds
-        // the engine or the WAL any more", so the data dir can be reopened.
-        if wal_handle.join().is_err() {
-            tracing::error!("the WAL thread panicked");
+        // the engine any more", so the data dir can be reopened. The trim
+        // thread ends once its channel closes (after a trim in progress).
+        let (closed_tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.trim, closed_tx));
+        if trim_handle.join().is_err() {
+            tracing::error!("the trim thread panicked");
         }
+        let result = match &self.wal_broken {
+            Some(why) => Err(why.clone()),
+            None => self
+                .wal
+                .sync()
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.node.engine().persist().map_err(|e| e.to_string())),
+        };
         if let Err(why) = &result {
             tracing::error!(%why, "closing the WAL failed");
         }
@@ -363,64 +439,9 @@ impl NodeThread {
     }
 }
 
-fn wal_thread(
-    mut wal: Wal,
-    engine: RocksEngine,
-    jobs: mpsc::Receiver<WalJob>,
-    events: mpsc::Sender<Event>,
-) {
-    // Once an append failed, later syncs must not report success: the
-    // failed entries may be missing from the file.
-    let mut broken: Option<String> = None;
-    while let Ok(job) = jobs.recv() {
-        match job {
-            WalJob::Append { io, term, entries } => {
-                if broken.is_some() {
-                    continue;
-                }
-                if let Err(e) = wal.append(&entries) {
-                    let error = e.to_string();
-                    broken = Some(error.clone());
-                    let _ = events.send(Event::Io(IoDone::WalFailed { io, term, error }));
-                }
-            }
-            WalJob::Sync { io, term, through } => {
-                let result = match &broken {
-                    Some(why) => Err(why.clone()),
-                    None => wal.sync().map_err(|e| e.to_string()),
-                };
-                let done = match result {
-                    Ok(()) => IoDone::WalSynced { io, term, through },
-                    Err(error) => {
-                        broken.get_or_insert_with(|| error.clone());
-                        IoDone::WalFailed { io, term, error }
-                    }
-                };
-                let _ = events.send(Event::Io(done));
-            }
-            WalJob::Trim { io, below } => {
-                let result = engine
-                    .persist()
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| wal.remove_segments_before(below).map_err(|e| e.to_string()));
-                match &result {
-                    Ok(removed) => tracing::debug!(removed, below = below.0, "trimmed WAL"),
-                    Err(error) => tracing::warn!(%error, "WAL trim failed"),
-                }
-                let error = result.err();
-                let _ = events.send(Event::Io(IoDone::WalTrimmed { io, error }));
-            }
-            WalJob::Stop(done) => {
-                let result = match &broken {
-                    Some(why) => Err(why.clone()),
-                    None => wal
-                        .sync()
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| engine.persist().map_err(|e| e.to_string())),
-                };
-                let _ = done.send(result);
-                return;
-            }
-        }
+fn trim_thread(engine: &RocksEngine, jobs: &mpsc::Receiver<TrimJob>, events: &mpsc::Sender<Event>) {
+    while let Ok(TrimJob { io, below }) = jobs.recv() {
+        let result = engine.persist().map_err(|e| e.to_string());
+        let _ = events.send(Event::Persisted { io, below, result });
     }
 }

@@ -260,6 +260,60 @@ fn garbage_and_zero_tails_are_truncated() {
     }
 }
 
+/// The current segment is preallocated with zeros ahead of its frames (so
+/// an fdatasync does not have to commit a new file length); a crash leaves
+/// that padding, in the last segment or, mid-seal, in a sealed one, and
+/// open cuts it without losing or refusing anything. A non-zero tail in a
+/// sealed segment is still corruption.
+#[test]
+fn preallocated_padding_is_cut_on_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 2048);
+    append_synced(&mut wal, 1, 40, 4);
+    let files = segment_files(dir);
+    let last = files.last().expect("segments").clone();
+    let live_len = fs::metadata(&last).expect("stat").len();
+    assert!(
+        live_len >= t4_io_real::wal::PREALLOCATE_BYTES,
+        "the current segment is preallocated: {live_len} bytes"
+    );
+    // A crash keeps the padding (simulated: forget the Wal without Drop).
+    std::mem::forget(wal);
+    // And a sealed segment padded as if the crash came mid-seal.
+    let sealed = files.first().expect("segments").clone();
+    assert_ne!(sealed, last, "40 entries of 2 KiB segments make several");
+    let sealed_len = fs::metadata(&sealed).expect("stat").len();
+    OpenOptions::new()
+        .append(true)
+        .open(&sealed)
+        .expect("open")
+        .write_all(&[0u8; 5000])
+        .expect("pad");
+
+    let (mut wal, replay) = open(dir, 1, 2048);
+    assert_eq!(replay, entries(1, 40), "padding loses nothing");
+    assert_eq!(fs::metadata(&sealed).expect("stat").len(), sealed_len);
+    append_synced(&mut wal, 41, 44, 4);
+    drop(wal);
+    assert_eq!(open(dir, 1, 2048).1, entries(1, 44));
+
+    // Zeros then garbage in a sealed segment: corruption, named.
+    let mut tail = vec![0u8; 100];
+    tail.extend_from_slice(b"not a frame");
+    OpenOptions::new()
+        .append(true)
+        .open(&sealed)
+        .expect("open")
+        .write_all(&tail)
+        .expect("garbage");
+    let err = Wal::open(dir, Index(1), Term(1), 2048).expect_err("garbage in a sealed segment");
+    assert!(
+        matches!(err, WalError::Corrupt { ref path, .. } if *path == sealed),
+        "{err}"
+    );
+}
+
 /// A damaged frame in a sealed (earlier) segment is refused with the file and offset.
 #[test]
 fn flipped_byte_in_an_earlier_segment_is_refused() {

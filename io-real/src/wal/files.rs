@@ -82,7 +82,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
 /// temporary name, fsynced, renamed, then the directory fsynced. So a file
 /// with a segment name always has a complete header, and a crash mid-way
 /// leaves only a `.tmp` file that the next open removes.
-/// Returns the file opened for appending, positioned at its end.
+/// Returns the file opened for writing.
 pub(super) fn create_segment(
     dir: &Path,
     header: SegmentHeader,
@@ -101,14 +101,15 @@ pub(super) fn create_segment(
     }
     fs::rename(&temp, &path).map_err(io_error(&path))?;
     sync_dir(dir)?;
-    let file = open_for_append(&path)?;
+    let file = open_for_write(&path)?;
     Ok((file, path))
 }
 
-/// Opens an existing segment for appending (every write goes to the end).
-pub(super) fn open_for_append(path: &Path) -> Result<File, WalError> {
+/// Opens an existing segment for writing; the WAL writes at explicit
+/// offsets (the file may be longer than its frames: preallocated zeros).
+pub(super) fn open_for_write(path: &Path) -> Result<File, WalError> {
     OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io_error(path))
 }

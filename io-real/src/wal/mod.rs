@@ -9,9 +9,21 @@
 //! digits (`00000000000000000001.wal`), so a listing is in log order. Each
 //! starts with a header (written under a `.wal.tmp` name, fsynced, renamed,
 //! directory fsynced: a `.wal` file always has a whole header) followed by
-//! frames. Only the last segment is appended to; it is sealed (fdatasynced)
-//! and a new one started once it reaches `segment_bytes_max`. A batch is never
-//! split across segments, so a segment may exceed the bound by one batch.
+//! frames. Only the last segment is appended to; it is sealed (cut to its
+//! frames and fsynced) and a new one started once it reaches
+//! `segment_bytes_max`. A batch is never split across segments, so a segment
+//! may exceed the bound by one batch.
+//!
+//! # Preallocation
+//!
+//! The current segment is extended with zero bytes
+//! [`PREALLOCATE_BYTES`] at a time ahead of the frames, and frames are
+//! written over those zeros. On ext4 an fdatasync after a write that grows
+//! the file must also commit the new size (a journal transaction); over
+//! space already written it flushes only the data: measured here, 126 µs →
+//! 86 µs per fdatasync. So a segment may end in zeros: on open they are
+//! padding, not a torn write, and are cut off quietly (in any segment: a
+//! crash while sealing may leave a sealed one padded).
 //!
 //! # What the caller must do
 //!
@@ -43,7 +55,7 @@ mod recover;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use t4_core::log::Entry;
@@ -53,12 +65,17 @@ use t4_core::wal::{
 use t4_core::{Index, Term};
 
 pub use error::WalError;
-use files::{create_segment, io_error, list_segments, open_for_append, sync_dir, SegmentFile};
+use files::{create_segment, io_error, list_segments, open_for_write, sync_dir, SegmentFile};
 use recover::{read_segments, Recovered};
 
 /// The encode buffer is reused across appends; one that grew beyond this
 /// (a huge batch) is dropped afterwards rather than kept for good.
 const ENCODE_BUFFER_BYTES_KEEP_MAX: usize = 8 << 20;
+
+/// How far ahead of its frames the current segment is filled with zeros
+/// (see the module docs). One extension costs one write of this size and
+/// one fdatasync that commits the new length, every 1 MiB of log.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// A write-ahead log in one directory. See the module docs for the contract.
 #[derive(Debug)]
@@ -93,8 +110,30 @@ pub struct Wal {
 struct Current {
     file: File,
     path: PathBuf,
-    /// Length of the file: header plus frames written.
+    /// Header plus frames written: where the next frame goes.
     bytes: u64,
+    /// Length of the file: `bytes` plus preallocated zeros.
+    allocated: u64,
+}
+
+impl Current {
+    /// Makes the file at least `needed` bytes long, extending it with zeros
+    /// by at least [`PREALLOCATE_BYTES`].
+    fn preallocate(&mut self, needed: u64) -> std::io::Result<()> {
+        if needed <= self.allocated {
+            return Ok(());
+        }
+        let target = needed.max(self.allocated + PREALLOCATE_BYTES);
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = self.allocated;
+        while at < target {
+            let n = usize::try_from((target - at).min(ZEROS.len() as u64)).expect("<= 64 KiB");
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.allocated = target;
+        Ok(())
+    }
 }
 
 impl Wal {
@@ -162,11 +201,12 @@ impl Wal {
             }
             if next >= from {
                 let newest = wal.segments.back().expect("non-empty: it has a front");
-                let file = open_for_append(&newest.path)?;
+                let file = open_for_write(&newest.path)?;
                 wal.current = Some(Current {
                     file,
                     path: newest.path.clone(),
                     bytes: last_len,
+                    allocated: last_len,
                 });
                 wal.next_index = next;
             } else {
@@ -233,7 +273,11 @@ impl Wal {
             .current
             .as_mut()
             .expect("prepare_current leaves a current segment");
-        if let Err(source) = current.file.write_all(&self.buf) {
+        let end = current.bytes + written as u64;
+        let result = current
+            .preallocate(end)
+            .and_then(|()| current.file.write_all_at(&self.buf, current.bytes));
+        if let Err(source) = result {
             self.poisoned = Some(current.path.clone());
             return Err(WalError::Io {
                 path: current.path.clone(),
@@ -366,7 +410,12 @@ impl Wal {
             if !(full && has_entries) {
                 return Ok(());
             }
-            current.file.sync_data().map_err(io_error(&current.path))?;
+            // Seal: cut the preallocated zeros, make frames and length durable.
+            current
+                .file
+                .set_len(current.bytes)
+                .and_then(|()| current.file.sync_all())
+                .map_err(io_error(&current.path))?;
             self.current = None;
             self.unsynced = false;
         }
@@ -391,8 +440,24 @@ impl Wal {
             file,
             path,
             bytes: SEGMENT_HEADER_BYTES as u64,
+            allocated: SEGMENT_HEADER_BYTES as u64,
         });
         Ok(())
+    }
+}
+
+impl Drop for Wal {
+    /// Cuts the current segment's preallocated zeros (best effort, not
+    /// synced: after a crash, recovery cuts them instead), so a cleanly
+    /// closed WAL leaves files that end with their last frame.
+    fn drop(&mut self) {
+        if let Some(current) = &self.current {
+            if current.allocated > current.bytes {
+                if let Err(error) = current.file.set_len(current.bytes) {
+                    tracing::debug!(file = %current.path.display(), %error, "WAL: could not cut preallocated space");
+                }
+            }
+        }
     }
 }
 

@@ -32,14 +32,18 @@ pub(super) struct Recovered {
 /// Each segment must decode (`decode_segment`, the last one allowing a torn
 /// tail), carry the first index its name says, start right after the
 /// previous one, and not lower the term. A torn tail is truncated and
-/// fsynced, with a warning naming the file and offset.
+/// fsynced, with a warning naming the file and offset. A tail of zero bytes
+/// is preallocated space (see the module docs of `wal`), in any segment: it
+/// is cut off quietly.
 pub(super) fn read_segments(segments: &[SegmentFile], from: Index) -> Result<Recovered, WalError> {
     let mut recovered = Recovered::default();
     for (i, segment) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let path = &segment.path;
         let bytes = fs::read(path).map_err(io_error(path))?;
-        let decoded = decode_segment(&bytes, is_last).map_err(|e| WalError::Corrupt {
+        // Decoded as if last, so that a zero tail (padding) is not an error
+        // in a sealed segment; any other tail there is corruption.
+        let decoded = decode_segment(&bytes, true).map_err(|e| WalError::Corrupt {
             path: path.clone(),
             offset: e.offset(),
             reason: e.reason(),
@@ -47,12 +51,22 @@ pub(super) fn read_segments(segments: &[SegmentFile], from: Index) -> Result<Rec
         check_order(segment, &decoded, &recovered)?;
         recovered.last_len = bytes.len() as u64;
         if let Some(torn) = &decoded.torn_tail {
-            assert!(
-                is_last,
-                "decode_segment reported a torn tail in sealed segment {}",
-                path.display()
-            );
-            truncate_torn_tail(path, recovered.last_len, torn)?;
+            let offset = usize::try_from(torn.offset).expect("offset within a read file");
+            let padding = bytes[offset..].iter().all(|b| *b == 0);
+            if !is_last && !padding {
+                let reason = format!("{} (in a sealed segment, before the next one)", torn.reason);
+                return Err(corrupt(path, torn.offset, reason));
+            }
+            if padding {
+                tracing::debug!(
+                    file = %path.display(),
+                    offset = torn.offset,
+                    "WAL: cutting preallocated zero bytes"
+                );
+                truncate(path, torn.offset)?;
+            } else {
+                truncate_torn_tail(path, recovered.last_len, torn)?;
+            }
             recovered.last_len = torn.offset;
         }
         let first = decoded.header.first_index;
