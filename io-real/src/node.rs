@@ -522,7 +522,12 @@ impl Node {
         let stream = StreamId(self.inner.next_stream.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.send(Event::OpenWatchStream { stream, tx })?;
-        Ok(WatchStream::new(stream, self.inner.events.clone(), rx))
+        Ok(WatchStream::new(
+            stream,
+            self.inner.events.clone(),
+            rx,
+            self.inner.config.watch_stream_buffer_max,
+        ))
     }
 
     /// Convenience for embedders: one watch on a stream of its own. The

@@ -11,9 +11,12 @@
 //! stream have at most `stream_buffer_max` outputs outstanding (emitted and
 //! not yet reported consumed) before its watchers stop receiving live events
 //! and later catch up from history. [`WatchStream::next`] reports outputs as
-//! consumed when it hands them out — batched: once the channel is drained,
-//! or every [`CONSUMED_REPORT_BATCH_MAX`] outputs — so a client that stops
-//! reading stops the flow, and one that reads keeps it going.
+//! consumed when it hands them out, every quarter of the bound (at most
+//! [`CONSUMED_REPORT_BATCH_MAX`]): so a client that stops reading stops the
+//! flow, and one that reads keeps it going. Fewer than a quarter unreported
+//! can never stall a stream (the stall needs the whole bound outstanding),
+//! and reporting every output would cost the node thread one event per
+//! output: a put seen by 100 watch streams would make 100 events.
 
 use std::sync::mpsc;
 
@@ -27,7 +30,7 @@ use crate::driver::Event;
 
 /// Outputs taken before they are reported consumed even though more are
 /// waiting in the channel.
-pub const CONSUMED_REPORT_BATCH_MAX: usize = 64;
+pub const CONSUMED_REPORT_BATCH_MAX: usize = 256;
 
 /// Sends a stream's requests (create, cancel, progress) to the node. Cheap
 /// to clone, so a transport can read client requests on one task while
@@ -112,6 +115,9 @@ pub struct WatchStream {
     outputs: UnboundedReceiver<WatchOutput>,
     /// Outputs handed out and not yet reported consumed.
     unreported: usize,
+    /// Report once this many are unreported: a quarter of the stream's
+    /// bound, so unreported outputs alone never stall it.
+    report_every: usize,
 }
 
 impl WatchStream {
@@ -119,11 +125,13 @@ impl WatchStream {
         stream: StreamId,
         events: mpsc::Sender<Event>,
         outputs: UnboundedReceiver<WatchOutput>,
+        stream_buffer_max: usize,
     ) -> WatchStream {
         WatchStream {
             control: WatchControl { stream, events },
             outputs,
             unreported: 0,
+            report_every: (stream_buffer_max / 4).clamp(1, CONSUMED_REPORT_BATCH_MAX),
         }
     }
 
@@ -168,7 +176,7 @@ impl WatchStream {
     pub async fn next(&mut self) -> Option<WatchOutput> {
         let output = self.outputs.recv().await?;
         self.unreported += 1;
-        if self.outputs.is_empty() || self.unreported >= CONSUMED_REPORT_BATCH_MAX {
+        if self.unreported >= self.report_every {
             self.report_consumed();
         }
         Some(output)
