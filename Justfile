@@ -24,9 +24,24 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     ./scripts/check-deps
 
-# Serial and 16-way concurrent puts against t4 and a real etcd, side by side.
-bench:
-    ./scripts/bench-compare
+# E.g. `just bench-compare --workloads seq-put,par-put --results-md bench/RESULTS.md`; see bench/README.md.
+# t4 against a real etcd, side by side: every `t4 bench` workload, A/B, plus etcdctl check perf (~15 min).
+bench-compare *ARGS:
+    python3 bench/compare.py {{ARGS}}
+
+# The same as bench-compare (the older name).
+bench *ARGS:
+    python3 bench/compare.py {{ARGS}}
+
+# A 1 s seq-put pair through bench/compare.py, with checks (needs the release build; not in CI).
+bench-selftest:
+    python3 bench/compare.py --self-test
+
+# Criterion micro-benchmarks of core and io-real: MVCC put/get/range on both
+# engines, WAL append + fdatasync, embedded Node puts (bench/MICRO.md).
+# ARGS go to criterion, e.g. `just bench-micro --measurement-time 3 mvcc/mem`.
+bench-micro *ARGS:
+    cargo bench --workspace --bench mvcc --bench engine --bench wal --bench node -- {{ARGS}}
 
 # What CI runs.
 ci:
