@@ -257,14 +257,7 @@ impl NodeThread {
                 self.handle_event(ev);
                 event = events.try_recv().ok();
             }
-            if self.closing.is_none() {
-                if let Some(at) = self.node.poll_timeout() {
-                    let now = self.clock.now();
-                    if at <= now {
-                        self.node.handle_timeout(now);
-                    }
-                }
-            }
+            self.fire_due_timers();
             loop {
                 // Publish before any reply goes out: a caller that got an
                 // answer at revision N must never read an older
@@ -281,12 +274,30 @@ impl NodeThread {
                     self.handle_event(ev);
                 }
                 self.node.handle_io(self.clock.now(), done);
+                // Under a steady stream of writes this loop may not end for
+                // a long time: timers (lease expiry, watch catch-up) must
+                // still run.
+                self.fire_due_timers();
             }
             if self.closing.is_some() && self.node.is_idle() {
                 break;
             }
         }
         self.shut_down(trim_handle);
+    }
+
+    /// Calls the core's `handle_timeout` if its next timer is due (never
+    /// while closing: nothing new should start then).
+    fn fire_due_timers(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        if let Some(at) = self.node.poll_timeout() {
+            let now = self.clock.now();
+            if at <= now {
+                self.node.handle_timeout(now);
+            }
+        }
     }
 
     /// Runs a `SyncWal`: fdatasync, unless an earlier write failed.

@@ -157,6 +157,51 @@ async fn leases_expire_on_the_real_clock() {
     node.close().await.expect("close");
 }
 
+/// Leases expire while writes never stop: with concurrent writers the
+/// node thread goes from one fsync straight to the next, and its timers
+/// must fire all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_under_a_steady_write_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new(dir.path());
+    config.lease_min_ttl_secs = 1;
+    let node = Node::open(config).await.expect("open");
+    let grant = node.lease_grant(1, 0).await.expect("grant");
+    put_with_lease(&node, "short", grant.id).await.expect("put");
+    let granted_at = Instant::now();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (node, stop) = (node.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    node.put(format!("load/{w}/{}", i % 100), "x")
+                        .await
+                        .expect("put under load");
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    while node.get("short").await.expect("get").is_some() {
+        assert!(
+            granted_at.elapsed() < Duration::from_secs(3),
+            "a 1 s lease still holds its key after 3 s of steady writes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut puts = 0;
+    for w in writers {
+        puts += w.await.expect("writer");
+    }
+    assert!(puts > 0, "the writers made progress meanwhile");
+    node.close().await.expect("close");
+}
+
 /// A lease survives close and reopen with its keys, and its TTL restarts
 /// (etcd: no checkpoint was taken, so the full TTL).
 #[tokio::test]
