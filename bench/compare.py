@@ -28,7 +28,6 @@ Exit status: 0 when everything ran, 1 when some run failed (the others are still
 """
 
 import argparse
-import ctypes
 import datetime
 import json
 import os
@@ -37,7 +36,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts" / "pylib"))
+from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = ["seq-put", "par-put", "seq-get", "par-get", "mixed", "range-100", "txn-cas",
@@ -114,36 +114,6 @@ def fmt_minutes(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def die_with_parent() -> None:
-    """Runs in the child before exec: Linux SIGKILLs it if this script dies abruptly (e.g. is
-    SIGKILLed itself), the one case the finally blocks cannot cover."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def free_ports(n: int) -> List[int]:
-    """n distinct free loopback ports (all sockets held until every port is picked)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def etcdctl_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    env["ETCDCTL_API"] = "3"
-    return env
-
-
 def bench_env() -> dict:
     """The caller's environment without T4_BENCH_* (t4 bench reads its flags from those): only
     the flags this script passes apply, identically for both servers."""
@@ -153,16 +123,6 @@ def bench_env() -> dict:
 def verdict_lines(rec: dict) -> List[str]:
     """check perf's findings without its final bare PASS/FAIL line."""
     return [l for l in rec.get("output", []) if l not in ("PASS", "FAIL")]
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_bytes().decode("utf-8", "replace")
-    except OSError as e:
-        return f"    | (cannot read {path}: {e})"
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    out = text.splitlines()[-lines:]
-    return "\n".join("    | " + l for l in out) if out else "    | (empty)"
 
 
 def median(xs: List[float]) -> Optional[float]:
@@ -212,7 +172,7 @@ class Server:
 
     def failure(self, what: str) -> str:
         return (f"{self.kind} {what}\n  command: {shlex.join(self.argv)}\n"
-                f"  log ({self.log_path}):\n{tail(self.log_path)}")
+                f"  log ({self.log_path}):\n{log_tail(self.log_path, LOG_TAIL_LINES)}")
 
     def wait_ready(self, etcdctl: str) -> None:
         """Polls `etcdctl get` until the server answers, exits, or READY_TIMEOUT_S passes."""
@@ -365,7 +325,7 @@ def run_bench(h: Harness, kind: str, workload: str, repeat: int, position: int) 
         stdout = p.stdout.decode("utf-8", "replace")
         if p.returncode != 0:
             rec["error"] = (f"t4 bench exited with status {p.returncode}; stderr:\n"
-                            f"{tail(bench_log, 15)}")
+                            f"{log_tail(bench_log, 15)}")
         else:
             try:
                 rec["result"] = parse_bench_output(stdout)

@@ -28,14 +28,12 @@ Only processes this script started are ever signalled, and its temp dirs are alw
 """
 
 import argparse
-import ctypes
 import difflib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +45,9 @@ from typing import List, Optional, Tuple
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pylib"))
 import commands  # noqa: E402  (the command sequence)
+from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -67,32 +67,6 @@ class HarnessError(Exception):
 # ----------------------------------------------------------------------------------------------
 # Processes
 # ----------------------------------------------------------------------------------------------
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGKILL it if this harness dies abruptly
-    (e.g. SIGKILL), the one case the try/finally below cannot cover."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:  # not Linux, or no prctl: the finally blocks still apply
-        pass
-
-
-def free_ports(n: int) -> List[int]:
-    """Ask the kernel for n distinct free loopback ports (bind to port 0). The sockets are held
-    until all n are picked so the same port cannot be handed out twice."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 class Server:
     """One server process this harness started, with its log file and client endpoint."""
@@ -121,7 +95,7 @@ class Server:
                 # Own session: a Ctrl-C in the terminal reaches only this script, which then
                 # stops the server itself (cleanly, and only this one).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except OSError as e:
             raise HarnessError(f"cannot start {self.title}: {' '.join(self.argv)}: {e}") from e
@@ -140,13 +114,7 @@ class Server:
         return f"exited with status {rc}"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_bytes().decode("utf-8", "replace")
-        except OSError as e:
-            return f"(cannot read {self.log_path}: {e})"
-        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colour codes, if the server logs them
-        tail = text.splitlines()[-lines:]
-        return "\n".join("    | " + l for l in tail) if tail else "    | (empty log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Signals only this process's own pid."""
@@ -205,14 +173,6 @@ class Answer:
     stderr: bytes
 
 
-def etcdctl_env() -> dict:
-    # Drop every ETCDCTL_* setting of the caller (endpoints, certs, ...) so that only the
-    # flags below apply.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    env["ETCDCTL_API"] = "3"
-    return env
-
-
 def run_etcdctl(etcdctl: str, endpoint: str, cmd: "commands.Cmd", env: dict,
                 command_timeout: str = ETCDCTL_COMMAND_TIMEOUT,
                 args: Optional[List["commands.Arg"]] = None) -> Answer:
@@ -221,7 +181,7 @@ def run_etcdctl(etcdctl: str, endpoint: str, cmd: "commands.Cmd", env: dict,
     if cmd.watch_s is not None:
         # `etcdctl watch` never exits: let it print for watch_s seconds, then stop it.
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+                             stderr=subprocess.PIPE, env=env, preexec_fn=die_with_parent)
         try:
             out, err = p.communicate(timeout=cmd.watch_s)
             return Answer(p.returncode, out, err)
