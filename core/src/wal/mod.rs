@@ -51,6 +51,7 @@
 mod error;
 mod frame;
 mod header;
+mod replay;
 mod segment;
 
 #[cfg(test)]
@@ -62,4 +63,5 @@ pub use frame::{
     FRAME_PAYLOAD_BYTES_MAX,
 };
 pub use header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
+pub use replay::{plan_replay, Cut, CutKind, ReplayError, ReplayPlan, ReplayPlanner, SegmentImage};
 pub use segment::{decode_segment, DecodedSegment, TornTail};

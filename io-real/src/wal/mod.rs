@@ -1,7 +1,9 @@
 //! The write-ahead log's segment files (ARCHITECTURE §3.3): `std::fs`,
 //! synchronous. The driver owns one [`Wal`] on a dedicated thread and calls it
-//! for the `AppendWal` / `SyncWal` actions core emits; the byte format and the
-//! torn-tail rule live in `t4_core::wal`.
+//! for the `AppendWal` / `SyncWal` actions core emits. The byte format, the
+//! torn-tail rule and every decision taken on open (what to replay, what to
+//! cut, what to refuse: `t4_core::wal::plan_replay`) live in `t4_core::wal`,
+//! shared with the simulator's driver; this module does the file I/O.
 //!
 //! # Files
 //!
@@ -60,13 +62,14 @@ use std::path::{Path, PathBuf};
 
 use t4_core::log::Entry;
 use t4_core::wal::{
-    encode_entries, entry_payload_len, SegmentHeader, FRAME_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+    encode_entries, entry_payload_len, ReplayPlan, SegmentHeader, FRAME_PAYLOAD_BYTES_MAX,
+    SEGMENT_HEADER_BYTES,
 };
 use t4_core::{Index, Term};
 
 pub use error::WalError;
 use files::{create_segment, io_error, list_segments, open_for_write, sync_dir, SegmentFile};
-use recover::{read_segments, Recovered};
+use recover::read_segments;
 
 /// The encode buffer is reused across appends; one that grew beyond this
 /// (a huge batch) is dropped afterwards rather than kept for good.
@@ -140,10 +143,12 @@ impl Wal {
     /// Opens (or creates) the WAL in `dir` and returns it with every entry at
     /// index `>= from`, in order.
     ///
-    /// Reads every segment and checks it (`t4_core::wal::decode_segment`), that
-    /// its name matches its header, and that segments are contiguous. A torn
-    /// tail of the last segment is truncated (and fsynced) with a warning
-    /// naming the file and offset; anything else wrong is refused.
+    /// Reads every segment and checks it (`t4_core::wal::ReplayPlanner`:
+    /// each decodes, its name matches its header, segments are contiguous,
+    /// terms do not go down). A torn tail of the last segment is truncated
+    /// (and fsynced) with a warning naming the file and offset, zero padding
+    /// in any segment quietly; anything else wrong is refused, and a refused
+    /// open truncates nothing.
     ///
     /// `term` goes into the headers of segments this `Wal` creates.
     ///
@@ -171,12 +176,16 @@ impl Wal {
         create_dir(dir)?;
         let segments = list_segments(dir)?;
 
-        let Recovered {
+        // Checks every segment and performs the plan's cuts.
+        let plan = read_segments(dir, &segments, from)?;
+        let stale = plan.is_stale(from);
+        let ReplayPlan {
             entries,
             next,
             last_term,
+            cuts: _,
             last_len,
-        } = read_segments(&segments, from)?;
+        } = plan;
 
         let mut wal = Wal {
             dir: dir.to_path_buf(),
@@ -191,35 +200,24 @@ impl Wal {
             poisoned: None,
             buf: Vec::new(),
         };
-        if let (Some(next), Some(oldest)) = (next, wal.segments.front()) {
-            if from < oldest.first_index {
-                return Err(WalError::Behind {
-                    dir: dir.to_path_buf(),
-                    from,
-                    first: oldest.first_index,
-                });
-            }
-            if next >= from {
-                let newest = wal.segments.back().expect("non-empty: it has a front");
-                let file = open_for_write(&newest.path)?;
-                wal.current = Some(Current {
-                    file,
-                    path: newest.path.clone(),
-                    bytes: last_len,
-                    allocated: last_len,
-                });
-                wal.next_index = next;
-            } else {
-                // Everything on disk is below `from` and already in the engine.
-                wal.stale = true;
-                wal.last_term = Term(0);
-            }
+        if stale {
+            // Everything on disk is below `from` and already in the engine.
+            wal.stale = true;
+            wal.last_term = Term(0);
+        } else if let Some(next) = next {
+            let newest = wal
+                .segments
+                .back()
+                .expect("`next` is known: segments exist");
+            let file = open_for_write(&newest.path)?;
+            wal.current = Some(Current {
+                file,
+                path: newest.path.clone(),
+                bytes: last_len,
+                allocated: last_len,
+            });
+            wal.next_index = next;
         }
-        assert!(
-            entries.first().is_none_or(|e| e.index == from.0),
-            "replay must start at `from` {from}, starts at {:?}",
-            entries.first().map(|e| e.index)
-        );
         Ok((wal, entries))
     }
 
