@@ -13,6 +13,15 @@ test *ARGS:
 test-core:
     cargo test -p t4-core
 
+# The seeded chaos simulation (the same runs as in `just test`); e.g.
+# `SIM_SEED=42 just sim chaos_seeds -- --nocapture` reproduces one seed.
+sim *ARGS:
+    cargo test -p sim-tests --release {{ARGS}}
+
+# Many more seeds, for local exploration (not in CI): 20,000 by default.
+sim-long SEEDS="0..20000":
+    SIM_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test chaos chaos_seeds -- --nocapture
+
 # The etcdctl comparison against a real etcd.
 compat:
     cargo build --workspace --all-targets  # the same selection as the tests: one RocksDB build

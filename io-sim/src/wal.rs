@@ -1,0 +1,293 @@
+//! The WAL on the fake disk: the same segment format and the same replay
+//! decisions as io-real's (`t4_core::wal::plan_replay`), with the file
+//! handling of the fake [`Disk`].
+//!
+//! Segments are files `wal/<first index, 20 digits>.wal`: a header, then
+//! frames. A new segment is created durably with its header when the current
+//! one has reached the size limit (after sealing it with an fsync), or on the
+//! first append. On open, the plan's cuts (torn tail, zero padding) are
+//! applied to the files and the entries from `from` on are returned for
+//! replay.
+//!
+//! The WAL also keeps the run's [`Ledger`]: every entry that became durable,
+//! reconciled with what recovery finds after each restart. It is the truth
+//! the checkers compare the clients' observations with.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use madsim::time::Instant;
+use t4_core::log::Entry;
+use t4_core::wal::{encode_entries, plan_replay, CutKind, SegmentHeader, SegmentImage};
+use t4_core::{Index, Term};
+
+use crate::disk::Disk;
+
+/// Every log entry known durable, by index: what the node's log holds (the
+/// engine's applied part included) as far as the disk can tell, with the
+/// simulated time it became durable (an entry is applied right after).
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    entries: Arc<Mutex<BTreeMap<u64, (Entry, Instant)>>>,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    #[must_use]
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// The entries in index order.
+    #[must_use]
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().values().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The entries in index order, with the time each became durable.
+    #[must_use]
+    pub fn entries_with_time(&self) -> Vec<(Entry, Instant)> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Forgets everything (the disk was lost).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Entry, Instant)>> {
+        self.entries.lock().expect("ledger lock poisoned")
+    }
+
+    /// Recovery found `replayed` from `from` on and nothing after them.
+    fn recovered(&self, from: Index, replayed: &[Entry]) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let after = entries.split_off(&from.0);
+        for e in replayed {
+            // Keep the original time of an entry that was durable before.
+            let at = after
+                .get(&e.index)
+                .filter(|(old, _)| old == e)
+                .map_or(now, |(_, at)| *at);
+            entries.insert(e.index, (e.clone(), at));
+        }
+    }
+
+    fn synced(&self, batch: Vec<Entry>) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        for e in batch {
+            entries.insert(e.index, (e, now));
+        }
+    }
+}
+
+/// A WAL failure (the node treats every one as fatal for the write path).
+pub type WalError = String;
+
+/// The WAL of one node on its fake disk.
+#[derive(Debug)]
+pub struct SimWal {
+    disk: Disk,
+    ledger: Ledger,
+    segment_bytes_max: usize,
+    /// Segments, oldest first: (first index, file name).
+    segments: VecDeque<(Index, String)>,
+    /// Bytes in the newest segment.
+    current_len: usize,
+    /// `false` until an append creates a segment (also after a stale open).
+    has_current: bool,
+    next_index: Index,
+    term: Term,
+    /// Appended, not yet synced (moved to the ledger by a sync).
+    unsynced: Vec<Entry>,
+    /// A failed append or sync: the WAL refuses everything after it.
+    poisoned: Option<String>,
+}
+
+const DIR: &str = "wal/";
+
+fn segment_name(first: Index) -> String {
+    format!("{DIR}{:020}.wal", first.0)
+}
+
+impl SimWal {
+    /// Opens the WAL on `disk`, applies the replay plan's cuts and returns
+    /// the entries from `from` on.
+    ///
+    /// # Errors
+    /// Corruption or a hole, as the replay plan says; the node must refuse
+    /// to start.
+    pub fn open(
+        disk: &Disk,
+        ledger: &Ledger,
+        from: Index,
+        term: Term,
+        segment_bytes_max: usize,
+    ) -> Result<(SimWal, Vec<Entry>), WalError> {
+        let mut names = Vec::new();
+        for name in disk.list() {
+            let Some(first) = name
+                .strip_prefix(DIR)
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            names.push((Index(first), name));
+        }
+        let contents: Vec<Vec<u8>> = names
+            .iter()
+            .map(|(_, name)| disk.read(name).expect("listed file exists"))
+            .collect();
+        let images: Vec<SegmentImage<'_>> = names
+            .iter()
+            .zip(&contents)
+            .map(|((first, _), bytes)| SegmentImage {
+                first_index: *first,
+                bytes,
+            })
+            .collect();
+        let plan = plan_replay(&images, from).map_err(|e| format!("WAL replay refused: {e:?}"))?;
+        drop(images);
+        for cut in &plan.cuts {
+            let name = &names[cut.segment].1;
+            if let CutKind::TornTail { reason, .. } = &cut.kind {
+                tracing::info!(
+                    file = name,
+                    offset = cut.offset,
+                    reason,
+                    "sim WAL: cutting a torn tail"
+                );
+            }
+            let len = usize::try_from(cut.offset).expect("offset within a file");
+            disk.truncate(name, len).map_err(|e| e.to_string())?;
+        }
+        let mut wal = SimWal {
+            disk: disk.clone(),
+            ledger: ledger.clone(),
+            segment_bytes_max,
+            segments: names.into(),
+            current_len: usize::try_from(plan.last_len).expect("segment length"),
+            has_current: false,
+            next_index: from,
+            term,
+            unsynced: Vec::new(),
+            poisoned: None,
+        };
+        match plan.next {
+            Some(next) if next >= from => {
+                wal.has_current = true;
+                wal.next_index = next;
+            }
+            Some(_) => {
+                // Everything on disk is below `from`, already in the engine:
+                // start afresh so that the next segment does not leave a hole
+                // after the old ones.
+                for (_, name) in wal.segments.drain(..) {
+                    disk.remove(&name);
+                }
+            }
+            None => {}
+        }
+        ledger.recovered(from, &plan.entries);
+        Ok((wal, plan.entries))
+    }
+
+    /// Appends a batch (not durable until [`SimWal::sync`]).
+    ///
+    /// # Errors
+    /// A disk error; the WAL is poisoned.
+    ///
+    /// # Panics
+    /// The batch does not continue the log.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_usable()?;
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        assert_eq!(
+            first.index, self.next_index.0,
+            "WAL append must continue the log"
+        );
+        if !self.has_current || self.current_len >= self.segment_bytes_max {
+            self.start_segment(first.index_id())?;
+        }
+        let mut buf = Vec::new();
+        encode_entries(entries, &mut buf);
+        let name = &self.segments.back().expect("a current segment").1;
+        if let Err(e) = self.disk.append(name, &buf) {
+            self.poisoned = Some(e.to_string());
+            return Err(e.to_string());
+        }
+        self.current_len += buf.len();
+        self.next_index = Index(self.next_index.0 + entries.len() as u64);
+        self.unsynced.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// Makes every appended entry durable.
+    ///
+    /// # Errors
+    /// A disk error; the WAL is poisoned and what was appended is in doubt.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let name = &self.segments.back().expect("a current segment").1;
+        if let Err(e) = self.disk.sync(name) {
+            self.poisoned = Some(e.to_string());
+            return Err(e.to_string());
+        }
+        self.ledger.synced(std::mem::take(&mut self.unsynced));
+        Ok(())
+    }
+
+    /// Removes the segments whose entries are all below `index`.
+    pub fn remove_segments_before(&mut self, index: Index) -> usize {
+        let mut removed = 0;
+        while self.segments.len() >= 2 && self.segments[1].0 <= index {
+            let (_, name) = self.segments.pop_front().expect("len >= 2");
+            self.disk.remove(&name);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Number of segment files.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        match &self.poisoned {
+            Some(why) => Err(format!("WAL unusable after an earlier failure: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the current segment (fsync) and creates the next one durably.
+    fn start_segment(&mut self, first: Index) -> Result<(), WalError> {
+        if self.has_current {
+            let name = &self.segments.back().expect("a current segment").1;
+            if let Err(e) = self.disk.sync(name) {
+                self.poisoned = Some(e.to_string());
+                return Err(e.to_string());
+            }
+            self.ledger.synced(std::mem::take(&mut self.unsynced));
+        }
+        let name = segment_name(first);
+        let header = SegmentHeader {
+            term: self.term,
+            first_index: first,
+        };
+        self.disk.create_durable(&name, header.encode().to_vec());
+        self.segments.push_back((first, name));
+        self.current_len = header.encode().len();
+        self.has_current = true;
+        Ok(())
+    }
+}

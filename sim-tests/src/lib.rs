@@ -1,0 +1,13 @@
+//! Seeded chaos runs of t4 in the simulator (`cargo test -p sim-tests`), and
+//! the checkers they feed: linearizability of the client history
+//! ([`lincheck`]), watch guarantees ([`watchcheck`]).
+#[cfg(not(madsim))]
+compile_error!("sim-tests only builds with `--cfg madsim` (set for every build by the workspace's .cargo/config.toml)");
+
+pub mod history;
+pub mod lincheck;
+pub mod run;
+pub mod runner;
+pub mod truth;
+pub mod watchcheck;
+pub mod workload;

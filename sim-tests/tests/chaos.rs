@@ -1,0 +1,103 @@
+//! Seeded chaos runs (`cargo test -p sim-tests`). See `sim-tests/src/run.rs`
+//! for what a run does and checks, and `src/runner.rs` for `SIM_SEED`,
+//! `SIM_SEEDS`, `SIM_JOBS`.
+
+use std::time::Instant;
+
+use sim_tests::run::RunConfig;
+use sim_tests::runner::{failures, jobs_from_env, run_seeds, seeds_from_env, summary};
+
+/// Seeds that once found a bug in the product; always run.
+const REGRESSIONS: &[u64] = &[];
+
+fn chaos(test: &str, seeds: &[u64], config: impl Fn(u64) -> RunConfig + Sync) {
+    let wall = Instant::now();
+    let outcomes = run_seeds(seeds, jobs_from_env(), config);
+    println!("{}", summary(test, &outcomes, wall));
+    let failed = failures(test, &outcomes);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The CI run: 200 seeds of 60 simulated seconds, every fault kind.
+#[test]
+fn chaos_seeds() {
+    chaos("chaos_seeds", &seeds_from_env(0..200), RunConfig::for_seed);
+}
+
+/// Named regression seeds.
+#[test]
+fn regression_seeds() {
+    chaos("regression_seeds", REGRESSIONS, RunConfig::for_seed);
+}
+
+/// Disk loss in local mode loses data by definition: the history before it
+/// checks out, and the node comes back empty (never half a state).
+#[test]
+fn disk_loss_seeds() {
+    chaos("disk_loss_seeds", &seeds_from_env(1000..1020), |seed| {
+        RunConfig {
+            disk_loss: true,
+            ..RunConfig::for_seed(seed)
+        }
+    });
+}
+
+/// Same seed, same trace.
+#[test]
+fn same_seed_same_trace() {
+    let seed = seeds_from_env(7..8)[0];
+    let a = sim_tests::run::run(&RunConfig::for_seed(seed));
+    let b = sim_tests::run::run(&RunConfig::for_seed(seed));
+    assert_eq!(a.trace, b.trace, "seed {seed} is not deterministic");
+    assert!(a.ops > 100, "the run did something: {} ops", a.ops);
+}
+
+/// Runs `seeds` a few at a time until one fails; panics if none does.
+fn expect_caught(
+    test: &str,
+    seeds: std::ops::Range<u64>,
+    config: impl Fn(u64) -> RunConfig + Sync,
+) {
+    let wall = Instant::now();
+    let jobs = jobs_from_env();
+    let seeds: Vec<u64> = seeds.collect();
+    let mut ran = Vec::new();
+    for chunk in seeds.chunks(jobs) {
+        let outcomes = run_seeds(chunk, jobs, &config);
+        ran.extend(outcomes);
+        let caught = failures(test, &ran);
+        if let Some(first) = caught.first() {
+            println!("{}", summary(test, &ran, wall));
+            println!("{test}: caught after {} seeds; first:\n{first}", ran.len());
+            return;
+        }
+    }
+    println!("{}", summary(test, &ran, wall));
+    panic!(
+        "{test}: the deliberately broken variant was not caught in {} seeds",
+        ran.len()
+    );
+}
+
+/// A disk whose fsync lies must be caught (lost acknowledged writes or a
+/// non-linearizable history).
+#[test]
+fn broken_fsync_is_caught() {
+    expect_caught("broken_fsync_is_caught", 0..100, |seed| RunConfig {
+        fsync_lies: true,
+        ..RunConfig::for_seed(seed)
+    });
+}
+
+/// A driver that replies before the fsync must be caught.
+#[test]
+fn broken_reply_before_fsync_is_caught() {
+    expect_caught("broken_reply_before_fsync_is_caught", 0..100, |seed| {
+        RunConfig {
+            bugs: t4_io_sim::server::Bugs {
+                reply_before_fsync: true,
+            },
+            ..RunConfig::for_seed(seed)
+        }
+    });
+}
