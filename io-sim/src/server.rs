@@ -105,9 +105,24 @@ pub struct NodeStatus {
     pub pending: usize,
     /// Reply datagrams sent twice (fault injection), over all incarnations.
     pub duplicated_replies: u64,
+    /// What the node is doing right now (so the test can tell where a
+    /// crash hit).
+    pub phase: Phase,
     /// A violated per-node invariant (applied ≤ last index, revisions never
     /// going back within an incarnation …), first one only.
     pub invariant_violation: Option<String>,
+}
+
+/// Where in the write path a node is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for input, or handling it.
+    #[default]
+    Idle,
+    /// A WAL batch is appended and its fsync is in progress.
+    Fsync,
+    /// A batch is durable and its replies are going out.
+    Replying,
 }
 
 /// Shared handle on a node's [`NodeStatus`].
@@ -157,6 +172,7 @@ pub async fn serve(ctx: ServerContext) {
         s.serving = false;
         s.failed = None;
         s.refused = None;
+        s.phase = Phase::Idle;
     });
     let engine = SimEngine::open(&ctx.disk);
     let mut node = match Node::new(config.core.clone(), engine) {
@@ -382,6 +398,7 @@ impl Server {
                 }
             }
             self.publish();
+            self.status.update(|s| s.phase = Phase::Idle);
             if late_sync {
                 sleep(self.fsync_latency()).await;
                 let _ = self.wal.sync();
@@ -404,6 +421,7 @@ impl Server {
     }
 
     async fn sync_wal(&mut self, io: IoId, term: Term, through: Index) {
+        self.status.update(|s| s.phase = Phase::Fsync);
         sleep(self.fsync_latency()).await;
         // Requests that arrived during the fsync join the next batch.
         self.drain_inbound().await;
@@ -416,6 +434,7 @@ impl Server {
                 .node
                 .handle_io(now, IoDone::WalFailed { io, term, error }),
         }
+        self.status.update(|s| s.phase = Phase::Replying);
     }
 
     async fn send_reply(&mut self, to: SocketAddr, id: u64, result: Result<Reply, t4_core::Error>) {

@@ -33,6 +33,15 @@ pub enum Return {
     /// the log). A write with this return may or may not have taken effect,
     /// at any moment after its call.
     Unknown,
+    /// A write whose client got no answer (or an internal write, such as a
+    /// lease expiry's revoke) which the final log proves took effect and
+    /// wrote `revision` (see `crate::resolve`): it must be linearized
+    /// somewhere after its call, as the write of that revision; its answer
+    /// is not checked.
+    Applied {
+        /// The revision it wrote.
+        revision: i64,
+    },
 }
 
 /// One client operation.

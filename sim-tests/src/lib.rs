@@ -5,7 +5,9 @@
 compile_error!("sim-tests only builds with `--cfg madsim` (set for every build by the workspace's .cargo/config.toml)");
 
 pub mod history;
+pub mod leasecheck;
 pub mod lincheck;
+pub mod resolve;
 pub mod run;
 pub mod runner;
 pub mod truth;

@@ -22,6 +22,7 @@
 //! | `Return::Write(Err(_))`    | skipped: a definite failure changed nothing                   |
 //! | `Return::Unknown`, a write | optional: anywhere after its call, or never; answer unchecked |
 //! | `Return::Unknown`, a read  | skipped                                                       |
+//! | `Return::Applied`          | required anywhere after its call; must write; answer unchecked |
 //!
 //! An optional write never returned, so for real-time purposes it returns at
 //! infinity: it never has to precede anything. A read answered with an error

@@ -48,14 +48,15 @@ use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
 use t4_io_sim::disk::{Disk, DiskFaults, DiskStats};
 use t4_io_sim::proto::{Reply, Request, NODE_PORT};
-use t4_io_sim::server::{serve, Bugs, ServerConfig, ServerContext, StatusCell};
+use t4_io_sim::server::{serve, Bugs, Phase, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
 
 use crate::history::{Call, Op, Return};
+use crate::leasecheck::{check_leases, NodeEvents, Outage};
 use crate::lincheck::{self, CheckConfig, Verdict};
 use crate::truth::Truth;
 use crate::watchcheck;
-use crate::workload::{self, ClientConfig, Mix, Recorder, WatcherConfig};
+use crate::workload::{self, ClientConfig, LeaseClientConfig, Mix, Recorder, WatcherConfig};
 
 /// What a run does. [`RunConfig::for_seed`] gives the CI settings.
 #[derive(Clone, Debug)]
@@ -72,6 +73,8 @@ pub struct RunConfig {
     pub kube_clients: usize,
     /// List+watch watchers.
     pub watchers: usize,
+    /// Lease clients (grant, attach, keep alive, revoke or let expire).
+    pub lease_clients: usize,
     /// Deliberate bugs (for the tests that prove the checkers bite).
     pub bugs: Bugs,
     /// A fake disk whose fsync lies (same purpose).
@@ -93,6 +96,7 @@ impl RunConfig {
             etcd_clients: 4,
             kube_clients: 3,
             watchers: 2,
+            lease_clients: 1,
             bugs: Bugs::default(),
             fsync_lies: false,
             disk_loss: false,
@@ -217,6 +221,12 @@ pub struct RunReport {
     pub steps: u64,
     /// The checker ran out of budget.
     pub checker_unknown: bool,
+    /// Unknown writes the final log settled (took effect / did not).
+    pub resolved: usize,
+    /// Leases whose expiry was checked.
+    pub leases: usize,
+    /// Lease revokes of expired leases added to the history.
+    pub internal_revokes: usize,
     /// Watch events validated.
     pub watch_events: usize,
     /// Watches checked.
@@ -275,6 +285,7 @@ struct World {
     faults: FaultCounts,
     rec: Arc<Recorder>,
     violations: Vec<String>,
+    events: NodeEvents,
 }
 
 impl World {
@@ -284,11 +295,27 @@ impl World {
     }
 
     async fn crash_and_restart(&mut self, downtime: Duration) {
+        self.crash_and_restart_since(self.rec.now(), downtime).await;
+    }
+
+    /// Kills, crashes the disk, restarts after `downtime`; the node has not
+    /// been acting since `since`.
+    async fn crash_and_restart_since(&mut self, since: u64, downtime: Duration) {
+        match self.status.get().phase {
+            Phase::Fsync => self.count("crash-during-fsync"),
+            Phase::Replying => self.count("crash-while-replying"),
+            Phase::Idle => {}
+        }
         let handle = Handle::current();
         handle.kill(self.node.id());
         self.disk.crash();
         sleep(downtime).await;
         handle.restart(self.node.id());
+        self.events.outages.push(Outage {
+            start: since,
+            end: self.rec.now(),
+            restart: true,
+        });
         // Let the new process start (and reset its status) before anyone
         // looks at it again.
         sleep(Duration::from_millis(1)).await;
@@ -373,6 +400,22 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
         clients.push(c);
     }
 
+    for l in 0..config.lease_clients {
+        let id = total + config.watchers + l;
+        let cfg = LeaseClientConfig {
+            id,
+            node: node_addr,
+            timeout: swarm.client_timeout,
+        };
+        let c = handle
+            .create_node()
+            .name(format!("leases-{l}"))
+            .ip(client_ip(id))
+            .build();
+        c.spawn(workload::run_lease_client(cfg, Arc::clone(&rec)));
+        clients.push(c);
+    }
+
     let mut world = World {
         node,
         disk: disk.clone(),
@@ -381,6 +424,7 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
         faults: FaultCounts::new(),
         rec: Arc::clone(&rec),
         violations: Vec::new(),
+        events: NodeEvents::default(),
     };
     let chaos_until = config.duration.saturating_sub(config.quiet);
     let disk_loss_at = config.disk_loss.then(|| {
@@ -401,7 +445,7 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
     rec.stop.store(true, Ordering::Relaxed);
     // Clients finish their last call (at most one timeout).
     sleep(swarm.client_timeout + Duration::from_millis(500)).await;
-    let probe = liveness_probe(node_addr).await;
+    let probe = liveness_probe(node_addr, Arc::clone(&rec)).await;
     if let Err(e) = &probe {
         violations.push(format!("liveness: {e}"));
     }
@@ -423,6 +467,7 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
         ));
     }
 
+    let end = rec.now();
     let recorded = rec.take();
     let mut report = RunReport {
         seed: config.seed,
@@ -446,12 +491,32 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
             watches.clear();
             entries
         }
-        None => ledger.entries(),
+        None => {
+            let mut revoked = BTreeMap::new();
+            for (entry, at) in ledger.entries_with_time() {
+                if let Some(t4_core::log::Payload::LeaseRevoke(r)) = &entry.payload {
+                    revoked.entry(r.id).or_insert(rec.since_start(at));
+                }
+            }
+            match check_leases(&recorded.leases, &revoked, &world.events, end) {
+                Ok(n) => report.leases = n,
+                Err(e) => {
+                    if std::env::var_os("SIM_DEBUG").is_some() {
+                        eprintln!(
+                            "node events: {:?}\nleases: {:#?}",
+                            world.events, recorded.leases
+                        );
+                    }
+                    violations.push(format!("lease: {e}"));
+                }
+            }
+            ledger.entries()
+        }
     };
     for op in &ops {
         report.ops += 1;
         match &op.ret {
-            Return::Unknown => report.unknown += 1,
+            Return::Unknown | Return::Applied { .. } => report.unknown += 1,
             Return::Range(Ok(_)) | Return::Write(Ok(_)) => report.ok += 1,
             _ => report.failed += 1,
         }
@@ -459,6 +524,20 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
     match crate::truth::replay(&entries) {
         Ok(truth) => {
             check_acknowledged(&truth, &ops, &mut violations);
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                for e in &entries {
+                    let line = format!("{:?} -> {:?}", e.payload, truth.outcome(e.index));
+                    eprintln!("log {}: {}", e.index, &line[..line.len().min(300)]);
+                }
+            }
+            let resolved = crate::resolve::resolve(&mut ops, &entries, &truth);
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                for (i, op) in ops.iter().enumerate() {
+                    eprintln!("op {i}: {op:?}");
+                }
+            }
+            report.resolved = resolved.applied + resolved.dropped;
+            report.internal_revokes = resolved.internal;
             match watchcheck::check_all(&truth, &watches) {
                 Ok(stats) => {
                     report.watch_events = stats.events_validated;
@@ -483,12 +562,7 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
         "datagram-loss~",
         (net.stat().msg_count as f64 * report.swarm.packet_loss).round() as u64,
     );
-    add(
-        "client-timeout",
-        ops.iter()
-            .filter(|o| matches!(o.ret, Return::Unknown))
-            .count() as u64,
-    );
+    add("unanswered", report.unknown as u64);
     report.violations = violations;
     (report, ops)
 }
@@ -530,7 +604,9 @@ async fn chaos(
         if world.status.get().failed.is_some() {
             world.count("node-exit");
             let downtime = Duration::from_millis(thread_rng().gen_range(10..1_000));
-            world.crash_and_restart(downtime).await;
+            // It failed at most one tick ago.
+            let since = world.rec.now().saturating_sub(tick.as_nanos() as u64);
+            world.crash_and_restart_since(since, downtime).await;
             continue;
         }
         if lost.is_none() && disk_loss_at.is_some_and(|at| elapsed >= at) {
@@ -542,8 +618,15 @@ async fn chaos(
             ledger.clear();
             world.count("disk-loss");
             sleep(Duration::from_millis(500)).await;
+            let before = world.status.get().incarnation;
             handle.restart(world.node.id());
-            sleep(Duration::from_millis(1)).await;
+            for _ in 0..1_000 {
+                let s = world.status.get();
+                if s.incarnation > before && (s.serving || s.refused.is_some()) {
+                    break;
+                }
+                sleep(Duration::from_millis(1)).await;
+            }
             // It starts empty and serves nothing of the old state (or
             // refuses to start, saying why) — never half a state.
             let s = world.status.get();
@@ -565,9 +648,15 @@ async fn chaos(
             } else if pick < swarm.crash_rate + swarm.pause_rate {
                 world.count("pause");
                 let handle = Handle::current();
+                let since = world.rec.now();
                 handle.pause(world.node.id());
                 sleep(Duration::from_millis(thread_rng().gen_range(10..3_000))).await;
                 handle.resume(world.node.id());
+                world.events.outages.push(Outage {
+                    start: since,
+                    end: world.rec.now(),
+                    restart: false,
+                });
             } else {
                 world.count("partition");
                 let net = NetSim::current();
@@ -592,7 +681,10 @@ async fn ensure_up(world: &mut World) {
                 fsync_lies: world.disk.faults().fsync_lies,
                 ..DiskFaults::default()
             });
-            world.crash_and_restart(Duration::from_millis(100)).await;
+            let since = world.rec.now().saturating_sub(100_000_000);
+            world
+                .crash_and_restart_since(since, Duration::from_millis(100))
+                .await;
         }
         if world.status.get().serving {
             world.disk.set_faults(DiskFaults {
@@ -607,33 +699,66 @@ async fn ensure_up(world: &mut World) {
 
 /// A write and a read from a fresh client must succeed within a bound once
 /// the faults stopped.
-async fn liveness_probe(node: SocketAddr) -> Result<(), String> {
+async fn liveness_probe(node: SocketAddr, rec: Arc<Recorder>) -> Result<(), String> {
+    const PROBE: usize = 250;
     let handle = Handle::current();
     let probe = handle
         .create_node()
         .name("probe")
-        .ip(client_ip(250))
+        .ip(client_ip(PROBE))
         .build();
     let task = probe.spawn(async move {
         let mut client = Client::bind(node).await.map_err(|e| e.to_string())?;
         let timeout = Duration::from_secs(10);
-        let put = Request::Core(t4_core::ClientRequest::Write(WriteRequest::Put(
-            t4_core::kv::PutRequest {
-                key: b"probe".to_vec(),
-                value: b"probe".to_vec(),
-                ..Default::default()
-            },
-        )));
-        match client.call(put, timeout).await {
-            Some(Ok(_)) => {}
-            other => return Err(format!("probe put: {other:?}")),
-        }
-        let get = Request::Range(RangeRequest {
+        // Recorded like any client's: the probe's write takes a revision.
+        let put = WriteRequest::Put(t4_core::kv::PutRequest {
+            key: b"probe".to_vec(),
+            value: b"probe".to_vec(),
+            ..Default::default()
+        });
+        let call_at = rec.now();
+        let answer = client
+            .call(
+                Request::Core(t4_core::ClientRequest::Write(put.clone())),
+                timeout,
+            )
+            .await;
+        let ret = match answer {
+            Some(Ok(Reply::Core(t4_core::Response::Write(w)))) => Return::Write(Ok(w)),
+            other => {
+                rec.push_op(Op {
+                    client: PROBE,
+                    call_at,
+                    return_at: None,
+                    call: Call::Write(put),
+                    ret: Return::Unknown,
+                });
+                return Err(format!("probe put: {other:?}"));
+            }
+        };
+        rec.push_op(Op {
+            client: PROBE,
+            call_at,
+            return_at: Some(rec.now()),
+            call: Call::Write(put),
+            ret,
+        });
+        let get = RangeRequest {
             key: b"probe".to_vec(),
             ..RangeRequest::default()
-        });
-        match client.call(get, timeout).await {
-            Some(Ok(Reply::Range(r))) if r.kvs.len() == 1 => Ok(()),
+        };
+        let call_at = rec.now();
+        match client.call(Request::Range(get.clone()), timeout).await {
+            Some(Ok(Reply::Range(r))) if r.kvs.len() == 1 => {
+                rec.push_op(Op {
+                    client: PROBE,
+                    call_at,
+                    return_at: Some(rec.now()),
+                    call: Call::Range(get),
+                    ret: Return::Range(Ok(r)),
+                });
+                Ok(())
+            }
             other => Err(format!("probe get: {other:?}")),
         }
     });

@@ -123,7 +123,7 @@ pub fn summary(name: &str, outcomes: &[Outcome], wall: Instant) -> String {
     }
     let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
-        "sim {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} checked={} watch_events={} watches={} faults[{}] checker_unknown={} panics={} wall={:.1}s",
+        "sim {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} checked={} resolved={} watch_events={} watches={} leases={} faults[{}] checker_unknown={} panics={} wall={:.1}s",
         outcomes.len(),
         reports.iter().map(|r| r.sim_secs).sum::<f64>(),
         sum(|r| r.ops),
@@ -131,8 +131,10 @@ pub fn summary(name: &str, outcomes: &[Outcome], wall: Instant) -> String {
         sum(|r| r.failed),
         sum(|r| r.unknown),
         sum(|r| r.checked),
+        sum(|r| r.resolved),
         sum(|r| r.watch_events),
         sum(|r| r.watches),
+        sum(|r| r.leases),
         faults.join(" "),
         reports.iter().filter(|r| r.checker_unknown).count(),
         outcomes.len() - reports.len(),

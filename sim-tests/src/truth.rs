@@ -25,9 +25,15 @@
 //! Entries that fail at apply time change nothing, exactly as in the store:
 //! the model fails them the same way (it shares the store's static checks),
 //! and the one apply-time rule the model lacks, a raised NOSPACE alarm
-//! refusing space-consuming entries, is tracked here. Leases are not
-//! modelled: a lease revoke, or a lease-not-found failure after a lease
-//! grant, is an error of [`replay`].
+//! refusing space-consuming entries, is tracked here.
+//!
+//! Leases replay through both models too: a grant fills their lease tables
+//! (no revision), a put naming a lease not granted fails, and a revoke
+//! deletes the lease's keys at one revision, one delete event per key in key
+//! order, each with its `prev_kv` (none: no revision). Checkpoints only
+//! record remaining TTLs, which no event shows, so they change nothing here.
+//! Lease expiry is no business of the truth: a lease that expires reaches
+//! the log as a revoke.
 //!
 //! Events are shaped as the store emits them (core's `mvcc/txn.rs`): a put's
 //! kv is the new version; a delete's kv is `{key, mod_revision}` only;
@@ -40,7 +46,6 @@ use t4_core::kv::{AlarmAction, AlarmType, Event, EventType, KeyValue, WriteReque
 use t4_core::log::{Entry, Payload};
 use t4_core::mvcc::{consumes_space, KeyVersion};
 use t4_core::testkit::Model;
-use t4_core::Error;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -59,6 +64,19 @@ pub struct Truth {
     compactions: Vec<i64>,
     /// For each of `compactions`, the current revision when it applied.
     compacted_at: Vec<i64>,
+    /// What each entry did, by index.
+    outcomes: BTreeMap<u64, EntryOutcome>,
+}
+
+/// What applying one log entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryOutcome {
+    /// It succeeded (a failed entry changes nothing).
+    pub ok: bool,
+    /// The revision before it.
+    pub before: i64,
+    /// The revision after it.
+    pub after: i64,
 }
 
 /// First revision that can carry events (an empty store is at revision 1).
@@ -68,8 +86,8 @@ const FIRST_WRITE_REVISION: i64 = 2;
 /// index 1) into a [`Truth`].
 ///
 /// # Errors
-/// The log has a gap, does not start at index 1, has an entry without a
-/// payload, or uses leases (not modelled; see the module documentation).
+/// The log has a gap, does not start at index 1, or has an entry without a
+/// payload.
 pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
     // `full` keeps all history; `real` compacts as the store does, and so
     // decides which entries fail (a txn reading a compacted revision fails).
@@ -79,7 +97,7 @@ pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
     let mut compacted_at = Vec::new();
     // (member, alarm) pairs raised, as the store's alarm list.
     let mut alarms: BTreeSet<(u64, i32)> = BTreeSet::new();
-    let mut leases_granted = false;
+    let mut outcomes = BTreeMap::new();
     for (i, entry) in entries.iter().enumerate() {
         let index_expected = i as u64 + 1;
         if entry.index != index_expected {
@@ -94,7 +112,12 @@ pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
         let nospace = alarms
             .iter()
             .any(|&(_, alarm)| alarm == AlarmType::Nospace as i32);
+        let before = real.current_revision();
+        let mut outcome = |ok: bool, after: i64| {
+            outcomes.insert(entry.index, EntryOutcome { ok, before, after });
+        };
         if nospace && consumes_space(payload) {
+            outcome(false, before);
             continue; // the store refuses it with NoSpace and changes nothing
         }
         let req = match payload {
@@ -103,24 +126,20 @@ pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
             Payload::Txn(r) => WriteRequest::Txn(r.clone()),
             Payload::Compaction(r) => {
                 let current = real.current_revision();
-                if real.apply(&WriteRequest::Compaction(r.clone())).is_ok() {
+                let ok = real.apply(&WriteRequest::Compaction(r.clone())).is_ok();
+                if ok {
                     assert_eq!(real.compact_revision(), r.revision, "truth: compacted");
                     compactions.push(r.revision);
                     compacted_at.push(current);
                 }
+                outcome(ok, current);
                 continue;
             }
+            Payload::LeaseGrant(r) => WriteRequest::LeaseGrant(r.clone()),
+            Payload::LeaseRevoke(r) => WriteRequest::LeaseRevoke(r.clone()),
+            // A barrier changes nothing; a checkpoint records remaining
+            // TTLs, which neither the models nor the events show.
             Payload::Barrier(_) | Payload::LeaseCheckpoint(_) => continue,
-            Payload::LeaseGrant(_) => {
-                leases_granted = true;
-                continue;
-            }
-            Payload::LeaseRevoke(_) => {
-                return Err(format!(
-                    "truth: entry {}: LeaseRevoke not supported by the truth replay",
-                    entry.index
-                ));
-            }
             Payload::Alarm(r) => {
                 match AlarmAction::try_from(r.action) {
                     Ok(AlarmAction::Activate) if r.alarm != AlarmType::None as i32 => {
@@ -134,17 +153,15 @@ pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
                 continue;
             }
         };
-        match real.apply(&req) {
-            Err(Error::LeaseNotFound) if leases_granted => {
-                return Err(format!(
-                    "truth: entry {}: a put with a lease after a lease grant (leases are not modelled)",
-                    entry.index
-                ));
-            }
+        let applied = real.apply(&req);
+        outcome(applied.is_ok(), real.current_revision());
+        match applied {
             Err(_) => {} // failed at apply time: changes nothing, as in the store
             Ok(resp) => {
                 // Reads at retained revisions answer the same with or
-                // without compaction, so the full model agrees.
+                // without compaction, and compaction keeps every live
+                // version (so every lease attachment), so the full model
+                // agrees.
                 let again = full.apply(&req);
                 assert_eq!(
                     again.as_ref(),
@@ -160,8 +177,18 @@ pub fn replay(entries: &[Entry]) -> Result<Truth, String> {
             "truth: entry {}: revisions diverged",
             entry.index
         );
+        if matches!(payload, Payload::LeaseGrant(_) | Payload::LeaseRevoke(_)) {
+            assert_eq!(
+                full.leases(),
+                real.leases(),
+                "truth: entry {}: lease tables diverged",
+                entry.index
+            );
+        }
     }
-    Ok(Truth::from_model(&full, compactions, compacted_at))
+    let mut truth = Truth::from_model(&full, compactions, compacted_at);
+    truth.outcomes = outcomes;
+    Ok(truth)
 }
 
 impl Truth {
@@ -238,7 +265,15 @@ impl Truth {
             final_revision,
             compactions,
             compacted_at,
+            outcomes: BTreeMap::new(),
         }
+    }
+
+    /// What log entry `index` did (`None` for entries that are not writes:
+    /// barriers, checkpoints, alarms).
+    #[must_use]
+    pub fn outcome(&self, index: u64) -> Option<EntryOutcome> {
+        self.outcomes.get(&index).copied()
     }
 
     /// Every revision that changed something (2 through

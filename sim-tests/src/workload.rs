@@ -39,6 +39,8 @@ pub struct Recorded {
     pub ops: Vec<Op>,
     /// Watches.
     pub watches: Vec<WatchRecord>,
+    /// Leases granted by lease clients.
+    pub leases: Vec<LeaseRecord>,
     /// Hash of every event in order (determinism check).
     pub trace: u64,
 }
@@ -61,6 +63,12 @@ impl Recorder {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// `at` in nanoseconds since the start of the run.
+    #[must_use]
+    pub fn since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Mixes an event into the trace hash.
     pub fn trace(&self, what: impl std::fmt::Debug) {
         use std::hash::{Hash, Hasher};
@@ -72,7 +80,7 @@ impl Recorder {
         inner.trace = h.finish();
     }
 
-    fn push_op(&self, op: Op) {
+    pub(crate) fn push_op(&self, op: Op) {
         self.trace(("op", &op));
         self.inner.lock().expect("recorder lock").ops.push(op);
     }
@@ -80,6 +88,11 @@ impl Recorder {
     fn push_watch(&self, w: WatchRecord) {
         self.trace(("watch", w.responses.len(), w.end));
         self.inner.lock().expect("recorder lock").watches.push(w);
+    }
+
+    fn push_lease(&self, l: LeaseRecord) {
+        self.trace(("lease", &l));
+        self.inner.lock().expect("recorder lock").leases.push(l);
     }
 
     /// Takes the recording out.
@@ -541,5 +554,132 @@ pub async fn run_watcher(cfg: WatcherConfig, rec: Arc<Recorder>) {
             _ => None,
         };
         rec.push_watch(record);
+    }
+}
+
+/// One lease as its client saw it (for the lease expiry check).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The client.
+    pub client: usize,
+    /// The lease id (chosen by the client).
+    pub id: i64,
+    /// The TTL the grant answered, in seconds.
+    pub ttl: i64,
+    /// When the grant was sent and answered.
+    pub grant_call_at: u64,
+    /// When the grant was answered.
+    pub granted_at: u64,
+    /// Every keepalive sent (answered or not).
+    pub keepalive_calls: Vec<u64>,
+    /// Keepalives answered with a TTL > 0: when they were sent.
+    pub keepalive_acked_calls: Vec<u64>,
+    /// The client revoked the lease itself (sent at this time).
+    pub revoked_at: Option<u64>,
+}
+
+/// How a lease client behaves.
+#[derive(Clone, Debug)]
+pub struct LeaseClientConfig {
+    /// Its number.
+    pub id: usize,
+    /// The node.
+    pub node: SocketAddr,
+    /// How long it waits for an answer.
+    pub timeout: Duration,
+}
+
+/// The lease prefix.
+pub const LEASE_PREFIX: &[u8] = b"lease/";
+
+/// Grants leases with explicit ids, attaches a key or two, keeps them
+/// alive for a while, then revokes them or lets them expire. Puts are
+/// client operations like any other (checked for linearizability); the
+/// lease records feed the expiry check.
+pub async fn run_lease_client(cfg: LeaseClientConfig, rec: Arc<Recorder>) {
+    let client = Client::bind(cfg.node)
+        .await
+        .expect("bind a lease client endpoint");
+    let mut w = Worker {
+        cfg: ClientConfig {
+            id: cfg.id,
+            node: cfg.node,
+            mix: Mix::Etcd,
+            timeout: cfg.timeout,
+            think: Duration::ZERO,
+            compact_rate: 0.0,
+        },
+        client,
+        rec: Arc::clone(&rec),
+        seq: 0,
+        seen_rev: 1,
+    };
+    let mut n: i64 = 0;
+    while !rec.stopped() {
+        n += 1;
+        let id = ((cfg.id as i64 + 1) << 32) | n;
+        let ttl = thread_rng().gen_range(2..=5);
+        let grant_call_at = rec.now();
+        let ret = w
+            .call(Call::Write(WriteRequest::LeaseGrant(
+                t4_core::kv::LeaseGrantRequest { ttl, id },
+            )))
+            .await;
+        let Return::Write(Ok(WriteResponse::LeaseGrant(granted))) = ret else {
+            sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let mut record = LeaseRecord {
+            client: cfg.id,
+            id,
+            ttl: granted.ttl,
+            grant_call_at,
+            granted_at: rec.now(),
+            keepalive_calls: Vec::new(),
+            keepalive_acked_calls: Vec::new(),
+            revoked_at: None,
+        };
+        for k in 0..thread_rng().gen_range(1..=2) {
+            let mut key = LEASE_PREFIX.to_vec();
+            key.extend_from_slice(format!("{}/{n}/{k}", cfg.id).as_bytes());
+            let value = w.value();
+            w.call(Call::Write(WriteRequest::Put(PutRequest {
+                key,
+                value,
+                lease: id,
+                ..PutRequest::default()
+            })))
+            .await;
+        }
+        // Keep it alive for up to two TTLs.
+        let keep_until =
+            rec.now() + thread_rng().gen_range(0..=2 * granted.ttl as u64) * 1_000_000_000;
+        while rec.now() < keep_until && !rec.stopped() {
+            sleep(Duration::from_millis(granted.ttl as u64 * 1000 / 3)).await;
+            let call_at = rec.now();
+            record.keepalive_calls.push(call_at);
+            let answer = w
+                .client
+                .call(
+                    Request::Core(ClientRequest::LeaseKeepAlive { id }),
+                    cfg.timeout,
+                )
+                .await;
+            rec.trace(("keepalive", id, &answer));
+            if let Some(Ok(Reply::Core(Response::LeaseKeepAlive(r)))) = answer {
+                if r.ttl > 0 {
+                    record.keepalive_acked_calls.push(call_at);
+                }
+            }
+        }
+        if thread_rng().gen_bool(0.4) {
+            record.revoked_at = Some(rec.now());
+            w.call(Call::Write(WriteRequest::LeaseRevoke(
+                t4_core::kv::LeaseRevokeRequest { id },
+            )))
+            .await;
+        }
+        rec.push_lease(record);
+        sleep(Duration::from_millis(granted.ttl as u64 * 1000 + 500)).await;
     }
 }

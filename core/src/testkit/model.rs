@@ -9,16 +9,47 @@
 //!
 //! The model reuses [`validate_write`]/[`validate_range`] for static checks;
 //! those have their own exact unit tests.
+//!
+//! Leases are the persistent half only, as [`crate::mvcc::Store::apply`]
+//! sees them: a table from id to granted TTL, and attachments, which are not
+//! stored at all but read off each key's live version (its `lease` field),
+//! because the store keeps its attachment records in step with exactly that.
+//! Expiry is the serving node's clock ([`crate::lease::Lessor`]) and is not
+//! modelled; an expired lease reaches the log as a revoke. Worked example
+//! (`mvcc/lease.rs` has an engine-side counterpart):
+//!
+//! ```text
+//! entry                     revision  leases        attached            answer
+//! grant id 7 ttl 10         1         {7: 10}       —                   grant rev 1, id 7, ttl 10
+//! grant id 7 ttl 5          1         {7: 10}       —                   lease exists
+//! put a lease 7             2         {7: 10}       7: [a]              put rev 2
+//! put b lease 7             3         {7: 10}       7: [a, b]           put rev 3
+//! put b ignore_lease        4         {7: 10}       7: [a, b]           put rev 4 (b keeps lease 7)
+//! put a (lease 0)           5         {7: 10}       7: [b]              put rev 5 (a is detached)
+//! put c lease 9             5         {7: 10}       7: [b]              lease not found
+//! revoke 7                  6         {}            —                   revoke rev 6: delete b @6
+//! revoke 7                  6         {}            —                   lease not found
+//! grant id 8 ttl 2          6         {8: 2}        —                   grant rev 6, id 8, ttl 2
+//! revoke 8                  6         {}            —                   revoke rev 6 (no keys: no new revision)
+//! ```
+//!
+//! A revoke deletes all its keys at one revision, one single-key delete per
+//! key in key order (so sub-revisions, and the events derived from them,
+//! are in key order).
 
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Invalid};
 use crate::kv::{
-    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, KeyValue, Op, OpResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseOp, TargetUnion, TxnRequest,
-    TxnResponse, WriteRequest, WriteResponse,
+    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, Op, OpResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseOp, TargetUnion, TxnRequest, TxnResponse,
+    WriteRequest, WriteResponse,
 };
 use crate::mvcc::{validate_range, validate_write, EventKind, KeyVersion, LoggedEvent, Rev};
+
+#[cfg(test)]
+mod tests;
 
 /// The reference model.
 #[derive(Clone, Debug)]
@@ -28,6 +59,11 @@ pub struct Model {
     /// Versions per key, oldest first; `kv == None` is a tombstone.
     keys: BTreeMap<Vec<u8>, Vec<KeyVersion>>,
     log: Vec<LoggedEvent>,
+    /// The lease table: id → granted TTL, seconds. The keys attached to a
+    /// lease are those whose live version carries its id; every such id is
+    /// in this table (asserted when a put attaches a key; a revoke deletes
+    /// every key attached to the lease it removes).
+    leases: BTreeMap<i64, i64>,
 }
 
 impl Default for Model {
@@ -55,6 +91,7 @@ impl Model {
             compact: -1,
             keys: BTreeMap::new(),
             log: Vec::new(),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -88,9 +125,34 @@ impl Model {
         &self.log
     }
 
+    /// The lease table: `(id, granted TTL in seconds)`, ascending by id (as
+    /// [`crate::mvcc::leases`] lists the store's, without the checkpointed
+    /// remaining TTL, which no MVCC answer shows).
+    #[must_use]
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.leases.iter().map(|(&id, &ttl)| (id, ttl)).collect()
+    }
+
+    /// The keys attached to lease `id` (those whose live version carries
+    /// it), in key order, as [`crate::mvcc::lease_keys`].
+    #[must_use]
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.keys
+            .iter()
+            .filter(|(_, versions)| {
+                versions
+                    .last()
+                    .and_then(|v| v.kv.as_ref())
+                    .is_some_and(|kv| kv.lease == id)
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// A 128-bit fingerprint of the whole state: both watermarks, every
     /// retained version of every key (create/mod revision, version, value,
-    /// lease, tombstones) and the revision log. Equal models have equal
+    /// lease, tombstones), the revision log and the lease table (ids and
+    /// TTLs; attachments follow from the versions). Equal models have equal
     /// fingerprints; different ones collide with probability ~2^-128 (two
     /// SipHash instances with different domain prefixes).
     ///
@@ -136,6 +198,11 @@ impl Model {
             e.rev.hash(&mut h);
             e.key.hash(&mut h);
             e.kind.hash(&mut h);
+        }
+        self.leases.len().hash(&mut h);
+        for (id, ttl_secs) in &self.leases {
+            id.hash(&mut h);
+            ttl_secs.hash(&mut h);
         }
         (u128::from(h.1.finish()) << 64) | u128::from(h.0.finish())
     }
@@ -238,7 +305,28 @@ impl Model {
         })
     }
 
-    /// Applies a write request.
+    /// Applies a write request as [`crate::mvcc::Store::apply`] applies the
+    /// entry carrying it (so a grant carries its final id and TTL, as
+    /// admission logs it).
+    ///
+    /// Leases:
+    /// - grant: takes no revision and answers the current one, with the id
+    ///   and the TTL as given (the minimum-TTL raise happens at admission,
+    ///   before the log). An id already granted → [`Error::LeaseExists`].
+    ///   Id 0 never reaches the store's apply (admission picks an id), and
+    ///   fails here exactly as it would there: [`Error::Internal`].
+    /// - revoke: an unknown id → [`Error::LeaseNotFound`]; otherwise its
+    ///   keys are deleted at one new revision, in key order (none: no
+    ///   revision), and the lease leaves the table.
+    /// - put (alone or in a txn) naming a lease not in the table →
+    ///   [`Error::LeaseNotFound`], and the whole request changes nothing.
+    ///   Outside a txn the lease is checked before `ignore_value` /
+    ///   `ignore_lease` look for the key; inside one, put by put in the
+    ///   order of the path taken, as the store does.
+    ///
+    /// Alarms are not modelled: an alarm request fails with
+    /// [`Error::Unimplemented`], and nothing here refuses writes while NOSPACE
+    /// is raised (sim-tests' `truth` tracks that itself).
     ///
     /// # Errors
     /// As [`crate::mvcc::Store::apply`]'s inner error.
@@ -248,7 +336,8 @@ impl Model {
         let mut subs = 0;
         let resp = match req {
             WriteRequest::Put(p) => {
-                if p.lease != 0 {
+                // Outside a txn the store looks the lease up before the key.
+                if p.lease != 0 && !self.leases.contains_key(&p.lease) {
                     return Err(Error::LeaseNotFound);
                 }
                 WriteResponse::Put(self.put(p, begin, &mut subs)?)
@@ -263,16 +352,58 @@ impl Model {
                     revision: self.current,
                 })
             }
-            WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_) | WriteRequest::Alarm(_) => {
-                return Err(Error::Unimplemented(
-                    "the reference model has no leases or alarms",
-                ));
+            WriteRequest::LeaseGrant(g) => WriteResponse::LeaseGrant(self.grant(g)?),
+            WriteRequest::LeaseRevoke(r) => {
+                WriteResponse::LeaseRevoke(self.revoke(r.id, begin, &mut subs)?)
+            }
+            WriteRequest::Alarm(_) => {
+                return Err(Error::Unimplemented("the reference model has no alarms"));
             }
         };
         if subs > 0 {
             self.current = begin + 1;
         }
         Ok(resp)
+    }
+
+    fn grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, Error> {
+        if g.id == 0 {
+            // The store's answer for this entry, word for word.
+            return Err(Error::Internal(
+                "lease grant without an id in the log".into(),
+            ));
+        }
+        if self.leases.contains_key(&g.id) {
+            return Err(Error::LeaseExists);
+        }
+        self.leases.insert(g.id, g.ttl);
+        Ok(LeaseGrantResponse {
+            revision: self.current,
+            id: g.id,
+            ttl: g.ttl,
+        })
+    }
+
+    fn revoke(
+        &mut self,
+        id: i64,
+        begin: i64,
+        subs: &mut i64,
+    ) -> Result<LeaseRevokeResponse, Error> {
+        if self.leases.remove(&id).is_none() {
+            return Err(Error::LeaseNotFound);
+        }
+        assert_eq!(*subs, 0, "a revoke is an entry of its own");
+        for key in self.lease_keys(id) {
+            self.write(&key, None, begin, subs);
+        }
+        assert!(
+            self.lease_keys(id).is_empty(),
+            "model: lease {id} still has keys after its revoke"
+        );
+        Ok(LeaseRevokeResponse {
+            revision: Model::read_rev(begin, *subs),
+        })
     }
 
     fn read_rev(begin: i64, subs: i64) -> i64 {
@@ -326,6 +457,14 @@ impl Model {
                 p.lease
             },
         };
+        // Paired with the revoke, which deletes every key of the lease it
+        // removes: a live key never names a lease outside the table.
+        assert!(
+            kv.lease == 0 || self.leases.contains_key(&kv.lease),
+            "model: {:?} attached to lease {}, which is not granted",
+            p.key,
+            kv.lease
+        );
         self.write(&p.key, Some(kv), begin, subs);
         Ok(PutResponse {
             revision: begin + 1,
@@ -376,7 +515,7 @@ impl Model {
                     if (p.ignore_value || p.ignore_lease) && self.get_at(&p.key, begin).is_none() {
                         return Err(Invalid::KeyNotFound.into());
                     }
-                    if p.lease != 0 {
+                    if p.lease != 0 && !self.leases.contains_key(&p.lease) {
                         return Err(Error::LeaseNotFound);
                     }
                 }

@@ -61,7 +61,10 @@ pub(super) fn classify((index, op): (usize, &Op)) -> Entry {
         (Call::Write(req), Return::Write(Ok(resp))) => {
             let pre_revision = pre_revision(resp);
             let preserving = pre_revision == Some(resp.revision())
-                && !matches!(req, WriteRequest::Compaction(_));
+                && !matches!(
+                    req,
+                    WriteRequest::Compaction(_) | WriteRequest::LeaseGrant(_)
+                );
             Role::Required {
                 pre_revision,
                 preserving,
@@ -72,7 +75,13 @@ pub(super) fn classify((index, op): (usize, &Op)) -> Entry {
             Role::Skipped
         }
         (Call::Write(_), Return::Unknown) => Role::Optional,
-        (Call::Range(_), Return::Write(_)) | (Call::Write(_), Return::Range(_)) => {
+        (Call::Write(_), Return::Applied { revision }) => Role::Required {
+            pre_revision: Some(revision - 1),
+            preserving: false,
+            checked: false,
+        },
+        (Call::Range(_), Return::Write(_) | Return::Applied { .. })
+        | (Call::Write(_), Return::Range(_)) => {
             panic!("op {index}: the return does not answer the call: {op:?}")
         }
     };
@@ -87,6 +96,8 @@ pub(super) fn classify((index, op): (usize, &Op)) -> Entry {
             );
             at
         }
+        // Proven to have happened, but never answered.
+        (Role::Required { checked: false, .. }, None) => u64::MAX,
         (Role::Required { .. }, None) => panic!("op {index}: answered but no return_at: {op:?}"),
         (Role::Skipped, None) => u64::MAX,
     };
@@ -121,16 +132,19 @@ pub(super) fn skip_unseen_compactions(history: &[Op], entries: &mut [Entry]) {
 }
 
 /// The model's revision before a write that answered `resp`: the header
-/// revision, minus one when the write wrote something. `None` for kinds the
-/// model does not implement.
+/// revision, minus one when the write wrote something. `None` when the
+/// answer does not tell (a revoke) or for kinds the model does not implement.
 fn pre_revision(resp: &WriteResponse) -> Option<i64> {
     let wrote = match resp {
         WriteResponse::Put(_) => true,
         WriteResponse::DeleteRange(d) => d.deleted > 0,
         WriteResponse::Txn(t) => txn_wrote(t),
-        WriteResponse::Compaction(_) => false,
-        WriteResponse::LeaseGrant(_)
-        | WriteResponse::LeaseRevoke(_)
+        // Both change state without a revision: pinned at their header,
+        // never state-preserving.
+        WriteResponse::Compaction(_) | WriteResponse::LeaseGrant(_) => false,
+        // Whether it deleted keys (and so took a revision) the answer does
+        // not say; `crate::resolve` pins those the final log settles.
+        WriteResponse::LeaseRevoke(_)
         | WriteResponse::Alarm(_)
         | WriteResponse::Internal { .. } => return None,
     };

@@ -262,7 +262,7 @@ fn stuck_at(history: &[Op], entries: &[Entry], i: usize, at: &Model) -> Stuck {
             (write_result(&got), &got == want)
         }
         // An unknown write pinned by an answer: it must write.
-        (Call::Write(req), Return::Unknown) => {
+        (Call::Write(req), Return::Unknown | Return::Applied { .. }) => {
             let mut after = at.clone();
             let got = after.apply(req);
             let wrote = after.current_revision() > at.current_revision();
@@ -533,5 +533,8 @@ fn ret(r: &Return) -> String {
         Return::Range(r) => range_result(r),
         Return::Write(w) => write_result(w),
         Return::Unknown => "unknown".to_owned(),
+        Return::Applied { revision } => {
+            format!("unknown; the final log shows it wrote revision {revision}")
+        }
     }
 }

@@ -56,6 +56,9 @@ pub(super) struct Search<'h> {
     /// The required writes that take a revision, by the revision before
     /// them: each claims the next revision.
     claimers: BTreeMap<i64, Vec<usize>>,
+    /// Revisions at which an answered lease grant is pinned: it changes
+    /// state without taking a revision, so reduction 7 stops there.
+    grants_at: BTreeSet<i64>,
     /// Interchangeable unknown writes share a class (reduction 9).
     classes: Vec<Option<usize>>,
     /// Random 128-bit value per operation; `placed` is the XOR of those of
@@ -90,6 +93,7 @@ impl<'h> Search<'h> {
         let mut pending_pre = BTreeMap::new();
         let mut reads_at: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
         let mut claimers: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        let mut grants_at = BTreeSet::new();
         for (i, e) in entries.iter().enumerate() {
             let Role::Required {
                 pre_revision,
@@ -107,6 +111,9 @@ impl<'h> Search<'h> {
             match &history[i].call {
                 Call::Range(req) if req.revision <= 0 || req.revision == pre => {
                     reads_at.entry(pre).or_default().push(i);
+                }
+                Call::Write(WriteRequest::LeaseGrant(_)) => {
+                    grants_at.insert(pre);
                 }
                 Call::Range(_) | Call::Write(WriteRequest::Compaction(_)) => {}
                 Call::Write(_) if !preserving => claimers.entry(pre).or_default().push(i),
@@ -128,6 +135,7 @@ impl<'h> Search<'h> {
             pending_pre,
             reads_at,
             claimers,
+            grants_at,
             classes,
             zobrist,
             placed: 0,
@@ -220,12 +228,10 @@ impl<'h> Search<'h> {
             (Role::Required { checked: true, .. }, Return::Write(Ok(want))) => {
                 got.as_ref() == Ok(want)
             }
-            (Role::Required { checked: false, .. }, Return::Unknown) => {
+            (Role::Required { checked: false, .. }, Return::Unknown | Return::Applied { .. }) => {
                 got.is_ok() && after != before
             }
-            (Role::Optional, _) => {
-                got.is_ok() && (after != before || matches!(req, WriteRequest::Compaction(_)))
-            }
+            (Role::Optional, _) => got.is_ok() && (after != before || takes_no_revision(req)),
             _ => unreachable!("op {index}: {role:?} is never applied"),
         };
         if fits {
@@ -241,8 +247,8 @@ impl<'h> Search<'h> {
     /// pinned at each revision, regardless of when they were called. A
     /// misfit refutes the guess at once, rather than when real time gets
     /// there. Stops at the next gap (no claimer), an ambiguous revision (two
-    /// claimers) or a claimer whose answer a compaction could change (a txn
-    /// reading an old revision). `Some(false)` = refuted, `None` = out of
+    /// claimers), a claimer whose answer a compaction could change (a txn
+    /// reading an old revision) or a revision where a lease grant is pinned. `Some(false)` = refuted, `None` = out of
     /// budget.
     fn forced_run(&mut self, model: &Model) -> Option<bool> {
         let mut ahead: Option<Model> = None;
@@ -252,6 +258,10 @@ impl<'h> Search<'h> {
             let Some(&[index]) = self.claimers.get(&revision).map(Vec::as_slice) else {
                 return Some(true);
             };
+            if self.grants_at.contains(&revision) {
+                // A grant may have to come first; the search will see.
+                return Some(true);
+            }
             if reads_old_revisions(&self.history[index].call) {
                 return Some(true);
             }
@@ -359,13 +369,12 @@ impl<'h> Search<'h> {
         if pre_min == Some(current) {
             // Reduction 4: a pending operation must still be placed at this
             // revision, so an unknown write that writes now would kill it,
-            // and one that does not is never placed; only a compaction
-            // (which takes no revision) may come.
-            optional.retain(|&i| {
-                matches!(
-                    self.history[i].call,
-                    Call::Write(WriteRequest::Compaction(_))
-                )
+            // and one that does not is never placed; only a write that
+            // changes state without a revision (compaction, lease grant,
+            // a revoke of a lease without keys) may come.
+            optional.retain(|&i| match &self.history[i].call {
+                Call::Write(w) => takes_no_revision(w),
+                Call::Range(_) => false,
             });
         }
         // Reduction 9: one per class of interchangeable unknown writes, the
@@ -486,6 +495,16 @@ impl<'h> Search<'h> {
 /// Whether a matched `Ok` answer pins the model's revision as the checker
 /// assumes (reduction 3). Checked on every match, so a model change that
 /// broke the assumption would show up as a panic, not as a wrong verdict.
+/// Writes that may change the state without taking a revision: a
+/// compaction (the watermark), a lease grant or a revoke of a lease without
+/// keys (the lease table).
+fn takes_no_revision(w: &WriteRequest) -> bool {
+    matches!(
+        w,
+        WriteRequest::Compaction(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseRevoke(_)
+    )
+}
+
 fn assert_pinned(index: usize, role: Role, before: i64, after: i64) {
     if let Role::Required {
         pre_revision: Some(pre),

@@ -4,7 +4,8 @@
 use t4_core::engine::MemEngine;
 use t4_core::kv::{
     AlarmAction, AlarmRequest, AlarmType, CompactionRequest, Event, EventType, KeyValue,
-    LeaseRevokeRequest, PutRequest, RequestOp,
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+    RequestOp, WriteResponse,
 };
 use t4_core::log::{Barrier, Entry, Payload};
 use t4_core::mvcc::Store;
@@ -79,6 +80,34 @@ pub(crate) fn del_ev(key: &str, revision: i64, prev_kv: Option<KeyValue>) -> Eve
         }),
         prev_kv,
     }
+}
+
+/// `put key = value` attached to `lease`.
+fn lput(key: &str, value: &str, lease: i64) -> Payload {
+    Payload::Put(PutRequest {
+        lease,
+        ..req::put(key.as_bytes(), value.as_bytes())
+    })
+}
+
+/// A grant of lease `id` (as admission logs it: the id chosen, the TTL raised).
+fn grant(id: i64) -> Payload {
+    Payload::LeaseGrant(LeaseGrantRequest { ttl: 10, id })
+}
+
+fn revoke(id: i64) -> Payload {
+    Payload::LeaseRevoke(LeaseRevokeRequest { id })
+}
+
+fn checkpoint(id: i64, remaining_ttl: i64) -> Payload {
+    Payload::LeaseCheckpoint(LeaseCheckpointRequest {
+        checkpoints: vec![LeaseCheckpoint { id, remaining_ttl }],
+    })
+}
+
+/// `kv` attached to `lease`.
+fn leased(kv: KeyValue, lease: i64) -> KeyValue {
+    KeyValue { lease, ..kv }
 }
 
 fn alarm(action: AlarmAction) -> Payload {
@@ -277,20 +306,174 @@ fn put_then_delete_in_one_txn_both_have_the_old_prev_kv() {
     assert_eq!(t.value_at(b"a", 3), None);
 }
 
-/// Malformed logs and leases are refused with a reason.
+/// Malformed logs are refused with a reason.
 #[test]
-fn unsupported_logs_are_errors() {
+fn malformed_logs_are_errors() {
     let mut gap = log(vec![put("a", "1"), put("a", "2")]);
     gap[1].index = 3;
     assert!(replay(&gap).unwrap_err().contains("dense"));
     let mut empty = log(vec![put("a", "1")]);
     empty[0].payload = None;
     assert!(replay(&empty).unwrap_err().contains("no payload"));
-    let revoke = log(vec![Payload::LeaseRevoke(LeaseRevokeRequest { id: 1 })]);
-    assert!(replay(&revoke)
-        .unwrap_err()
-        .contains("LeaseRevoke not supported"));
     assert_eq!(replay(&[]).expect("empty log").final_revision(), 1);
+}
+
+/// A revoke of a lease with two keys: two delete events at one revision, in
+/// key order (not attach order), each with the deleted version as
+/// `prev_kv`; keys without the lease stay; grants and checkpoints take no
+/// revision.
+#[test]
+fn revoke_deletes_the_leases_keys_at_one_revision_in_key_order() {
+    let t = replay(&log(vec![
+        grant(7),
+        lput("b", "1", 7), // @2
+        lput("a", "1", 7), // @3
+        put("c", "1"),     // @4
+        checkpoint(7, 4),
+        revoke(7),        // @5
+        checkpoint(7, 3), // of a revoked lease: skipped
+    ]))
+    .expect("replays");
+    assert_eq!(t.final_revision(), 5);
+    assert_eq!(
+        t.events_at(5),
+        [
+            del_ev("a", 5, Some(leased(kv("a", "1", 3, 3, 1), 7))),
+            del_ev("b", 5, Some(leased(kv("b", "1", 2, 2, 1), 7))),
+        ]
+    );
+    assert_eq!(t.value_at(b"a", 5), None);
+    assert_eq!(t.value_at(b"b", 4), Some(leased(kv("b", "1", 2, 2, 1), 7)));
+    assert_eq!(t.value_at(b"c", 5), Some(kv("c", "1", 4, 4, 1)));
+}
+
+/// A put naming a lease never granted (or already revoked) fails and takes
+/// no revision; so does a revoke of an unknown lease, and a second grant of
+/// one id changes nothing.
+#[test]
+fn put_with_unknown_lease_fails_and_takes_no_revision() {
+    let t = replay(&log(vec![
+        grant(7),
+        lput("a", "1", 8), // no lease 8: fails
+        lput("b", "1", 7), // @2
+        revoke(8),         // unknown: fails
+        grant(7),          // exists: fails
+        revoke(7),         // @3: deletes b
+        lput("c", "1", 7), // revoked: fails
+        txn(vec![
+            op_put("d", "1"),
+            req::op(PutRequest {
+                lease: 7,
+                ..req::put(b"e", b"1")
+            }),
+        ]), // fails whole
+        put("f", "1"),     // @4
+    ]))
+    .expect("replays");
+    assert_eq!(t.final_revision(), 4);
+    for (key, value) in [("a", "1"), ("c", "1"), ("d", "1"), ("e", "1")] {
+        assert_eq!(t.find_put(key.as_bytes(), value.as_bytes()), None, "{key}");
+    }
+    assert_eq!(
+        t.events_at(3),
+        [del_ev("b", 3, Some(leased(kv("b", "1", 2, 2, 1), 7)))]
+    );
+    assert_eq!(t.events_at(4), [put_ev(kv("f", "1", 4, 4, 1), None)]);
+}
+
+/// A later put without a lease detaches the key: the revoke then deletes
+/// nothing for it (and, with no keys left, takes no revision).
+#[test]
+fn a_later_put_without_lease_detaches() {
+    let t = replay(&log(vec![
+        grant(7),
+        lput("a", "1", 7), // @2
+        put("a", "2"),     // @3: detached
+        revoke(7),         // no keys: no revision
+        put("b", "1"),     // @4
+    ]))
+    .expect("replays");
+    assert_eq!(t.final_revision(), 4);
+    assert_eq!(
+        t.events_at(3),
+        [put_ev(
+            kv("a", "2", 2, 3, 2),
+            Some(leased(kv("a", "1", 2, 2, 1), 7))
+        )]
+    );
+    assert_eq!(t.events_at(4), [put_ev(kv("b", "1", 4, 4, 1), None)]);
+    assert_eq!(t.value_at(b"a", 4), Some(kv("a", "2", 2, 3, 2)));
+}
+
+/// A store run: the events it emitted per revision, its watermark moves
+/// (compaction, current revision then), its final revision, and how many
+/// revokes deleted keys.
+struct StoreRun {
+    entries: Vec<Entry>,
+    live: Vec<(i64, Vec<Event>)>,
+    watermarks: Vec<(i64, i64)>,
+    final_revision: i64,
+    revokes_deleting: usize,
+}
+
+/// Applies `steps` entries from `next` (given the generator and the store's
+/// current and compaction revisions) to a real store on a [`MemEngine`].
+fn run_store(
+    seed: u64,
+    steps: u64,
+    mut next: impl FnMut(&mut Gen, i64, i64) -> Payload,
+) -> StoreRun {
+    let engine = MemEngine::new();
+    let mut store = Store::open(&engine).expect("open");
+    let mut gen = Gen::new(seed);
+    let mut run = StoreRun {
+        entries: Vec::new(),
+        live: Vec::new(),
+        watermarks: Vec::new(),
+        final_revision: 0,
+        revokes_deleting: 0,
+    };
+    for index in 1..=steps {
+        let meta = *store.meta();
+        let entry = Entry {
+            term: 1,
+            index,
+            payload: Some(next(&mut gen, meta.current_revision, meta.compact_revision)),
+        };
+        let applied = store.apply(&engine, &entry).expect("apply");
+        let after = *store.meta();
+        if matches!(applied.result, Ok(WriteResponse::LeaseRevoke(_))) && !applied.events.is_empty()
+        {
+            run.revokes_deleting += 1;
+        }
+        if !applied.events.is_empty() {
+            run.live.push((after.current_revision, applied.events));
+        }
+        if after.compact_revision != meta.compact_revision {
+            run.watermarks
+                .push((after.compact_revision, after.current_revision));
+        }
+        run.entries.push(entry);
+    }
+    run.final_revision = store.meta().current_revision;
+    run
+}
+
+/// The truth of `run`'s log equals what the store did.
+fn check_truth(seed: u64, run: &StoreRun) {
+    let t = replay(&run.entries).expect("replays");
+    assert_eq!(t.final_revision(), run.final_revision, "seed {seed}");
+    assert_eq!(t.events(), run.live.as_slice(), "seed {seed}");
+    let recorded: Vec<(i64, i64)> = t
+        .compactions()
+        .iter()
+        .map(|&c| (c, t.compaction_applied_at(c).expect("recorded")))
+        .collect();
+    assert_eq!(recorded, run.watermarks, "seed {seed}");
+    assert!(
+        !run.watermarks.is_empty() && run.live.len() > 50,
+        "seed {seed} exercised little"
+    );
 }
 
 /// The truth's events are exactly the events the real store emits to
@@ -299,45 +482,41 @@ fn unsupported_logs_are_errors() {
 #[test]
 fn truth_matches_the_store() {
     for seed in 0..20 {
-        let engine = MemEngine::new();
-        let mut store = Store::open(&engine).expect("open");
-        let mut gen = Gen::new(seed);
-        let mut entries = Vec::new();
-        let mut live: Vec<(i64, Vec<Event>)> = Vec::new();
-        let mut watermarks: Vec<(i64, i64)> = Vec::new();
-        for index in 1..=300 {
-            let meta = *store.meta();
-            let entry = Entry::write(
-                t4_core::Term(1),
-                t4_core::Index(index),
-                gen.write(meta.current_revision, meta.compact_revision),
-            );
-            let applied = store.apply(&engine, &entry).expect("apply");
-            let after = *store.meta();
-            if !applied.events.is_empty() {
-                live.push((after.current_revision, applied.events));
-            }
-            if after.compact_revision != meta.compact_revision {
-                watermarks.push((after.compact_revision, after.current_revision));
-            }
-            entries.push(entry);
-        }
-        let t = replay(&entries).expect("replays");
-        assert_eq!(
-            t.final_revision(),
-            store.meta().current_revision,
-            "seed {seed}"
-        );
-        assert_eq!(t.events(), live.as_slice(), "seed {seed}");
-        let recorded: Vec<(i64, i64)> = t
-            .compactions()
-            .iter()
-            .map(|&c| (c, t.compaction_applied_at(c).expect("recorded")))
-            .collect();
-        assert_eq!(recorded, watermarks, "seed {seed}");
-        assert!(
-            !watermarks.is_empty() && live.len() > 50,
-            "seed {seed} exercised little"
-        );
+        let run = run_store(seed, 300, |gen, current, compact| {
+            Payload::from(gen.write(current, compact))
+        });
+        check_truth(seed, &run);
     }
+}
+
+/// As [`truth_matches_the_store`], with lease grants, revokes, checkpoints
+/// and puts with leases (granted or not) mixed in: the revokes' deletes are
+/// the store's events too.
+#[test]
+fn truth_matches_the_store_with_leases() {
+    const IDS: [i64; 4] = [5, 6, 7, 9]; // 9 is never granted
+    let mut revokes_deleting = 0;
+    for seed in 0..20 {
+        let run = run_store(seed, 300, |gen, current, compact| match gen.rng.below(20) {
+            0 | 1 => grant(*gen.rng.pick(&IDS[..3])),
+            2 | 3 => revoke(*gen.rng.pick(&IDS)),
+            4 => checkpoint(*gen.rng.pick(&IDS), 3),
+            5..=8 => {
+                let p = gen.put();
+                let lease = if p.ignore_lease {
+                    0
+                } else {
+                    *gen.rng.pick(&IDS)
+                };
+                Payload::Put(PutRequest { lease, ..p })
+            }
+            _ => Payload::from(gen.write(current, compact)),
+        });
+        check_truth(seed, &run);
+        revokes_deleting += run.revokes_deleting;
+    }
+    assert!(
+        revokes_deleting >= 40,
+        "only {revokes_deleting} revokes deleted keys"
+    );
 }
