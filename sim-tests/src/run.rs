@@ -643,6 +643,24 @@ async fn chaos(
             let pick = thread_rng().gen_range(0.0..rate);
             if pick < swarm.crash_rate {
                 world.count("crash");
+                // Half the crashes aim at the write path: during an fsync
+                // (appended, not yet durable) or between the fsync and the
+                // replies (durable, not yet acknowledged).
+                if thread_rng().gen_bool(0.5) {
+                    let want = if thread_rng().gen_bool(0.5) {
+                        Phase::Fsync
+                    } else {
+                        Phase::Replying
+                    };
+                    let give_up = madsim::time::Instant::now() + Duration::from_secs(2);
+                    while madsim::time::Instant::now() < give_up {
+                        let s = world.status.get();
+                        if s.phase == want || !s.serving {
+                            break;
+                        }
+                        sleep(Duration::from_micros(50)).await;
+                    }
+                }
                 let downtime = Duration::from_millis(thread_rng().gen_range(1..3_000));
                 world.crash_and_restart(downtime).await;
             } else if pick < swarm.crash_rate + swarm.pause_rate {
