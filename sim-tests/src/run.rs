@@ -324,154 +324,30 @@ impl World {
 
 async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
     let swarm = Swarm::draw();
-    let handle = Handle::current();
     let net = NetSim::current();
     net.update_config(|c| {
         c.packet_loss_rate = swarm.packet_loss;
         c.send_latency = swarm.latency.0..swarm.latency.1;
     });
-
-    let disk = Disk::new();
-    let mut faults = swarm.disk.clone();
-    faults.fsync_lies = config.fsync_lies;
-    disk.set_faults(faults);
     let ledger = Ledger::new();
-    let status = StatusCell::default();
-    let ctx = ServerContext {
-        disk: disk.clone(),
-        ledger: ledger.clone(),
-        config: ServerConfig {
-            clock: ClockConfig {
-                drift_ppm: swarm.drift_ppm,
-                wall_offset_ms: 0,
-            },
-            duplicate_reply_rate: swarm.duplicate_reply_rate,
-            bugs: config.bugs,
-            ..ServerConfig::default()
-        },
-        status: status.clone(),
-    };
-    let node = handle
-        .create_node()
-        .name("t4")
-        .ip(IpAddr::V4(NODE_IP))
-        .init(move || serve(ctx.clone()))
-        .build();
-    let node_addr = SocketAddr::new(IpAddr::V4(NODE_IP), NODE_PORT);
-
     let rec = Recorder::new();
-    let mut clients = Vec::new();
-    let total = config.etcd_clients + config.kube_clients;
-    for id in 0..total {
-        let mix = if id < config.etcd_clients {
-            Mix::Etcd
-        } else {
-            Mix::Kubernetes
-        };
-        let cfg = ClientConfig {
-            id,
-            node: node_addr,
-            mix,
-            timeout: swarm.client_timeout,
-            think: Duration::from_millis(1_200),
-            compact_rate: 0.01,
-        };
-        let c = handle
-            .create_node()
-            .name(format!("client-{id}"))
-            .ip(client_ip(id))
-            .build();
-        c.spawn(workload::run_client(cfg, Arc::clone(&rec)));
-        clients.push(c);
-    }
-    for w in 0..config.watchers {
-        let id = total + w;
-        let cfg = WatcherConfig {
-            id,
-            node: node_addr,
-            timeout: Duration::from_secs(2),
-        };
-        let c = handle
-            .create_node()
-            .name(format!("watcher-{w}"))
-            .ip(client_ip(id))
-            .build();
-        c.spawn(workload::run_watcher(cfg, Arc::clone(&rec)));
-        clients.push(c);
-    }
+    let mut world = start_node(&config, &swarm, &ledger, &rec);
+    let clients = start_clients(&config, &swarm, &rec);
 
-    for l in 0..config.lease_clients {
-        let id = total + config.watchers + l;
-        let cfg = LeaseClientConfig {
-            id,
-            node: node_addr,
-            timeout: swarm.client_timeout,
-        };
-        let c = handle
-            .create_node()
-            .name(format!("leases-{l}"))
-            .ip(client_ip(id))
-            .build();
-        c.spawn(workload::run_lease_client(cfg, Arc::clone(&rec)));
-        clients.push(c);
-    }
-
-    let mut world = World {
-        node,
-        disk: disk.clone(),
-        status: status.clone(),
-        swarm: swarm.clone(),
-        faults: FaultCounts::new(),
-        rec: Arc::clone(&rec),
-        violations: Vec::new(),
-        events: NodeEvents::default(),
-    };
     let chaos_until = config.duration.saturating_sub(config.quiet);
     let disk_loss_at = config.disk_loss.then(|| {
         Duration::from_millis(thread_rng().gen_range(5_000..chaos_until.as_millis() as u64))
     });
     let ids: Vec<_> = clients.iter().map(NodeHandle::id).collect();
     let truth_before_loss = chaos(&mut world, chaos_until, disk_loss_at, &ids, &ledger).await;
-
-    // Heal: everything back up and connected.
-    for id in &ids {
-        net.unclog_node(*id);
-    }
-    net.unclog_node(world.node.id());
-    net.update_config(|c| c.packet_loss_rate = 0.0);
     let mut violations = std::mem::take(&mut world.violations);
-    ensure_up(&mut world).await;
-    sleep(config.quiet).await;
-    rec.stop.store(true, Ordering::Relaxed);
-    // Clients finish their last call (at most one timeout).
-    sleep(swarm.client_timeout + Duration::from_millis(500)).await;
-    let probe = liveness_probe(node_addr, Arc::clone(&rec)).await;
-    if let Err(e) = &probe {
-        violations.push(format!("liveness: {e}"));
-    }
-    sleep(Duration::from_secs(2)).await;
-    rec.end.store(true, Ordering::Relaxed);
-    sleep(Duration::from_secs(1)).await;
-
-    let status_now = status.get();
-    if let Some(v) = &status_now.invariant_violation {
-        violations.push(format!("node invariant: {v}"));
-    }
-    if let Some(r) = &status_now.refused {
-        violations.push(format!("the node refused to start on its own disk: {r}"));
-    }
-    if status_now.pending != 0 {
-        violations.push(format!(
-            "liveness: {} writes still pending after the quiet period",
-            status_now.pending
-        ));
-    }
+    quiesce(&config, &mut world, &ids, &mut violations).await;
 
     let end = rec.now();
     let recorded = rec.take();
     let mut report = RunReport {
         seed: config.seed,
-        sim_secs: rec.now() as f64 / 1e9,
+        sim_secs: end as f64 / 1e9,
         swarm,
         trace: recorded.trace,
         ..RunReport::default()
@@ -500,15 +376,7 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
             }
             match check_leases(&recorded.leases, &revoked, &world.events, end) {
                 Ok(n) => report.leases = n,
-                Err(e) => {
-                    if std::env::var_os("SIM_DEBUG").is_some() {
-                        eprintln!(
-                            "node events: {:?}\nleases: {:#?}",
-                            world.events, recorded.leases
-                        );
-                    }
-                    violations.push(format!("lease: {e}"));
-                }
+                Err(e) => violations.push(format!("lease: {e}")),
             }
             ledger.entries()
         }
@@ -521,50 +389,204 @@ async fn run_in_sim(config: RunConfig) -> (RunReport, Vec<Op>) {
             _ => report.failed += 1,
         }
     }
-    match crate::truth::replay(&entries) {
-        Ok(truth) => {
-            check_acknowledged(&truth, &ops, &mut violations);
-            if std::env::var_os("SIM_DEBUG").is_some() {
-                for e in &entries {
-                    let line = format!("{:?} -> {:?}", e.payload, truth.outcome(e.index));
-                    eprintln!("log {}: {}", e.index, &line[..line.len().min(300)]);
-                }
-            }
-            let resolved = crate::resolve::resolve(&mut ops, &entries, &truth);
-            if std::env::var_os("SIM_DEBUG").is_some() {
-                for (i, op) in ops.iter().enumerate() {
-                    eprintln!("op {i}: {op:?}");
-                }
-            }
-            report.resolved = resolved.applied + resolved.dropped;
-            report.internal_revokes = resolved.internal;
-            match watchcheck::check_all(&truth, &watches) {
-                Ok(stats) => {
-                    report.watch_events = stats.events_validated;
-                    report.watches = stats.watches;
-                }
-                Err(v) => violations.push(format!("watch: {v}")),
-            }
-        }
-        Err(e) => violations.push(format!("the final log does not replay: {e}")),
+    check_against_log(&entries, &mut ops, &watches, &mut report, &mut violations);
+    count_faults(&world, &mut report);
+    report.violations = violations;
+    (report, ops)
+}
+
+/// The node (its disk, the run's ledger, its status), started.
+fn start_node(config: &RunConfig, swarm: &Swarm, ledger: &Ledger, rec: &Arc<Recorder>) -> World {
+    let disk = Disk::new();
+    disk.set_faults(DiskFaults {
+        fsync_lies: config.fsync_lies,
+        ..swarm.disk.clone()
+    });
+    let status = StatusCell::default();
+    let ctx = ServerContext {
+        disk: disk.clone(),
+        ledger: ledger.clone(),
+        config: ServerConfig {
+            clock: ClockConfig {
+                drift_ppm: swarm.drift_ppm,
+                wall_offset_ms: 0,
+            },
+            duplicate_reply_rate: swarm.duplicate_reply_rate,
+            bugs: config.bugs,
+            ..ServerConfig::default()
+        },
+        status: status.clone(),
+    };
+    let node = Handle::current()
+        .create_node()
+        .name("t4")
+        .ip(IpAddr::V4(NODE_IP))
+        .init(move || serve(ctx.clone()))
+        .build();
+    World {
+        node,
+        disk,
+        status,
+        swarm: swarm.clone(),
+        faults: FaultCounts::new(),
+        rec: Arc::clone(rec),
+        violations: Vec::new(),
+        events: NodeEvents::default(),
     }
-    report.faults = world.faults;
-    let stats = disk.stats();
-    add_disk_faults(&mut report.faults, stats);
+}
+
+/// Every client on a madsim node of its own (so partitions can cut one
+/// off): the etcd and Kubernetes mixes, the watchers, the lease clients.
+fn start_clients(config: &RunConfig, swarm: &Swarm, rec: &Arc<Recorder>) -> Vec<NodeHandle> {
+    let node = SocketAddr::new(IpAddr::V4(NODE_IP), NODE_PORT);
+    let spawn = |name: String, id: usize| {
+        Handle::current()
+            .create_node()
+            .name(name)
+            .ip(client_ip(id))
+            .build()
+    };
+    let mut clients = Vec::new();
+    let mixes = config.etcd_clients + config.kube_clients;
+    for id in 0..mixes {
+        let mix = if id < config.etcd_clients {
+            Mix::Etcd
+        } else {
+            Mix::Kubernetes
+        };
+        let cfg = ClientConfig {
+            id,
+            node,
+            mix,
+            timeout: swarm.client_timeout,
+            think: Duration::from_millis(1_200),
+            compact_rate: 0.01,
+        };
+        let c = spawn(format!("client-{id}"), id);
+        c.spawn(workload::run_client(cfg, Arc::clone(rec)));
+        clients.push(c);
+    }
+    for w in 0..config.watchers {
+        let id = mixes + w;
+        let cfg = WatcherConfig {
+            id,
+            node,
+            timeout: Duration::from_secs(2),
+        };
+        let c = spawn(format!("watcher-{w}"), id);
+        c.spawn(workload::run_watcher(cfg, Arc::clone(rec)));
+        clients.push(c);
+    }
+    for l in 0..config.lease_clients {
+        let id = mixes + config.watchers + l;
+        let cfg = LeaseClientConfig {
+            id,
+            node,
+            timeout: swarm.client_timeout,
+        };
+        let c = spawn(format!("leases-{l}"), id);
+        c.spawn(workload::run_lease_client(cfg, Arc::clone(rec)));
+        clients.push(c);
+    }
+    clients
+}
+
+/// After the chaos: heal everything, let the clients run through the quiet
+/// period, stop them, probe liveness, let the watchers catch up, and check
+/// the node's own state.
+async fn quiesce(
+    config: &RunConfig,
+    world: &mut World,
+    clients: &[madsim::task::NodeId],
+    violations: &mut Vec<String>,
+) {
+    let net = NetSim::current();
+    for id in clients {
+        net.unclog_node(*id);
+    }
+    net.unclog_node(world.node.id());
+    net.update_config(|c| c.packet_loss_rate = 0.0);
+    ensure_up(world).await;
+    sleep(config.quiet).await;
+    let rec = Arc::clone(&world.rec);
+    rec.stop.store(true, Ordering::Relaxed);
+    // Clients finish their last call (at most one timeout).
+    sleep(world.swarm.client_timeout + Duration::from_millis(500)).await;
+    let node = SocketAddr::new(IpAddr::V4(NODE_IP), NODE_PORT);
+    if let Err(e) = liveness_probe(node, Arc::clone(&rec)).await {
+        violations.push(format!("liveness: {e}"));
+    }
+    sleep(Duration::from_secs(2)).await;
+    rec.end.store(true, Ordering::Relaxed);
+    sleep(Duration::from_secs(1)).await;
+
+    let status = world.status.get();
+    if let Some(v) = &status.invariant_violation {
+        violations.push(format!("node invariant: {v}"));
+    }
+    if let Some(r) = &status.refused {
+        violations.push(format!("the node refused to start on its own disk: {r}"));
+    }
+    if status.pending != 0 {
+        violations.push(format!(
+            "liveness: {} writes still pending after the quiet period",
+            status.pending
+        ));
+    }
+}
+
+/// The checks against the final log: no acknowledged write lost, the watch
+/// guarantees, and (after settling what the log settles) the history for
+/// the linearizability checker in `ops`.
+fn check_against_log(
+    entries: &[t4_core::log::Entry],
+    ops: &mut Vec<Op>,
+    watches: &[crate::history::WatchRecord],
+    report: &mut RunReport,
+    violations: &mut Vec<String>,
+) {
+    let truth = match crate::truth::replay(entries) {
+        Ok(truth) => truth,
+        Err(e) => return violations.push(format!("the final log does not replay: {e}")),
+    };
+    check_acknowledged(&truth, ops, violations);
+    let resolved = crate::resolve::resolve(ops, entries, &truth);
+    report.resolved = resolved.applied + resolved.dropped;
+    report.internal_revokes = resolved.internal;
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        for e in entries {
+            let line = format!("{:?} -> {:?}", e.payload, truth.outcome(e.index));
+            eprintln!("log {}: {}", e.index, &line[..line.len().min(300)]);
+        }
+        for (i, op) in ops.iter().enumerate() {
+            eprintln!("op {i}: {op:?}");
+        }
+    }
+    match watchcheck::check_all(&truth, watches) {
+        Ok(stats) => {
+            report.watch_events = stats.events_validated;
+            report.watches = stats.watches;
+        }
+        Err(v) => violations.push(format!("watch: {v}")),
+    }
+}
+
+/// Faults the node, disk and network counted, added to the run's own.
+fn count_faults(world: &World, report: &mut RunReport) {
+    report.faults.clone_from(&world.faults);
+    add_disk_faults(&mut report.faults, world.disk.stats());
     let mut add = |kind: &'static str, n: u64| {
         if n > 0 {
             *report.faults.entry(kind).or_default() += n;
         }
     };
-    add("duplicate-reply", status.get().duplicated_replies);
+    add("duplicate-reply", world.status.get().duplicated_replies);
     // madsim counts datagrams but not the ones it drops: an estimate.
     add(
         "datagram-loss~",
-        (net.stat().msg_count as f64 * report.swarm.packet_loss).round() as u64,
+        (NetSim::current().stat().msg_count as f64 * report.swarm.packet_loss).round() as u64,
     );
     add("unanswered", report.unknown as u64);
-    report.violations = violations;
-    (report, ops)
 }
 
 fn add_disk_faults(faults: &mut FaultCounts, stats: DiskStats) {
