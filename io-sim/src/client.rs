@@ -96,15 +96,17 @@ impl WatchStream {
         self.tx.send(Box::new(up)).await
     }
 
-    /// The next response.
+    /// The next response; tells the node it was read (flow control).
     ///
     /// # Errors
     /// The stream broke (the node died or closed it).
     pub async fn recv(&mut self) -> io::Result<WatchOutput> {
         let payload = self.rx.recv().await?;
-        payload
+        let out = payload
             .downcast::<WatchOutput>()
             .map(|out| *out)
-            .map_err(|_| io::Error::other("unexpected message on a watch stream"))
+            .map_err(|_| io::Error::other("unexpected message on a watch stream"))?;
+        self.send(WatchUp::Consumed(1)).await?;
+        Ok(out)
     }
 }

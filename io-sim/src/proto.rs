@@ -61,4 +61,7 @@ pub enum WatchUp {
     Cancel(i64),
     /// Ask for a progress notification.
     Progress,
+    /// The client has read this many responses (flow control: the node
+    /// stops sending live events to a stream that falls too far behind).
+    Consumed(usize),
 }

@@ -73,6 +73,13 @@ impl Default for ServerConfig {
         ServerConfig {
             core: NodeConfig {
                 trim_every_entries: 500,
+                // Small, so that slow watchers stall their streams and
+                // catch up from history.
+                watch: t4_core::watch::WatchConfig {
+                    stream_buffer_max: 8,
+                    catch_up_events_max: 16,
+                    ..t4_core::watch::WatchConfig::default()
+                },
                 ..NodeConfig::default()
             },
             clock: ClockConfig::default(),
@@ -343,6 +350,7 @@ impl Server {
                     WatchUp::Create(req) => WatchInput::Create { stream, req },
                     WatchUp::Cancel(watch_id) => WatchInput::Cancel { stream, watch_id },
                     WatchUp::Progress => WatchInput::Progress { stream },
+                    WatchUp::Consumed(outputs) => WatchInput::Consumed { stream, outputs },
                 };
                 self.node.handle_watch(now, input);
             }
@@ -468,12 +476,7 @@ impl Server {
             let now = self.clock.now();
             self.node
                 .handle_watch(now, WatchInput::CloseStream { stream });
-            return;
         }
-        // The connection is unbounded: handed over is consumed.
-        let now = self.clock.now();
-        self.node
-            .handle_watch(now, WatchInput::Consumed { stream, outputs: 1 });
     }
 
     /// Publishes the node's state and checks the per-node invariants.

@@ -519,10 +519,16 @@ pub async fn run_watcher(cfg: WatcherConfig, rec: Arc<Recorder>) {
             continue;
         }
         let mut next = start;
+        // A slow consumer reads with pauses, so that its stream stalls and
+        // the node resyncs it from history (until the workload stops).
+        let slow = thread_rng().gen_bool(0.3);
         loop {
             if rec.ended() {
                 record.end = WatchEnd::OpenCaughtUp;
                 break;
+            }
+            if slow && !rec.stopped() {
+                sleep(Duration::from_millis(thread_rng().gen_range(0..1_500))).await;
             }
             let got = madsim::time::timeout(Duration::from_millis(500), stream.recv()).await;
             match got {
