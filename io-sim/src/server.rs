@@ -100,6 +100,8 @@ pub struct NodeStatus {
     pub serving: bool,
     /// The write path failed and the process exited.
     pub failed: Option<String>,
+    /// When it exited (set with `failed`).
+    pub failed_at: Option<madsim::time::Instant>,
     /// Recovery refused to start (corruption, a hole in the log).
     pub refused: Option<String>,
     /// Applied revision (after the last executed input).
@@ -178,6 +180,7 @@ pub async fn serve(ctx: ServerContext) {
         s.incarnation += 1;
         s.serving = false;
         s.failed = None;
+        s.failed_at = None;
         s.refused = None;
         s.phase = Phase::Idle;
     });
@@ -312,6 +315,7 @@ impl Server {
                 self.status.update(|s| {
                     s.serving = false;
                     s.failed = Some(why);
+                    s.failed_at = Some(madsim::time::Instant::now());
                 });
                 return;
             }

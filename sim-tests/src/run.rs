@@ -632,11 +632,10 @@ async fn chaos(
         if elapsed >= until {
             return lost;
         }
-        if world.status.get().failed.is_some() {
+        if let Some(at) = world.status.get().failed_at {
             world.count("node-exit");
             let downtime = Duration::from_millis(thread_rng().gen_range(10..1_000));
-            // It failed at most one tick ago.
-            let since = world.rec.now().saturating_sub(tick.as_nanos() as u64);
+            let since = world.rec.since_start(at);
             world.crash_and_restart_since(since, downtime).await;
             continue;
         }
@@ -724,13 +723,13 @@ async fn chaos(
 async fn ensure_up(world: &mut World) {
     for _ in 0..50 {
         let s = world.status.get();
-        if s.failed.is_some() {
+        if let Some(at) = s.failed_at {
             // Stop injecting disk faults, then restart.
             world.disk.set_faults(DiskFaults {
                 fsync_lies: world.disk.faults().fsync_lies,
                 ..DiskFaults::default()
             });
-            let since = world.rec.now().saturating_sub(100_000_000);
+            let since = world.rec.since_start(at);
             world
                 .crash_and_restart_since(since, Duration::from_millis(100))
                 .await;
