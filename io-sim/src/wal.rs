@@ -236,6 +236,12 @@ impl SimWal {
         if self.unsynced.is_empty() {
             return Ok(());
         }
+        self.sync_current()
+    }
+
+    /// fsyncs the newest segment; what was appended joins the ledger. A
+    /// failure poisons the WAL.
+    fn sync_current(&mut self) -> Result<(), WalError> {
         let name = &self.segments.back().expect("a current segment").1;
         if let Err(e) = self.disk.sync(name) {
             self.poisoned = Some(e.to_string());
@@ -272,12 +278,7 @@ impl SimWal {
     /// Seals the current segment (fsync) and creates the next one durably.
     fn start_segment(&mut self, first: Index) -> Result<(), WalError> {
         if self.has_current {
-            let name = &self.segments.back().expect("a current segment").1;
-            if let Err(e) = self.disk.sync(name) {
-                self.poisoned = Some(e.to_string());
-                return Err(e.to_string());
-            }
-            self.ledger.synced(std::mem::take(&mut self.unsynced));
+            self.sync_current()?;
         }
         let name = segment_name(first);
         let header = SegmentHeader {

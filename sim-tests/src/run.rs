@@ -46,8 +46,8 @@ use madsim::time::sleep;
 use t4_core::kv::{Op as TxnOp, RangeRequest, WriteRequest, WriteResponse};
 use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
-use t4_io_sim::disk::{Disk, DiskFaults, DiskStats};
-use t4_io_sim::proto::{Reply, Request, NODE_PORT};
+use t4_io_sim::disk::{Disk, DiskFaults};
+use t4_io_sim::proto::NODE_PORT;
 use t4_io_sim::server::{serve, Bugs, Phase, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
 
@@ -56,7 +56,9 @@ use crate::leasecheck::{check_leases, NodeEvents, Outage};
 use crate::lincheck::{self, CheckConfig, Verdict};
 use crate::truth::Truth;
 use crate::watchcheck;
-use crate::workload::{self, ClientConfig, LeaseClientConfig, Mix, Recorder, WatcherConfig};
+use crate::workload::{
+    self, recorded_call, ClientConfig, LeaseClientConfig, Mix, Recorder, WatcherConfig,
+};
 
 /// What a run does. [`RunConfig::for_seed`] gives the CI settings.
 #[derive(Clone, Debug)]
@@ -583,12 +585,15 @@ fn check_against_log(
 /// Faults the node, disk and network counted, added to the run's own.
 fn count_faults(world: &World, report: &mut RunReport) {
     report.faults.clone_from(&world.faults);
-    add_disk_faults(&mut report.faults, world.disk.stats());
     let mut add = |kind: &'static str, n: u64| {
         if n > 0 {
             *report.faults.entry(kind).or_default() += n;
         }
     };
+    let disk = world.disk.stats();
+    add("fsync-error", disk.fsync_errors);
+    add("write-error", disk.write_errors);
+    add("torn-write", disk.torn);
     add("duplicate-reply", world.status.get().duplicated_replies);
     // madsim counts datagrams but not the ones it drops: an estimate.
     add(
@@ -596,18 +601,6 @@ fn count_faults(world: &World, report: &mut RunReport) {
         (NetSim::current().stat().msg_count as f64 * report.swarm.packet_loss).round() as u64,
     );
     add("unanswered", report.unknown as u64);
-}
-
-fn add_disk_faults(faults: &mut FaultCounts, stats: DiskStats) {
-    for (kind, n) in [
-        ("fsync-error", stats.fsync_errors),
-        ("write-error", stats.write_errors),
-        ("torn-write", stats.torn),
-    ] {
-        if n > 0 {
-            *faults.entry(kind).or_default() += n;
-        }
-    }
 }
 
 /// The chaos phase. Returns the ledger and time of a disk loss, if one
@@ -758,55 +751,22 @@ async fn liveness_probe(node: SocketAddr, rec: Arc<Recorder>) -> Result<(), Stri
     let task = probe.spawn(async move {
         let mut client = Client::bind(node).await.map_err(|e| e.to_string())?;
         let timeout = Duration::from_secs(10);
-        // Recorded like any client's: the probe's write takes a revision.
-        let put = WriteRequest::Put(t4_core::kv::PutRequest {
+        // Recorded like any client's calls: the probe's write takes a revision.
+        let put = Call::Write(WriteRequest::Put(t4_core::kv::PutRequest {
             key: b"probe".to_vec(),
             value: b"probe".to_vec(),
             ..Default::default()
-        });
-        let call_at = rec.now();
-        let answer = client
-            .call(
-                Request::Core(t4_core::ClientRequest::Write(put.clone())),
-                timeout,
-            )
-            .await;
-        let ret = match answer {
-            Some(Ok(Reply::Core(t4_core::Response::Write(w)))) => Return::Write(Ok(w)),
-            other => {
-                rec.push_op(Op {
-                    client: PROBE,
-                    call_at,
-                    return_at: None,
-                    call: Call::Write(put),
-                    ret: Return::Unknown,
-                });
-                return Err(format!("probe put: {other:?}"));
-            }
-        };
-        rec.push_op(Op {
-            client: PROBE,
-            call_at,
-            return_at: Some(rec.now()),
-            call: Call::Write(put),
-            ret,
-        });
-        let get = RangeRequest {
+        }));
+        match recorded_call(&mut client, &rec, PROBE, put, timeout).await {
+            Return::Write(Ok(_)) => {}
+            other => return Err(format!("probe put: {other:?}")),
+        }
+        let get = Call::Range(RangeRequest {
             key: b"probe".to_vec(),
             ..RangeRequest::default()
-        };
-        let call_at = rec.now();
-        match client.call(Request::Range(get.clone()), timeout).await {
-            Some(Ok(Reply::Range(r))) if r.kvs.len() == 1 => {
-                rec.push_op(Op {
-                    client: PROBE,
-                    call_at,
-                    return_at: Some(rec.now()),
-                    call: Call::Range(get),
-                    ret: Return::Range(Ok(r)),
-                });
-                Ok(())
-            }
+        });
+        match recorded_call(&mut client, &rec, PROBE, get, timeout).await {
+            Return::Range(Ok(r)) if r.kvs.len() == 1 => Ok(()),
             other => Err(format!("probe get: {other:?}")),
         }
     });

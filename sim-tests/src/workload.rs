@@ -80,7 +80,7 @@ impl Recorder {
         inner.trace = h.finish();
     }
 
-    pub(crate) fn push_op(&self, op: Op) {
+    fn push_op(&self, op: Op) {
         self.trace(("op", &op));
         self.inner.lock().expect("recorder lock").ops.push(op);
     }
@@ -158,6 +158,42 @@ fn key(prefix: &[u8], n: u32) -> Vec<u8> {
     k
 }
 
+/// Issues `call` from `client`, records it as an operation of client `id`
+/// and returns what came back.
+pub(crate) async fn recorded_call(
+    client: &mut Client,
+    rec: &Recorder,
+    id: usize,
+    call: Call,
+    timeout: Duration,
+) -> Return {
+    let call_at = rec.now();
+    let req = match &call {
+        Call::Range(r) => Request::Range(r.clone()),
+        Call::Write(w) => Request::Core(ClientRequest::Write(w.clone())),
+    };
+    let answer = client.call(req, timeout).await;
+    let ret = match (answer, &call) {
+        (None, _) => Return::Unknown,
+        (Some(Ok(Reply::Range(r))), Call::Range(_)) => Return::Range(Ok(r)),
+        (Some(Err(e)), Call::Range(_)) => Return::Range(Err(e)),
+        (Some(Ok(Reply::Core(Response::Write(w)))), Call::Write(_)) => Return::Write(Ok(w)),
+        // An internal error may come after the write reached the log.
+        (Some(Err(Error::Internal(_))), Call::Write(_)) => Return::Unknown,
+        (Some(Err(e)), Call::Write(_)) => Return::Write(Err(e)),
+        (Some(other), _) => panic!("mismatched answer {other:?} to {call:?}"),
+    };
+    let return_at = (!matches!(ret, Return::Unknown)).then(|| rec.now());
+    rec.push_op(Op {
+        client: id,
+        call_at,
+        return_at,
+        call,
+        ret: ret.clone(),
+    });
+    ret
+}
+
 struct Worker {
     cfg: ClientConfig,
     client: Client,
@@ -197,36 +233,20 @@ impl Worker {
 
     /// Issues one call and records it.
     async fn call(&mut self, call: Call) -> Return {
-        let call_at = self.rec.now();
-        let req = match &call {
-            Call::Range(r) => Request::Range(r.clone()),
-            Call::Write(w) => Request::Core(ClientRequest::Write(w.clone())),
-        };
-        let answer = self.client.call(req, self.cfg.timeout).await;
-        let ret = match (answer, &call) {
-            (None, _) => Return::Unknown,
-            (Some(Ok(Reply::Range(r))), Call::Range(_)) => Return::Range(Ok(r)),
-            (Some(Err(e)), Call::Range(_)) => Return::Range(Err(e)),
-            (Some(Ok(Reply::Core(Response::Write(w)))), Call::Write(_)) => Return::Write(Ok(w)),
-            // An internal error may come after the write reached the log.
-            (Some(Err(Error::Internal(_))), Call::Write(_)) => Return::Unknown,
-            (Some(Err(e)), Call::Write(_)) => Return::Write(Err(e)),
-            (Some(other), _) => panic!("mismatched answer {other:?} to {call:?}"),
-        };
+        let ret = recorded_call(
+            &mut self.client,
+            &self.rec,
+            self.cfg.id,
+            call,
+            self.cfg.timeout,
+        )
+        .await;
         let rev = match &ret {
             Return::Range(Ok(r)) => r.revision,
             Return::Write(Ok(w)) => w.revision(),
             _ => 0,
         };
         self.seen_rev = self.seen_rev.max(rev);
-        let return_at = (!matches!(ret, Return::Unknown)).then(|| self.rec.now());
-        self.rec.push_op(Op {
-            client: self.cfg.id,
-            call_at,
-            return_at,
-            call,
-            ret: ret.clone(),
-        });
         ret
     }
 
@@ -466,24 +486,13 @@ pub async fn run_watcher(cfg: WatcherConfig, rec: Arc<Recorder>) {
         let start = match resume_from {
             Some(rev) => rev,
             None => {
-                let call_at = rec.now();
-                let req = RangeRequest {
+                let list = Call::Range(RangeRequest {
                     key: PODS_PREFIX.to_vec(),
                     range_end: prefix_end(PODS_PREFIX),
                     ..RangeRequest::default()
-                };
-                match client.call(Request::Range(req.clone()), cfg.timeout).await {
-                    Some(Ok(Reply::Range(r))) => {
-                        let rev = r.revision;
-                        rec.push_op(Op {
-                            client: cfg.id,
-                            call_at,
-                            return_at: Some(rec.now()),
-                            call: Call::Range(req),
-                            ret: Return::Range(Ok(r)),
-                        });
-                        rev + 1
-                    }
+                });
+                match recorded_call(&mut client, &rec, cfg.id, list, cfg.timeout).await {
+                    Return::Range(Ok(r)) => r.revision + 1,
                     _ => {
                         sleep(Duration::from_millis(100)).await;
                         continue;
