@@ -46,7 +46,7 @@ from typing import Dict, List, Optional
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts" / "pylib"))
-from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
+from procs import die_with_parent, etcdctl_env, exit_description, free_ports, log_tail  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = ["seq-put", "par-put", "seq-get", "par-get", "mixed", "range-100", "txn-cas",
@@ -161,14 +161,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def exit_description(self) -> str:
-        if self.proc is None:
-            return "never started"
-        rc = self.proc.poll()
-        if rc is None:
-            return "running"
-        if rc < 0:
-            return f"killed by signal {-rc} ({signal.Signals(-rc).name})"
-        return f"exited with status {rc}"
+        return exit_description(self.proc)
 
     def failure(self, what: str) -> str:
         return (f"{self.kind} {what}\n  command: {shlex.join(self.argv)}\n"

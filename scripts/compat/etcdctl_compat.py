@@ -47,7 +47,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pylib"))
 import commands  # noqa: E402  (the command sequence)
-from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
+from procs import die_with_parent, etcdctl_env, exit_description, free_ports, log_tail  # noqa: E402
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -104,14 +104,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def exit_description(self) -> str:
-        if self.proc is None:
-            return "never started"
-        rc = self.proc.poll()
-        if rc is None:
-            return "running"
-        if rc < 0:
-            return f"killed by signal {-rc} ({signal.Signals(-rc).name})"
-        return f"exited with status {rc}"
+        return exit_description(self.proc)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self.log_path, lines)

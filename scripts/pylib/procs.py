@@ -8,7 +8,8 @@ import re
 import signal
 import socket
 from pathlib import Path
-from typing import List
+from subprocess import Popen
+from typing import List, Optional
 
 
 def die_with_parent() -> None:
@@ -54,3 +55,15 @@ def log_tail(path: Path, lines: int) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colour codes, if the server logs them
     tail = text.splitlines()[-lines:]
     return "\n".join("    | " + l for l in tail) if tail else "    | (empty log)"
+
+
+def exit_description(proc: Optional[Popen]) -> str:
+    """How a started server process stands: running, or how it ended."""
+    if proc is None:
+        return "never started"
+    rc = proc.poll()
+    if rc is None:
+        return "running"
+    if rc < 0:
+        return f"killed by signal {-rc} ({signal.Signals(-rc).name})"
+    return f"exited with status {rc}"
