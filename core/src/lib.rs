@@ -15,6 +15,7 @@ pub mod lease;
 pub mod log;
 pub mod mvcc;
 pub mod node;
+pub mod object;
 pub mod types;
 pub mod wal;
 pub mod watch;
