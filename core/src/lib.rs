@@ -8,6 +8,7 @@
 //! with tokio and RocksDB, io-sim with madsim) execute what it asks for.
 #![warn(missing_docs)]
 
+pub mod bucket;
 pub mod engine;
 pub mod error;
 pub mod kv;

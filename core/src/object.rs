@@ -200,7 +200,10 @@ pub fn validate_key(key: &str) -> Result<(), ObjectError> {
     if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic() || *c == '\\') {
         return bad(&format!("character {c:?} is not allowed"));
     }
-    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return bad("empty, '.' or '..' path component");
     }
     Ok(())
@@ -341,12 +344,28 @@ mod tests {
     /// Keys that could escape a directory or confuse a listing are refused.
     #[test]
     fn key_validation() {
-        for good in ["a", "wal/00000000000000000001", "sst/0123abcd/000012.sst", "a-b_c.d~e"] {
+        for good in [
+            "a",
+            "wal/00000000000000000001",
+            "sst/0123abcd/000012.sst",
+            "a-b_c.d~e",
+        ] {
             assert_eq!(validate_key(good), Ok(()), "{good}");
         }
         let long = "k".repeat(KEY_BYTES_MAX + 1);
         for bad in [
-            "", "/a", "a/", "a//b", "../a", "a/../b", "./a", "a/.", "a b", "a\\b", "a\nb", "é",
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "../a",
+            "a/../b",
+            "./a",
+            "a/.",
+            "a b",
+            "a\\b",
+            "a\nb",
+            "é",
             long.as_str(),
         ] {
             assert!(

@@ -23,8 +23,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::object::{
-    ETag, ObjectError, ObjectInfo, ObjectOp, ObjectReply, ObjectResult, PutCondition,
-    LIST_KEYS_MAX,
+    ETag, ObjectError, ObjectInfo, ObjectOp, ObjectReply, ObjectResult, PutCondition, LIST_KEYS_MAX,
 };
 
 /// Concurrent writers in the race checks.
@@ -130,7 +129,9 @@ where
         let mut keys: Vec<String> = Vec::new();
         loop {
             let after = keys.last().cloned();
-            let (page, truncated) = self.list_page(prefix, after.as_deref(), LIST_KEYS_MAX).await;
+            let (page, truncated) = self
+                .list_page(prefix, after.as_deref(), LIST_KEYS_MAX)
+                .await;
             keys.extend(page.into_iter().map(|o| o.key));
             if !truncated {
                 return keys;
@@ -141,7 +142,11 @@ where
     /// A put is read back with its ETag; deletes are idempotent.
     async fn get_put_delete(&self) {
         let key = "basic/a";
-        assert_eq!(self.get(key).await, Err(ObjectError::NotFound), "get of a missing key");
+        assert_eq!(
+            self.get(key).await,
+            Err(ObjectError::NotFound),
+            "get of a missing key"
+        );
         let etag = self.put_ok(key, "one", PutCondition::None).await;
         assert_eq!(
             self.read(key).await,
@@ -150,7 +155,11 @@ where
         );
         let etag2 = self.put_ok(key, "two", PutCondition::None).await;
         assert_ne!(etag, etag2, "new contents, new ETag");
-        assert_eq!(self.read(key).await, Some((body("two"), etag2)), "plain put replaces");
+        assert_eq!(
+            self.read(key).await,
+            Some((body("two"), etag2)),
+            "plain put replaces"
+        );
         assert_eq!(self.delete(key).await, Ok(ObjectReply::Deleted), "delete");
         assert_eq!(self.read(key).await, None, "deleted object is gone");
         assert_eq!(
@@ -158,7 +167,10 @@ where
             Ok(ObjectReply::Deleted),
             "deleting a missing key succeeds"
         );
-        assert!(self.list_all("basic/").await.is_empty(), "deleted keys are not listed");
+        assert!(
+            self.list_all("basic/").await.is_empty(),
+            "deleted keys are not listed"
+        );
     }
 
     /// `If-None-Match: *` creates once and never overwrites.
@@ -188,13 +200,18 @@ where
             .await;
         assert_ne!(etag1, etag2, "a replaced object has a new ETag");
         assert_eq!(
-            self.put(key, body("v3"), PutCondition::IfMatch(etag1)).await,
+            self.put(key, body("v3"), PutCondition::IfMatch(etag1))
+                .await,
             Err(ObjectError::PreconditionFailed),
             "IfMatch with a stale ETag"
         );
         assert_eq!(
-            self.put(key, body("v3"), PutCondition::IfMatch(ETag("\"no-such-etag\"".into())))
-                .await,
+            self.put(
+                key,
+                body("v3"),
+                PutCondition::IfMatch(ETag("\"no-such-etag\"".into()))
+            )
+            .await,
             Err(ObjectError::PreconditionFailed),
             "IfMatch with a made-up ETag"
         );
@@ -209,13 +226,26 @@ where
             Err(ObjectError::NotFound),
             "IfMatch on a missing key"
         );
-        assert_eq!(self.read("match/missing").await, None, "and creates nothing");
+        assert_eq!(
+            self.read("match/missing").await,
+            None,
+            "and creates nothing"
+        );
     }
 
     /// Keys that could escape a directory or are not in our alphabet are
     /// refused by every operation and change nothing.
     async fn invalid_keys(&self) {
-        for key in ["", "/abs", "trailing/", "a//b", "../up", "a/../b", "sp ace", "back\\slash"] {
+        for key in [
+            "",
+            "/abs",
+            "trailing/",
+            "a//b",
+            "../up",
+            "a/../b",
+            "sp ace",
+            "back\\slash",
+        ] {
             let ops = [
                 ObjectOp::Get { key: key.into() },
                 ObjectOp::Put {
@@ -257,19 +287,35 @@ where
     /// `a/b` and `a/b/c` coexist, as in S3 (a file system store must not
     /// mistake one for the other's directory).
     async fn nested_keys(&self) {
-        self.put_ok("nest/a/b", "file", PutCondition::IfAbsent).await;
-        self.put_ok("nest/a/b/c", "deeper", PutCondition::IfAbsent).await;
-        self.put_ok("nest/a/b.txt", "sibling", PutCondition::IfAbsent).await;
-        assert_eq!(self.read("nest/a/b").await.map(|(b, _)| b), Some(body("file")));
-        assert_eq!(self.read("nest/a/b/c").await.map(|(b, _)| b), Some(body("deeper")));
-        assert_eq!(self.read("nest/a").await, None, "a key's parent is not an object");
+        self.put_ok("nest/a/b", "file", PutCondition::IfAbsent)
+            .await;
+        self.put_ok("nest/a/b/c", "deeper", PutCondition::IfAbsent)
+            .await;
+        self.put_ok("nest/a/b.txt", "sibling", PutCondition::IfAbsent)
+            .await;
+        assert_eq!(
+            self.read("nest/a/b").await.map(|(b, _)| b),
+            Some(body("file"))
+        );
+        assert_eq!(
+            self.read("nest/a/b/c").await.map(|(b, _)| b),
+            Some(body("deeper"))
+        );
+        assert_eq!(
+            self.read("nest/a").await,
+            None,
+            "a key's parent is not an object"
+        );
         assert_eq!(
             self.list_all("nest/").await,
             ["nest/a/b", "nest/a/b.txt", "nest/a/b/c"],
             "byte order ('.' < '/')"
         );
         self.delete("nest/a/b").await.expect("delete");
-        assert_eq!(self.read("nest/a/b/c").await.map(|(b, _)| b), Some(body("deeper")));
+        assert_eq!(
+            self.read("nest/a/b/c").await.map(|(b, _)| b),
+            Some(body("deeper"))
+        );
         assert_eq!(self.list_all("nest/").await, ["nest/a/b.txt", "nest/a/b/c"]);
     }
 
@@ -278,7 +324,9 @@ where
         let mut expected = Vec::new();
         for i in (0..25).rev() {
             let key = format!("list/wal/{i:020}");
-            let etag = self.put_ok(&key, &"x".repeat(i), PutCondition::IfAbsent).await;
+            let etag = self
+                .put_ok(&key, &"x".repeat(i), PutCondition::IfAbsent)
+                .await;
             expected.push((key, i as u64, etag));
         }
         self.put_ok("list/walrus", "not in wal/", PutCondition::IfAbsent)
@@ -325,13 +373,19 @@ where
         let (page, truncated) = self.list_page("list/nothing/", None, 10).await;
         assert!(page.is_empty() && !truncated, "an empty prefix range");
         assert_eq!(self.list_all("list/walr").await, ["list/walrus"]);
-        assert!(self.list_all("").await.contains(&"lisz".to_owned()), "empty prefix lists all");
+        assert!(
+            self.list_all("").await.contains(&"lisz".to_owned()),
+            "empty prefix lists all"
+        );
     }
 
     /// Empty and multi-megabyte bodies round-trip byte for byte.
     async fn bodies(&self) {
         self.put_ok("body/empty", "", PutCondition::IfAbsent).await;
-        assert_eq!(self.read("body/empty").await.map(|(b, _)| b), Some(Bytes::new()));
+        assert_eq!(
+            self.read("body/empty").await.map(|(b, _)| b),
+            Some(Bytes::new())
+        );
         let big: Vec<u8> = (0..6 * 1024 * 1024u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
@@ -340,7 +394,11 @@ where
             .await
             .expect("a 6 MiB put");
         let (got, _) = self.read("body/big").await.expect("the big object");
-        assert!(got == big, "6 MiB body round-trips ({} bytes back)", got.len());
+        assert!(
+            got == big,
+            "6 MiB body round-trips ({} bytes back)",
+            got.len()
+        );
         let (page, _) = self.list_page("body/big", None, 1).await;
         assert_eq!(page[0].size_bytes, big.len() as u64, "listed size");
     }
@@ -350,26 +408,41 @@ where
     /// winner's.
     async fn races(&self) {
         let key = "race/lock";
-        let attempts = (0..RACERS).map(|i| self.put(key, body(&format!("racer {i}")), PutCondition::IfAbsent));
+        let attempts =
+            (0..RACERS).map(|i| self.put(key, body(&format!("racer {i}")), PutCondition::IfAbsent));
         let results = futures::future::join_all(attempts).await;
         let winners = check_race("IfAbsent", &results);
-        assert_eq!(winners.len(), 1, "exactly one IfAbsent creator wins: {results:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one IfAbsent creator wins: {results:?}"
+        );
         let creator = body(&format!("racer {}", winners[0]));
         let (stored, etag) = self.read(key).await.expect("the winner's object");
         assert_eq!(stored, creator, "the winner's body is stored");
 
         let attempts = (0..RACERS).map(|i| {
-            self.put(key, body(&format!("replacer {i}")), PutCondition::IfMatch(etag.clone()))
+            self.put(
+                key,
+                body(&format!("replacer {i}")),
+                PutCondition::IfMatch(etag.clone()),
+            )
         });
         let results = futures::future::join_all(attempts).await;
         let winners = check_race("IfMatch", &results);
-        assert!(winners.len() <= 1, "at most one IfMatch replacer wins: {results:?}");
+        assert!(
+            winners.len() <= 1,
+            "at most one IfMatch replacer wins: {results:?}"
+        );
         let (stored, _) = self.read(key).await.expect("the object");
         let expected = match winners.first() {
             Some(w) => body(&format!("replacer {w}")),
             None => creator,
         };
-        assert_eq!(stored, expected, "the IfMatch winner's body (or the old one) is stored");
+        assert_eq!(
+            stored, expected,
+            "the IfMatch winner's body (or the old one) is stored"
+        );
     }
 }
 
