@@ -36,6 +36,16 @@ pub enum Error {
     /// The node cannot serve now (shutting down, overloaded); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request was accepted but its outcome is unknown: it may still
+    /// take effect (etcd: "request timed out"). Retrying a non-idempotent
+    /// write may apply it twice.
+    #[error("request timed out: {0}")]
+    Timeout(String),
+    /// Another node took over this node's bucket: this node no longer
+    /// acknowledges writes (ARCHITECTURE §3.5). Nothing it refused with this
+    /// error was applied. Retry against the current node.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The feature is not implemented yet.
     #[error("unimplemented: {0}")]
     Unimplemented(&'static str),

@@ -92,6 +92,17 @@ impl Entry {
         }
     }
 
+    /// A leader's barrier entry: the first entry of a new term, which also
+    /// fences the bucket against the previous writer (ARCHITECTURE §3.5).
+    #[must_use]
+    pub fn barrier(term: Term, index: Index) -> Entry {
+        Entry {
+            term: term.0,
+            index: index.0,
+            payload: Some(Payload::Barrier(Barrier {})),
+        }
+    }
+
     /// The entry's term.
     #[must_use]
     pub fn term_id(&self) -> Term {

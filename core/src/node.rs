@@ -43,6 +43,13 @@
 //!   pending write is answered with an internal error (it may or may not be
 //!   in the log), and the node refuses writes until restarted and recovered.
 //!
+//! # Bucket mode
+//!
+//! With [`NodeConfig::bucket`] set, a synced batch is uploaded as one WAL
+//! object before it applies, and a node that finds another writer's object
+//! at its next index is fenced. The pipeline, outages and fencing are
+//! described in the `upload` module.
+//!
 //! Every I/O action carries an [`IoId`] and the term it was issued in; a
 //! completion that does not match the batch in flight is stale and dropped.
 
@@ -57,6 +64,7 @@ use crate::kv::{
 use crate::lease::{LeaseConfig, Lessor};
 use crate::log::{Entry, Payload};
 use crate::mvcc::{self, Meta, Store};
+use crate::object::{ObjectOp, ObjectResult};
 use crate::types::{Index, IoId, NodeId, ReqId, Term, Time};
 use crate::watch::{WatchConfig, WatchHub, WatchInput, WatchOutput};
 
@@ -90,6 +98,33 @@ pub struct NodeConfig {
     /// Seed for the node's own random choices (generated lease ids). The
     /// driver draws it; core draws no entropy.
     pub seed: u64,
+    /// `Some` when the node's log is durable in a bucket too (single node
+    /// with a bucket, sync mode: ARCHITECTURE §3.4); `None` in local mode.
+    pub bucket: Option<BucketConfig>,
+}
+
+/// How a node uses its bucket (see [`upload`](self#bucket-mode)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketConfig {
+    /// Once a batch's upload has failed for this long, its writers are told
+    /// [`Error::Timeout`] (it may still land) and new writes are refused
+    /// with [`Error::Unavailable`] until the bucket answers again.
+    pub unavailable_after_ns: u64,
+    /// First pause before retrying a failed object operation; it doubles up
+    /// to `retry_backoff_max_ns`.
+    pub retry_backoff_min_ns: u64,
+    /// Longest pause between retries.
+    pub retry_backoff_max_ns: u64,
+}
+
+impl Default for BucketConfig {
+    fn default() -> Self {
+        BucketConfig {
+            unavailable_after_ns: 5_000_000_000,
+            retry_backoff_min_ns: 10_000_000,
+            retry_backoff_max_ns: 1_000_000_000,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -106,6 +141,7 @@ impl Default for NodeConfig {
             watch: WatchConfig::default(),
             quota_bytes: 2 * 1024 * 1024 * 1024,
             seed: 0,
+            bucket: None,
         }
     }
 }
@@ -175,6 +211,15 @@ pub enum IoDone {
         /// What went wrong, for the log and the replies.
         error: String,
     },
+    /// An [`Action::Object`] finished.
+    Object {
+        /// Id of the action.
+        io: IoId,
+        /// Term the action was issued in.
+        term: Term,
+        /// What the store answered.
+        result: ObjectResult,
+    },
     /// A `TrimWal` finished (successfully or not; a failed trim only costs
     /// disk space and is retried at the next trim point).
     WalTrimmed {
@@ -220,6 +265,18 @@ pub enum Action {
         /// Segments wholly below this index may go.
         below: Index,
     },
+    /// Run one object-store operation against the node's bucket, then
+    /// report [`IoDone::Object`]. Operations may run concurrently; the
+    /// driver bounds each with a timeout (a timed-out operation is
+    /// [`ObjectError::Retryable`](crate::object::ObjectError::Retryable)).
+    Object {
+        /// Id of this action.
+        io: IoId,
+        /// Term the action is issued in.
+        term: Term,
+        /// The operation.
+        op: ObjectOp,
+    },
     /// Release the answer to a client request. Emitted only once the
     /// request's durability condition holds (local mode: the WAL sync that
     /// covers its entry completed and the entry applied) or when it failed.
@@ -250,6 +307,8 @@ struct InFlight {
     term: Term,
     /// The batch's entries with the request each answers, in index order.
     entries: Vec<(Option<ReqId>, Entry)>,
+    /// Bucket mode: the batch's upload, once its WAL sync completed.
+    upload: Option<upload::Upload>,
 }
 
 /// Why the node stopped accepting writes.
@@ -257,6 +316,8 @@ struct InFlight {
 enum Health {
     Serving,
     Failed(String),
+    /// Another node took over the bucket (ARCHITECTURE §3.5).
+    Fenced(String),
 }
 
 /// One t4 node's core state machine. See the module documentation.
@@ -283,6 +344,9 @@ pub struct Node<E: KvEngine> {
     /// The engine's size as of the last applied batch, for the quota check
     /// (asking the engine on every write costs a property lookup each).
     db_size_bytes: u64,
+    /// Bucket mode: why the bucket is considered unreachable (new writes
+    /// are refused until an upload succeeds again).
+    bucket_down: Option<String>,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -303,6 +367,7 @@ impl<E: KvEngine> Node<E> {
         let db_size_bytes = engine.size_bytes();
         Ok(Node {
             db_size_bytes,
+            bucket_down: None,
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -364,8 +429,25 @@ impl<E: KvEngine> Node<E> {
     pub fn failure(&self) -> Option<&str> {
         match &self.health {
             Health::Serving => None,
-            Health::Failed(why) => Some(why),
+            Health::Failed(why) | Health::Fenced(why) => Some(why),
         }
+    }
+
+    /// `Some(reason)` once another node took over this node's bucket; such
+    /// a node must not serve reads either (its state is no longer current).
+    #[must_use]
+    pub fn fenced(&self) -> Option<&str> {
+        match &self.health {
+            Health::Fenced(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Bucket mode: `Some(reason)` while the bucket is unreachable and
+    /// writes are refused.
+    #[must_use]
+    pub fn bucket_down(&self) -> Option<&str> {
+        self.bucket_down.as_deref()
     }
 
     /// Whether nothing is queued or in flight (used for a graceful shutdown).
@@ -461,6 +543,7 @@ impl<E: KvEngine> Node<E> {
                 }
                 self.fail(format!("WAL write failed: {error}"));
             }
+            IoDone::Object { io, term, result } => self.on_object_done(now, io, term, result),
             IoDone::WalTrimmed { io, error } => {
                 self.trim_in_flight = false;
                 if let Some(error) = error {
@@ -475,6 +558,7 @@ impl<E: KvEngine> Node<E> {
     /// become revoke entries (rate-limited), remaining TTLs become a
     /// checkpoint entry, watchers catch up and get progress notifications.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.retry_upload_if_due(now);
         if matches!(self.health, Health::Serving) {
             let due = self.lessor.take_due(now);
             for id in due.revoke {
@@ -504,9 +588,9 @@ impl<E: KvEngine> Node<E> {
     pub fn poll_timeout(&self) -> Option<Time> {
         let lease = match self.health {
             Health::Serving => self.lessor.poll_timeout(),
-            Health::Failed(_) => None,
+            Health::Failed(_) | Health::Fenced(_) => None,
         };
-        [lease, self.watches.poll_timeout()]
+        [lease, self.watches.poll_timeout(), self.upload_retry_at()]
             .into_iter()
             .flatten()
             .min()
@@ -543,9 +627,18 @@ impl<E: KvEngine> Node<E> {
 
     /// Why `write` must be refused before it reaches the log, if it must.
     fn check_write(&self, write: &WriteRequest) -> Result<(), Error> {
-        if let Health::Failed(why) = &self.health {
-            return Err(Error::Internal(format!(
-                "node stopped accepting writes: {why}"
+        match &self.health {
+            Health::Serving => {}
+            Health::Failed(why) => {
+                return Err(Error::Internal(format!(
+                    "node stopped accepting writes: {why}"
+                )))
+            }
+            Health::Fenced(why) => return Err(Error::Fenced(why.clone())),
+        }
+        if let Some(why) = &self.bucket_down {
+            return Err(Error::Unavailable(format!(
+                "object store unreachable ({why}); retry later"
             )));
         }
         mvcc::validate_write(write, self.config.max_txn_ops)?;
@@ -654,6 +747,7 @@ impl<E: KvEngine> Node<E> {
             sync_io,
             term: self.term,
             entries,
+            upload: None,
         });
     }
 
@@ -670,13 +764,25 @@ impl<E: KvEngine> Node<E> {
             );
             return;
         }
-        let batch = self.in_flight.take().expect("matched above");
+        let batch = self.in_flight.as_ref().expect("matched above");
         let last = batch.entries.last().map(|(_, e)| e.index_id());
         assert_eq!(
             last,
             Some(through),
             "a sync completion covers exactly its batch"
         );
+        assert!(batch.upload.is_none(), "a batch is synced once");
+        if self.config.bucket.is_some() {
+            // Sync mode: durable means "in the bucket too"; apply on upload.
+            return self.start_upload(now);
+        }
+        self.apply_batch(now);
+    }
+
+    /// Applies the in-flight batch (durable by the mode's rule), releases
+    /// its replies and starts the next batch.
+    fn apply_batch(&mut self, now: Time) {
+        let batch = self.in_flight.take().expect("a batch is in flight");
         for (i, (req, entry)) in batch.entries.iter().enumerate() {
             match self.store.apply(&self.engine, entry) {
                 Ok(applied) => {
@@ -734,6 +840,7 @@ impl<E: KvEngine> Node<E> {
     /// Enters the failed state: every pending write gets an error.
     fn fail(&mut self, why: String) {
         tracing::error!(%why, "node stops accepting writes");
+        self.bucket_down = None;
         let in_flight = self.in_flight.take().map(|b| b.entries).unwrap_or_default();
         let queued: Vec<ReqId> = self.queued.drain(..).filter_map(|p| p.req).collect();
         let reqs: Vec<ReqId> = in_flight
@@ -783,8 +890,11 @@ fn payload_len(payload: &Payload) -> usize {
 }
 
 mod admission;
+mod upload;
 
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upload_tests;

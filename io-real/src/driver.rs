@@ -403,6 +403,14 @@ impl NodeThread {
                         let _ = tx.send(result);
                     }
                 }
+                Action::Object { io, term, .. } => {
+                    // Not yet wired: io-real nodes run in local mode.
+                    let result = Err(t4_core::object::ObjectError::Failed(
+                        "no object store configured".into(),
+                    ));
+                    self.node
+                        .handle_io(self.clock.now(), IoDone::Object { io, term, result });
+                }
                 Action::Watch(output) => {
                     // A stream whose receiver is gone has sent (or is about
                     // to send) CloseStream; its outputs are dropped.

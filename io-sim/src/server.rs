@@ -407,6 +407,14 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalTrimmed { io, error });
                     }
+                    Action::Object { io, term, .. } => {
+                        // The simulated node runs in local mode (no bucket).
+                        let result = Err(t4_core::object::ObjectError::Failed(
+                            "no object store configured".into(),
+                        ));
+                        let now = self.clock.now();
+                        self.node.handle_io(now, IoDone::Object { io, term, result });
+                    }
                 }
             }
             self.publish();

@@ -178,8 +178,9 @@ pub(crate) async fn recorded_call(
         (Some(Ok(Reply::Range(r))), Call::Range(_)) => Return::Range(Ok(r)),
         (Some(Err(e)), Call::Range(_)) => Return::Range(Err(e)),
         (Some(Ok(Reply::Core(Response::Write(w)))), Call::Write(_)) => Return::Write(Ok(w)),
-        // An internal error may come after the write reached the log.
-        (Some(Err(Error::Internal(_))), Call::Write(_)) => Return::Unknown,
+        // An internal error or a timeout may come after the write reached
+        // the log.
+        (Some(Err(Error::Internal(_) | Error::Timeout(_))), Call::Write(_)) => Return::Unknown,
         (Some(Err(e)), Call::Write(_)) => Return::Write(Err(e)),
         (Some(other), _) => panic!("mismatched answer {other:?} to {call:?}"),
     };

@@ -174,6 +174,7 @@ impl Sim {
                             .handle_io(self.now, IoDone::WalTrimmed { io, error: None });
                     }
                     Action::Watch(_) => {}
+                    Action::Object { .. } => unreachable!("these tests run in local mode"),
                 }
             }
             match self.sync.take() {

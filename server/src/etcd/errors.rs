@@ -35,6 +35,14 @@ pub fn status(error: &Error) -> Status {
         }
         Error::InvalidArgument(invalid) => (Code::InvalidArgument, invalid_text(*invalid).into()),
         Error::Unavailable(why) => (Code::Unavailable, format!("etcdserver: {why}")),
+        // etcd's ErrTimeout text, which clients know means "may have
+        // happened".
+        Error::Timeout(why) => (
+            Code::Unavailable,
+            format!("etcdserver: request timed out ({why})"),
+        ),
+        // Unavailable makes clients try another endpoint: the new node.
+        Error::Fenced(why) => (Code::Unavailable, format!("t4: node fenced: {why}")),
         Error::Unimplemented(what) => (
             Code::Unimplemented,
             format!("t4: {what} is not implemented"),
