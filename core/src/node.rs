@@ -48,7 +48,8 @@
 //! With [`NodeConfig::bucket`] set, a synced batch is uploaded as one WAL
 //! object before it applies, and a node that finds another writer's object
 //! at its next index is fenced. The pipeline, outages and fencing are
-//! described in the `upload` module.
+//! described in the `upload` module; how a node claims, catches up from and
+//! fences the bucket before serving ([`Node::start_bucket`]) in `startup`.
 //!
 //! Every I/O action carries an [`IoId`] and the term it was issued in; a
 //! completion that does not match the batch in flight is stale and dropped.
@@ -220,6 +221,13 @@ pub enum IoDone {
         /// What the store answered.
         result: ObjectResult,
     },
+    /// A [`Action::ResetWal`] finished; `error` is `None` on success.
+    WalReset {
+        /// Id of the action.
+        io: IoId,
+        /// What went wrong.
+        error: Option<String>,
+    },
     /// A `TrimWal` finished (successfully or not; a failed trim only costs
     /// disk space and is retried at the next trim point).
     WalTrimmed {
@@ -276,6 +284,16 @@ pub enum Action {
         term: Term,
         /// The operation.
         op: ObjectOp,
+    },
+    /// Start-up in bucket mode: persist the engine (everything applied so
+    /// far becomes durable in it), delete every local WAL segment and start
+    /// the local WAL afresh at `next`; report [`IoDone::WalReset`]. The
+    /// entries below `next` are all in the bucket.
+    ResetWal {
+        /// Id of this action.
+        io: IoId,
+        /// Index of the next entry the WAL will receive.
+        next: Index,
     },
     /// Release the answer to a client request. Emitted only once the
     /// request's durability condition holds (local mode: the WAL sync that
@@ -347,6 +365,11 @@ pub struct Node<E: KvEngine> {
     /// Bucket mode: why the bucket is considered unreachable (new writes
     /// are refused until an upload succeeds again).
     bucket_down: Option<String>,
+    /// Bucket mode: the start-up in progress (see the `startup` module).
+    startup: Option<startup::Startup>,
+    /// Bucket mode: local WAL entries after the engine's applied index,
+    /// held back until the start-up has compared them with the bucket.
+    local_tail: VecDeque<Entry>,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -368,6 +391,8 @@ impl<E: KvEngine> Node<E> {
         Ok(Node {
             db_size_bytes,
             bucket_down: None,
+            startup: None,
+            local_tail: VecDeque::new(),
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -470,6 +495,18 @@ impl<E: KvEngine> Node<E> {
     /// If the entries do not continue the log contiguously: recovery must not
     /// silently skip data.
     pub fn recover(&mut self, now: Time, entries: Vec<Entry>) -> Result<(), EngineError> {
+        if self.config.bucket.is_some() {
+            // The bucket decides first (see `startup`); `start_bucket` next.
+            for (i, entry) in entries.iter().enumerate() {
+                assert_eq!(
+                    entry.index_id(),
+                    Index(self.last_index.0 + 1 + i as u64),
+                    "the local WAL continues the applied log without a gap"
+                );
+            }
+            self.local_tail = entries.into();
+            return Ok(());
+        }
         for entry in entries {
             let expected = self.last_index.next();
             assert_eq!(
@@ -543,7 +580,11 @@ impl<E: KvEngine> Node<E> {
                 }
                 self.fail(format!("WAL write failed: {error}"));
             }
+            IoDone::Object { io, result, .. } if self.is_startup_io(io) => {
+                self.on_startup_io(now, result);
+            }
             IoDone::Object { io, term, result } => self.on_object_done(now, io, term, result),
+            IoDone::WalReset { io, error } => self.on_wal_reset(now, io, error),
             IoDone::WalTrimmed { io, error } => {
                 self.trim_in_flight = false;
                 if let Some(error) = error {
@@ -558,8 +599,9 @@ impl<E: KvEngine> Node<E> {
     /// become revoke entries (rate-limited), remaining TTLs become a
     /// checkpoint entry, watchers catch up and get progress notifications.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.retry_startup_if_due(now);
         self.retry_upload_if_due(now);
-        if matches!(self.health, Health::Serving) {
+        if matches!(self.health, Health::Serving) && self.startup.is_none() {
             let due = self.lessor.take_due(now);
             for id in due.revoke {
                 self.queue_internal(Payload::LeaseRevoke(LeaseRevokeRequest { id }));
@@ -590,10 +632,15 @@ impl<E: KvEngine> Node<E> {
             Health::Serving => self.lessor.poll_timeout(),
             Health::Failed(_) | Health::Fenced(_) => None,
         };
-        [lease, self.watches.poll_timeout(), self.upload_retry_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            lease,
+            self.watches.poll_timeout(),
+            self.upload_retry_at(),
+            self.startup_retry_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Drains every pending action (handy in tests and simple drivers).
@@ -635,6 +682,9 @@ impl<E: KvEngine> Node<E> {
                 )))
             }
             Health::Fenced(why) => return Err(Error::Fenced(why.clone())),
+        }
+        if self.startup.is_some() {
+            return Err(Self::starting_error());
         }
         if let Some(why) = &self.bucket_down {
             return Err(Error::Unavailable(format!(
@@ -890,10 +940,13 @@ fn payload_len(payload: &Payload) -> usize {
 }
 
 mod admission;
+mod startup;
 mod upload;
 
 #[cfg(test)]
 mod lease_tests;
+#[cfg(test)]
+mod startup_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

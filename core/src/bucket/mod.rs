@@ -15,5 +15,9 @@
 //! Keys here are relative to the store's root prefix; the store joins them.
 //! Zero-padded numbers make a listing come back in log order.
 
+pub mod gc;
 pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod recovery;
 pub mod wal_object;

@@ -174,7 +174,9 @@ impl Sim {
                             .handle_io(self.now, IoDone::WalTrimmed { io, error: None });
                     }
                     Action::Watch(_) => {}
-                    Action::Object { .. } => unreachable!("these tests run in local mode"),
+                    Action::Object { .. } | Action::ResetWal { .. } => {
+                        unreachable!("these tests run in local mode")
+                    }
                 }
             }
             match self.sync.take() {

@@ -84,7 +84,12 @@ impl<E: KvEngine> Node<E> {
     pub(super) fn start_upload(&mut self, now: Time) {
         let term = self.term;
         let batch = self.in_flight.as_mut().expect("a batch is in flight");
-        let first = batch.entries.first().expect("batches are not empty").1.index_id();
+        let first = batch
+            .entries
+            .first()
+            .expect("batches are not empty")
+            .1
+            .index_id();
         let entries: Vec<_> = batch.entries.iter().map(|(_, e)| e.clone()).collect();
         batch.upload = Some(Upload {
             key: layout::wal_key(first),
@@ -123,17 +128,35 @@ impl<E: KvEngine> Node<E> {
         self.in_flight.as_mut().and_then(|b| b.upload.as_mut())
     }
 
-    /// When the upload backing off wants to try again.
+    /// When the upload next needs the timer: its backoff ends, or its
+    /// deadline for answering the writers passes.
     pub(super) fn upload_retry_at(&self) -> Option<Time> {
-        self.in_flight
-            .as_ref()
-            .and_then(|b| b.upload.as_ref())
-            .and_then(|u| u.retry_at)
+        let upload = self.in_flight.as_ref()?.upload.as_ref()?;
+        let deadline = (!upload.gave_up).then(|| {
+            upload
+                .started
+                .plus_nanos(self.bucket_config().unavailable_after_ns)
+        });
+        [upload.retry_at, deadline].into_iter().flatten().min()
     }
 
-    /// Timer: retries the upload if its backoff is over.
+    /// Timer: retries the upload if its backoff is over; gives up on
+    /// answering its writers once it is overdue, even while an attempt is
+    /// still running (the driver's own retries may take long).
     pub(super) fn retry_upload_if_due(&mut self, now: Time) {
-        if self.upload_retry_at().is_some_and(|at| at <= now) {
+        let deadline_ns = match &self.config.bucket {
+            Some(b) => b.unavailable_after_ns,
+            None => return,
+        };
+        let Some(upload) = self.in_flight.as_ref().and_then(|b| b.upload.as_ref()) else {
+            return;
+        };
+        let overdue = !upload.gave_up && now >= upload.started.plus_nanos(deadline_ns);
+        let retry = upload.retry_at.is_some_and(|at| at <= now);
+        if overdue {
+            self.give_up_upload("no answer from the object store in time".into());
+        }
+        if retry {
             self.send_upload_step();
         }
     }
@@ -218,9 +241,16 @@ impl<E: KvEngine> Node<E> {
             .min(config.retry_backoff_max_ns);
         upload.retry_at = Some(now.plus_nanos(backoff));
         let overdue = now.0.saturating_sub(upload.started.0) >= config.unavailable_after_ns;
-        if !overdue || upload.gave_up {
-            return;
+        if overdue && !upload.gave_up {
+            self.give_up_upload(why);
         }
+    }
+
+    /// The upload is overdue: its writers are told `Timeout` (the batch
+    /// still applies when it lands), queued writes `Unavailable`, and new
+    /// writes are refused until the bucket answers.
+    fn give_up_upload(&mut self, why: String) {
+        let upload = self.upload_mut().expect("an upload is in flight");
         upload.gave_up = true;
         let first = upload.key.clone();
         tracing::warn!(%why, key = %first, "the object store is unreachable; refusing writes until it answers");

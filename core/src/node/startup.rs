@@ -1,0 +1,586 @@
+//! Bucket mode, start-up: claim the bucket, catch up from it, fence it.
+//!
+//! The driver opens the engine, reads the local WAL after the engine's
+//! applied index and hands those entries to [`Node::recover`]. In bucket mode
+//! they are **not** applied yet: in sync mode nothing is applied before its
+//! WAL object is in the bucket, so the engine only holds entries the bucket
+//! has, but the local WAL's tail may hold a batch that was fsynced and never
+//! uploaded — possibly one a node that took over since then has written
+//! differently. The bucket decides. Then [`Node::start_bucket`] runs:
+//!
+//! 1. **Lock.** Read `leader-lock`; create it (term 1) or take it over with
+//!    `If-Match` and term + 1 ([`lock::claim`]). A lost answer is settled by
+//!    reading the lock back; a lost race means reading it again. Every start
+//!    takes a new term, even from our own previous incarnation: that process
+//!    may still be alive.
+//! 2. **List** the WAL objects and keep those that can hold the entry after
+//!    the engine's applied index.
+//! 3. **Fetch** them in order; each must decode whole. Their entries are
+//!    applied without replies. A local-tail entry that the bucket has too
+//!    must be identical; at the first that differs the rest of the local
+//!    tail is dropped (it was never acknowledged: it never reached the
+//!    bucket). A gap between objects, or a bucket that ends before the
+//!    engine's state, refuses the start with a message saying what is
+//!    missing.
+//! 4. **Fence.** Upload the rest of the local tail (fsynced, maybe
+//!    acknowledged in async mode, never uploaded) followed by a barrier entry
+//!    of the new term, as one object at the next index with `If-None-Match`.
+//!    The previous writer, if it still runs, finds that key taken on its next
+//!    upload and stops acknowledging. If someone else got the key first (the
+//!    previous writer was still uploading), go back to 2: its writes may be
+//!    acknowledged and must be replayed, and our local tail yields to them.
+//! 5. **Reset the local WAL** to start after the barrier (the driver persists
+//!    the engine first), restore leases, serve.
+//!
+//! Until then writes are refused with [`Error::Unavailable`] and the driver
+//! must not serve reads. A refused start leaves the node failed
+//! ([`Node::failure`] says why); nothing in the bucket was changed except
+//! possibly the lock.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::{Health, Node};
+use crate::bucket::lock::{self, LeaderLock, LockClaim, Member};
+use crate::bucket::{layout, wal_object};
+use crate::engine::{EngineError, KvEngine};
+use crate::error::Error;
+use crate::log::Entry;
+use crate::mvcc;
+use crate::node::Action;
+use crate::object::{
+    ObjectError, ObjectOp, ObjectReply, ObjectResult, PutCondition, LIST_KEYS_MAX,
+};
+use crate::types::{Index, IoId, Time};
+
+/// Where a start-up stands.
+#[derive(Debug)]
+pub(super) struct Startup {
+    me: Member,
+    step: Step,
+    /// The operation in flight (`None` while backing off or resetting).
+    io: Option<IoId>,
+    /// The operation of the current step, to send again after a failure.
+    op: ObjectOp,
+    retry_at: Option<Time>,
+    failures: u32,
+}
+
+#[derive(Debug)]
+enum Step {
+    /// Reading the lock; `expect` is a claim whose put got no answer: if
+    /// the lock now equals it, the claim was won.
+    ReadLock { expect: Option<LeaderLock> },
+    /// Writing our claim.
+    Claim { claim: LockClaim },
+    /// Listing `wal/`: the last object starting at or before `next`, and
+    /// every object after it.
+    List {
+        base: Option<Index>,
+        after: Vec<Index>,
+        last_key: Option<String>,
+    },
+    /// Downloading the objects still in `queue`; `bucket_end` is the last
+    /// index of the objects fetched so far.
+    Fetch {
+        queue: VecDeque<Index>,
+        bucket_end: Index,
+    },
+    /// Uploading the local tail and the barrier; `verify` after a 412.
+    Fence {
+        entries: Vec<Entry>,
+        body: Bytes,
+        key: String,
+        verify: bool,
+    },
+    /// Waiting for the driver's `ResetWal`.
+    Reset { reset_io: IoId },
+}
+
+impl<E: KvEngine> Node<E> {
+    /// Starts a bucket-mode node: see the module docs. Call once, after
+    /// [`Node::recover`].
+    ///
+    /// # Panics
+    /// Not in bucket mode, or called twice.
+    pub fn start_bucket(&mut self, now: Time, me: Member) {
+        assert!(
+            self.config.bucket.is_some(),
+            "start_bucket needs bucket mode"
+        );
+        assert!(self.startup.is_none(), "start_bucket is called once");
+        let _ = now;
+        let op = ObjectOp::Get {
+            key: layout::LEADER_LOCK.to_owned(),
+        };
+        self.startup = Some(Startup {
+            me,
+            step: Step::ReadLock { expect: None },
+            io: None,
+            op,
+            retry_at: None,
+            failures: 0,
+        });
+        self.send_startup_op();
+    }
+
+    /// Whether the node is still starting (bucket mode): no writes, and
+    /// the driver must not serve reads yet.
+    #[must_use]
+    pub fn is_starting(&self) -> bool {
+        self.startup.is_some()
+    }
+
+    fn send_startup_op(&mut self) {
+        let io = self.io_id();
+        let term = self.term;
+        let s = self.startup.as_mut().expect("starting");
+        s.io = Some(io);
+        s.retry_at = None;
+        let op = s.op.clone();
+        self.actions.push_back(Action::Object { io, term, op });
+    }
+
+    fn set_startup_op(&mut self, op: ObjectOp) {
+        self.startup.as_mut().expect("starting").op = op;
+        self.send_startup_op();
+    }
+
+    pub(super) fn startup_retry_at(&self) -> Option<Time> {
+        self.startup.as_ref().and_then(|s| s.retry_at)
+    }
+
+    pub(super) fn retry_startup_if_due(&mut self, now: Time) {
+        if self.startup_retry_at().is_some_and(|at| at <= now) {
+            self.send_startup_op();
+        }
+    }
+
+    /// Whether `io` is the start-up's operation in flight.
+    pub(super) fn is_startup_io(&self, io: IoId) -> bool {
+        self.startup.as_ref().is_some_and(|s| s.io == Some(io))
+    }
+
+    /// The same operation again after a pause (doubling, bounded).
+    fn startup_backoff(&mut self, now: Time, why: &str) {
+        let config = self.config.bucket.clone().expect("bucket mode");
+        let s = self.startup.as_mut().expect("starting");
+        s.io = None;
+        s.failures = s.failures.saturating_add(1);
+        let doublings = s.failures.saturating_sub(1).min(20);
+        let backoff = config
+            .retry_backoff_min_ns
+            .saturating_mul(1 << doublings)
+            .min(config.retry_backoff_max_ns);
+        s.retry_at = Some(now.plus_nanos(backoff));
+        tracing::warn!(%why, op = s.op.kind(), key = s.op.key(), "start-up: object store operation failed; retrying");
+    }
+
+    /// Refuses to start: the node stays failed with `why`.
+    fn refuse_start(&mut self, why: String) {
+        tracing::error!(%why, "refusing to start");
+        self.startup = None;
+        self.health = Health::Failed(why);
+    }
+
+    /// A start-up operation completed.
+    pub(super) fn on_startup_io(&mut self, now: Time, result: ObjectResult) {
+        let s = self.startup.as_mut().expect("starting");
+        s.io = None;
+        let step = std::mem::replace(&mut s.step, Step::ReadLock { expect: None });
+        match (step, result) {
+            (Step::ReadLock { expect }, Ok(ObjectReply::Got { body, etag })) => {
+                let current = match LeaderLock::decode(&body) {
+                    Ok(lock) => lock,
+                    Err(e) => {
+                        return self
+                            .refuse_start(format!("the bucket's leader-lock is unreadable: {e}"))
+                    }
+                };
+                if expect.as_ref() == Some(&current) {
+                    return self.lock_won(current);
+                }
+                let claim = lock::claim(Some((&current, &etag)), &self.startup_me());
+                self.claim_lock(claim);
+            }
+            (Step::ReadLock { .. }, Err(ObjectError::NotFound)) => {
+                // No lock (or our create got no answer and did not land).
+                let claim = lock::claim(None, &self.startup_me());
+                self.claim_lock(claim);
+            }
+            (Step::Claim { claim }, Ok(ObjectReply::Put { .. })) => self.lock_won(claim.lock),
+            (Step::Claim { .. }, Err(ObjectError::PreconditionFailed | ObjectError::NotFound)) => {
+                // Someone wrote the lock since we read it: read it again.
+                self.read_lock(None);
+            }
+            (Step::Claim { claim }, Err(error)) => {
+                // The put may have landed: the read-back decides.
+                self.startup_step(Step::ReadLock {
+                    expect: Some(claim.lock),
+                });
+                self.startup_set_op(ObjectOp::Get {
+                    key: layout::LEADER_LOCK.to_owned(),
+                });
+                self.startup_backoff(now, &error.to_string());
+            }
+            (
+                Step::List {
+                    base,
+                    after,
+                    last_key,
+                },
+                Ok(ObjectReply::Listed { objects, truncated }),
+            ) => self.on_listed(now, base, after, last_key, objects, truncated),
+            (Step::Fetch { queue, bucket_end }, Ok(ObjectReply::Got { body, .. })) => {
+                self.on_fetched(now, queue, bucket_end, &body);
+            }
+            (Step::Fetch { .. }, Err(ObjectError::NotFound)) => {
+                // Deleted between the list and the get (GC of a covered
+                // object): list again.
+                self.list_wal();
+            }
+            (step @ Step::Fence { .. }, result) => self.on_fence_result(now, step, result),
+            (step, Err(error)) => {
+                if let ObjectError::Failed(_) | ObjectError::InvalidKey(_) = error {
+                    tracing::error!(%error, "start-up: object store refused an operation");
+                }
+                self.startup_step(step);
+                self.startup_backoff(now, &error.to_string());
+            }
+            (step, Ok(reply)) => {
+                panic!("start-up step {step:?} got an unexpected answer {reply:?}")
+            }
+        }
+    }
+
+    fn startup_me(&self) -> Member {
+        self.startup.as_ref().expect("starting").me.clone()
+    }
+
+    fn startup_step(&mut self, step: Step) {
+        self.startup.as_mut().expect("starting").step = step;
+    }
+
+    fn startup_set_op(&mut self, op: ObjectOp) {
+        self.startup.as_mut().expect("starting").op = op;
+    }
+
+    fn read_lock(&mut self, expect: Option<LeaderLock>) {
+        self.startup_step(Step::ReadLock { expect });
+        self.set_startup_op(ObjectOp::Get {
+            key: layout::LEADER_LOCK.to_owned(),
+        });
+    }
+
+    fn claim_lock(&mut self, claim: LockClaim) {
+        let op = claim.op();
+        self.startup_step(Step::Claim { claim });
+        self.set_startup_op(op);
+    }
+
+    fn lock_won(&mut self, lock: LeaderLock) {
+        assert!(
+            lock.term >= self.term,
+            "a won lock never lowers the term: {} -> {}",
+            self.term,
+            lock.term
+        );
+        tracing::info!(term = lock.term.0, "took the bucket's lock");
+        self.term = lock.term;
+        self.list_wal();
+    }
+
+    /// (Re)starts listing `wal/` from the beginning.
+    fn list_wal(&mut self) {
+        self.startup_step(Step::List {
+            base: None,
+            after: Vec::new(),
+            last_key: None,
+        });
+        self.set_startup_op(list_op(None));
+    }
+
+    fn on_listed(
+        &mut self,
+        now: Time,
+        mut base: Option<Index>,
+        mut after: Vec<Index>,
+        mut last_key: Option<String>,
+        objects: Vec<crate::object::ObjectInfo>,
+        truncated: bool,
+    ) {
+        let next = self.last_index.next();
+        for object in objects {
+            last_key = Some(object.key.clone());
+            let Some(first) = layout::parse_wal_key(&object.key) else {
+                tracing::warn!(key = %object.key, "ignoring a foreign object under wal/");
+                continue;
+            };
+            if first <= next {
+                base = Some(first);
+            } else {
+                after.push(first);
+            }
+        }
+        if truncated {
+            let op = list_op(last_key.clone());
+            self.startup_step(Step::List {
+                base,
+                after,
+                last_key,
+            });
+            return self.set_startup_op(op);
+        }
+        let queue: VecDeque<Index> = base.into_iter().chain(after).collect();
+        if let Some(&first) = queue.front() {
+            if first > next {
+                return self.refuse_start(format!(
+                    "the bucket's WAL starts at index {first} but this node's state ends at index \
+                     {}: entries {next}..{} are missing (restoring a checkpoint is not implemented yet)",
+                    next.0 - 1,
+                    first.0 - 1
+                ));
+            }
+        }
+        self.fetch_next(now, queue, Index(0));
+    }
+
+    fn fetch_next(&mut self, now: Time, queue: VecDeque<Index>, bucket_end: Index) {
+        if let Some(&first) = queue.front() {
+            self.startup_step(Step::Fetch { queue, bucket_end });
+            return self.set_startup_op(ObjectOp::Get {
+                key: layout::wal_key(first),
+            });
+        }
+        // Fencing at the next index would leave a hole in the bucket if
+        // this node's state went further than the bucket's WAL.
+        if bucket_end < self.last_index {
+            return self.refuse_start(format!(
+                "this node's state is at index {} but the bucket's WAL ends at index {bucket_end} \
+                 (a different bucket, or writes acknowledged before upload in async mode): \
+                 entries {}..{} are missing from the bucket",
+                self.last_index,
+                bucket_end.0 + 1,
+                self.last_index
+            ));
+        }
+        self.start_fence(now);
+    }
+
+    fn on_fetched(
+        &mut self,
+        now: Time,
+        mut queue: VecDeque<Index>,
+        bucket_end: Index,
+        body: &[u8],
+    ) {
+        let first = queue.pop_front().expect("fetching an object");
+        let key = layout::wal_key(first);
+        let entries = match wal_object::decode(&key, first, body) {
+            Ok((_, entries)) => entries,
+            Err(e) => {
+                return self.refuse_start(format!(
+                    "{e}; refusing to skip it (it may hold acknowledged writes)"
+                ))
+            }
+        };
+        let next = self.last_index.next();
+        if first > next {
+            return self.refuse_start(format!(
+                "the bucket's WAL has a hole: entries {next}..{} are missing before object {key}",
+                first.0 - 1
+            ));
+        }
+        let last = entries
+            .last()
+            .expect("decoded objects are not empty")
+            .index_id();
+        for entry in entries.into_iter().filter(|e| e.index_id() >= next) {
+            if let Err(EngineError(why)) = self.replay_bucket_entry(entry) {
+                return self.refuse_start(format!("applying {key} failed: {why}"));
+            }
+        }
+        self.fetch_next(now, queue, bucket_end.max(last));
+    }
+
+    /// Applies one entry from the bucket during start-up, reconciling the
+    /// local tail with it.
+    fn replay_bucket_entry(&mut self, entry: Entry) -> Result<(), EngineError> {
+        let index = entry.index_id();
+        assert_eq!(
+            index,
+            self.last_index.next(),
+            "bucket entries replay in order"
+        );
+        match self.local_tail.front() {
+            Some(local) if local.index_id() == index && *local == entry => {
+                self.local_tail.pop_front();
+            }
+            Some(_) => {
+                tracing::warn!(
+                    from = index.0,
+                    dropped = self.local_tail.len(),
+                    "the local WAL's tail differs from the bucket: dropping it (never uploaded, so never acknowledged)"
+                );
+                self.local_tail.clear();
+            }
+            None => {}
+        }
+        let _ = self.store.apply(&self.engine, &entry)?;
+        self.last_index = index;
+        Ok(())
+    }
+
+    /// Uploads the local tail and a barrier of our term at the next index.
+    fn start_fence(&mut self, now: Time) {
+        let _ = now;
+        let next = self.last_index.next();
+        let mut entries: Vec<Entry> = self.local_tail.iter().cloned().collect();
+        if let Some(front) = entries.first() {
+            assert_eq!(
+                front.index_id(),
+                next,
+                "the local tail continues the replayed log"
+            );
+        }
+        let barrier = Index(next.0 + entries.len() as u64);
+        entries.push(Entry::barrier(self.term, barrier));
+        let key = layout::wal_key(next);
+        let body = wal_object::encode(self.term, &entries);
+        let op = ObjectOp::Put {
+            key: key.clone(),
+            body: body.clone(),
+            condition: PutCondition::IfAbsent,
+        };
+        self.startup_step(Step::Fence {
+            entries,
+            body,
+            key,
+            verify: false,
+        });
+        self.set_startup_op(op);
+    }
+
+    fn on_fence_result(&mut self, now: Time, step: Step, result: ObjectResult) {
+        let Step::Fence {
+            entries,
+            body,
+            key,
+            verify,
+        } = step
+        else {
+            unreachable!("called for the fence step")
+        };
+        let landed = match (verify, &result) {
+            (false, Ok(ObjectReply::Put { .. })) => true,
+            (true, Ok(ObjectReply::Got { body: theirs, .. })) => {
+                if *theirs != body {
+                    // The previous writer extended the log first: replay it.
+                    tracing::info!(%key, "another writer got the next index first; catching up again");
+                    return self.list_wal();
+                }
+                true
+            }
+            (false, Err(ObjectError::PreconditionFailed)) => {
+                self.startup_step(Step::Fence {
+                    entries,
+                    body,
+                    key: key.clone(),
+                    verify: true,
+                });
+                return self.set_startup_op(ObjectOp::Get { key });
+            }
+            (true, Err(ObjectError::NotFound)) => {
+                // A 409 against a write that did not land: put again.
+                let op = ObjectOp::Put {
+                    key: key.clone(),
+                    body: body.clone(),
+                    condition: PutCondition::IfAbsent,
+                };
+                self.startup_step(Step::Fence {
+                    entries,
+                    body,
+                    key,
+                    verify: false,
+                });
+                self.startup_set_op(op);
+                return self.startup_backoff(now, "conditional write conflicted");
+            }
+            (_, Err(error)) => {
+                let why = error.to_string();
+                self.startup_step(Step::Fence {
+                    entries,
+                    body,
+                    key,
+                    verify,
+                });
+                return self.startup_backoff(now, &why);
+            }
+            (_, Ok(reply)) => panic!("fence step got an unexpected answer {reply:?}"),
+        };
+        debug_assert!(landed);
+        self.local_tail.clear();
+        for entry in entries {
+            let index = entry.index_id();
+            if let Err(EngineError(why)) = self.store.apply(&self.engine, &entry) {
+                return self.refuse_start(format!("applying entry {index} failed: {why}"));
+            }
+            self.last_index = index;
+        }
+        tracing::info!(
+            term = self.term.0,
+            index = self.last_index.0,
+            "fenced the bucket"
+        );
+        let reset_io = self.io_id();
+        let s = self.startup.as_mut().expect("starting");
+        s.step = Step::Reset { reset_io };
+        s.io = None;
+        self.actions.push_back(Action::ResetWal {
+            io: reset_io,
+            next: self.last_index.next(),
+        });
+    }
+
+    /// The driver reset the local WAL: serve.
+    pub(super) fn on_wal_reset(&mut self, now: Time, io: IoId, error: Option<String>) {
+        let expected = matches!(
+            self.startup.as_ref().map(|s| &s.step),
+            Some(Step::Reset { reset_io }) if *reset_io == io
+        );
+        if !expected {
+            tracing::debug!(io = io.0, "dropping a stale WAL reset completion");
+            return;
+        }
+        if let Some(error) = error {
+            return self.refuse_start(format!("resetting the local WAL failed: {error}"));
+        }
+        self.startup = None;
+        self.trimmed_at = Index(self.store.meta().applied_index);
+        self.db_size_bytes = self.engine.size_bytes();
+        match mvcc::leases(&self.engine) {
+            Ok(leases) => self.lessor.restore(now, &leases),
+            Err(e) => return self.fail(format!("reading leases failed: {e}")),
+        }
+        tracing::info!(
+            term = self.term.0,
+            applied_index = self.store.meta().applied_index,
+            revision = self.store.meta().current_revision,
+            "serving from the bucket's state"
+        );
+    }
+
+    /// What a write gets while the node starts.
+    pub(super) fn starting_error() -> Error {
+        Error::Unavailable("node is starting: catching up from the bucket".into())
+    }
+}
+
+fn list_op(start_after: Option<String>) -> ObjectOp {
+    ObjectOp::List {
+        prefix: layout::WAL_PREFIX.to_owned(),
+        start_after,
+        max_keys: LIST_KEYS_MAX,
+    }
+}
