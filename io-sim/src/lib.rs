@@ -15,6 +15,8 @@
 //!   serving clients over madsim's network.
 //! - [`client`]: what a simulated client uses to talk to a node.
 //! - [`clock`]: per-node clocks with drift and wall-clock offset.
+//! - [`s3`]: the fake S3 — a bucket on its own madsim node, with seeded
+//!   latency, throttling, 500s, lost answers, late landings, 409s and outages.
 //!
 //! Everything random comes from madsim's seeded RNG; nothing here reads the
 //! host's clock, touches real files or opens real sockets. RocksDB, tokio's
@@ -27,5 +29,6 @@ pub mod clock;
 pub mod disk;
 pub mod engine;
 pub mod proto;
+pub mod s3;
 pub mod server;
 pub mod wal;

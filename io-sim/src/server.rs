@@ -30,7 +30,9 @@ use futures::{FutureExt, StreamExt};
 use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::sleep;
+use t4_core::bucket::lock::Member;
 use t4_core::mvcc;
+use t4_core::object::ObjectResult;
 use t4_core::watch::{StreamId, WatchInput, WatchOutput};
 use t4_core::{Action, Index, IoDone, IoId, Node, NodeConfig, ReqId, Term};
 
@@ -40,6 +42,7 @@ use crate::engine::SimEngine;
 use crate::proto::{
     Reply, ReplyMsg, Request, RequestMsg, WatchUp, NODE_PORT, REPLY_TAG, REQUEST_TAG,
 };
+use crate::s3::S3Client;
 use crate::wal::{Ledger, SimWal};
 
 /// Deliberate bugs, to prove the checkers catch them. Never on in a normal run.
@@ -48,6 +51,9 @@ pub struct Bugs {
     /// The driver reports the WAL synced before it syncs (so replies leave
     /// before the data is durable).
     pub reply_before_fsync: bool,
+    /// The driver uploads WAL objects with a plain PUT instead of
+    /// `If-None-Match` (so a zombie can overwrite the new node's log).
+    pub upload_without_condition: bool,
 }
 
 /// How one node process runs.
@@ -66,6 +72,9 @@ pub struct ServerConfig {
     pub duplicate_reply_rate: f64,
     /// Deliberate bugs.
     pub bugs: Bugs,
+    /// Bucket mode: how long one object-store operation may take before
+    /// the node counts it as timed out (it may still land).
+    pub object_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +96,7 @@ impl Default for ServerConfig {
             segment_bytes_max: 64 * 1024,
             duplicate_reply_rate: 0.0,
             bugs: Bugs::default(),
+            object_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -162,6 +172,9 @@ pub struct ServerContext {
     pub config: ServerConfig,
     /// Where the node reports its state.
     pub status: StatusCell,
+    /// Bucket mode (`config.core.bucket` set): the fake S3 and this node's
+    /// name in the lock.
+    pub bucket: Option<(S3Client, String)>,
 }
 
 enum Inbound {
@@ -169,6 +182,11 @@ enum Inbound {
     OpenStream(StreamId, madsim::net::Sender),
     Watch(StreamId, WatchUp),
     CloseStream(StreamId),
+    ObjectDone {
+        io: IoId,
+        term: Term,
+        result: ObjectResult,
+    },
 }
 
 /// Runs one node process until it fails (or forever). Spawn it as a madsim
@@ -210,8 +228,20 @@ pub async fn serve(ctx: ServerContext) {
     );
     let (tx, rx) = mpsc::unbounded();
     madsim::task::spawn(receive_requests(Arc::clone(&ep), tx.clone()));
-    madsim::task::spawn(accept_streams(Arc::clone(&ep), tx));
+    madsim::task::spawn(accept_streams(Arc::clone(&ep), tx.clone()));
+    let s3 = ctx.bucket.as_ref().map(|(client, me)| {
+        node.start_bucket(
+            clock.now(),
+            Member {
+                id: me.clone(),
+                peer_addr: String::new(),
+            },
+        );
+        client.clone()
+    });
     let mut server = Server {
+        s3,
+        tx,
         node,
         wal,
         clock,
@@ -224,8 +254,11 @@ pub async fn serve(ctx: ServerContext) {
         next_req: 1,
         last_revision: 0,
     };
+    // Bucket mode: the start-up's first request goes out now.
+    server.execute().await;
     server.publish();
-    ctx.status.update(|s| s.serving = true);
+    let starting = server.node.is_starting();
+    ctx.status.update(|s| s.serving = !starting);
     server.run().await;
 }
 
@@ -272,6 +305,10 @@ async fn accept_streams(ep: Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbound>) {
 }
 
 struct Server {
+    /// Bucket mode: the fake S3.
+    s3: Option<S3Client>,
+    /// Where object-store tasks report.
+    tx: mpsc::UnboundedSender<Inbound>,
     node: Node<SimEngine>,
     wal: SimWal,
     clock: SimClock,
@@ -308,7 +345,20 @@ impl Server {
             if self.node.poll_timeout().is_some_and(|at| at <= now) {
                 self.node.handle_timeout(now);
             }
+            let was_starting = self.node.is_starting();
             self.execute().await;
+            if was_starting && !self.node.is_starting() {
+                match self.node.failure() {
+                    Some(why) => return refuse(&self.status, why.to_owned()),
+                    None => self.status.update(|s| s.serving = true),
+                }
+            }
+            // A fenced node stays up and refuses everything (it does not
+            // die: an operator sees why).
+            if self.node.fenced().is_some() {
+                self.status.update(|s| s.serving = false);
+                continue;
+            }
             if let Some(why) = self.node.failure() {
                 let why = why.to_owned();
                 tracing::warn!(%why, "sim node: write path failed, exiting");
@@ -334,7 +384,13 @@ impl Server {
         match inbound {
             Inbound::Request(from, msg) => match msg.req {
                 Request::Range(req) => {
-                    let result = mvcc::range(self.node.engine(), &req).map(Reply::Range);
+                    let result = if let Some(why) = self.node.fenced() {
+                        Err(t4_core::Error::Fenced(why.to_owned()))
+                    } else if self.node.is_starting() {
+                        Err(t4_core::Error::Unavailable("node is starting".into()))
+                    } else {
+                        mvcc::range(self.node.engine(), &req).map(Reply::Range)
+                    };
                     self.send_reply(from, msg.id, result).await;
                 }
                 Request::Core(req) => {
@@ -362,6 +418,10 @@ impl Server {
                 self.streams.remove(&stream);
                 self.node
                     .handle_watch(now, WatchInput::CloseStream { stream });
+            }
+            Inbound::ObjectDone { io, term, result } => {
+                self.node
+                    .handle_io(now, IoDone::Object { io, term, result });
             }
         }
     }
@@ -407,13 +467,43 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalTrimmed { io, error });
                     }
-                    Action::Object { io, term, .. } => {
-                        // The simulated node runs in local mode (no bucket).
-                        let result = Err(t4_core::object::ObjectError::Failed(
-                            "no object store configured".into(),
-                        ));
+                    Action::Object { io, term, mut op } => match &self.s3 {
+                        Some(s3) => {
+                            if self.config.bugs.upload_without_condition {
+                                if let t4_core::object::ObjectOp::Put { key, condition, .. } =
+                                    &mut op
+                                {
+                                    if key.starts_with("wal/") {
+                                        *condition = t4_core::object::PutCondition::None;
+                                    }
+                                }
+                            }
+                            // The task dies with this node; the fake S3 carries
+                            // on with what it already received.
+                            let (s3, tx) = (s3.clone(), self.tx.clone());
+                            let timeout = self.config.object_timeout;
+                            madsim::task::spawn(async move {
+                                let result = s3.execute(op, timeout).await;
+                                let _ = tx.unbounded_send(Inbound::ObjectDone { io, term, result });
+                            });
+                        }
+                        None => {
+                            let result = Err(t4_core::object::ObjectError::Failed(
+                                "no object store configured".into(),
+                            ));
+                            let now = self.clock.now();
+                            self.node
+                                .handle_io(now, IoDone::Object { io, term, result });
+                        }
+                    },
+                    Action::ResetWal { io, next } => {
+                        use t4_core::KvEngine;
+                        let error = match self.node.engine().persist() {
+                            Ok(()) => self.wal.reset(next, self.node.term()).err(),
+                            Err(e) => Some(e.to_string()),
+                        };
                         let now = self.clock.now();
-                        self.node.handle_io(now, IoDone::Object { io, term, result });
+                        self.node.handle_io(now, IoDone::WalReset { io, error });
                     }
                 }
             }

@@ -262,6 +262,27 @@ impl SimWal {
         removed
     }
 
+    /// Deletes every segment; the next append starts a segment at `next`
+    /// with `term` in its header (bucket mode: the log was rebuilt from the
+    /// bucket and the engine persisted through `next - 1`). Ledger entries
+    /// from `next` on (a local tail the bucket overruled) are forgotten.
+    ///
+    /// # Errors
+    /// The WAL is poisoned.
+    pub fn reset(&mut self, next: Index, term: Term) -> Result<(), WalError> {
+        self.check_usable()?;
+        for (_, name) in self.segments.drain(..) {
+            self.disk.remove(&name);
+        }
+        self.has_current = false;
+        self.current_len = 0;
+        self.next_index = next;
+        self.term = term;
+        self.unsynced.clear();
+        self.ledger.lock().split_off(&next.0);
+        Ok(())
+    }
+
     /// Number of segment files.
     #[must_use]
     pub fn segment_count(&self) -> usize {

@@ -418,6 +418,7 @@ fn start_node(config: &RunConfig, swarm: &Swarm, ledger: &Ledger, rec: &Arc<Reco
             ..ServerConfig::default()
         },
         status: status.clone(),
+        bucket: None,
     };
     let node = Handle::current()
         .create_node()

@@ -120,6 +120,7 @@ fn broken_reply_before_fsync_is_caught() {
         RunConfig {
             bugs: t4_io_sim::server::Bugs {
                 reply_before_fsync: true,
+                ..t4_io_sim::server::Bugs::default()
             },
             ..RunConfig::for_seed(seed)
         }
