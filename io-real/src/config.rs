@@ -2,12 +2,14 @@
 //!
 //! The fields mirror T4's `Config` where they apply to a single node on local
 //! storage (seed `000`: `DataDir`, `SegmentMaxSize`, `NodeID`,
-//! `ReadConsistency`) plus etcd's lease, watch and quota settings;
-//! object-store, peer and checkpoint fields arrive with the issues that
-//! implement them.
+//! `ReadConsistency`) plus etcd's lease, watch and quota settings, and the
+//! object store that makes a single node durable in a bucket; peer and
+//! checkpoint fields arrive with the issues that implement them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::object::{RetryConfig, StoreConfig};
 
 /// Read consistency (T4 `ReadConsistency`). On a single node both modes read
 /// the same local state — every acknowledged write is applied before it is
@@ -22,7 +24,7 @@ pub enum ReadConsistency {
 }
 
 /// Configuration of a [`crate::Node`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Directory for the engine (`<data_dir>/db`) and WAL segments
     /// (`<data_dir>/wal`). Created if missing. Required.
@@ -69,6 +71,16 @@ pub struct Config {
     /// the client) before its watchers stop receiving live events and later
     /// catch up from history. Default: 1024.
     pub watch_stream_buffer_max: usize,
+    /// The bucket the log is also durable in (single node, sync mode: a
+    /// write is acknowledged once fsynced and uploaded); `None`: local mode.
+    /// Default: `None`.
+    pub object_store: Option<StoreConfig>,
+    /// Timeouts and retries of object-store operations.
+    pub object_retry: RetryConfig,
+    /// Bucket mode: once a batch's upload has failed for this long, its
+    /// writers are told it timed out (it may still land) and new writes are
+    /// refused until the bucket answers. Default: 5 s.
+    pub bucket_unavailable_after: Duration,
 }
 
 impl Config {
@@ -96,6 +108,9 @@ impl Config {
             lease_revoke_per_sec_max: 1000,
             watch_progress_notify_interval: Duration::from_secs(600),
             watch_stream_buffer_max: 1024,
+            object_store: None,
+            object_retry: RetryConfig::default(),
+            bucket_unavailable_after: Duration::from_secs(5),
         }
     }
 

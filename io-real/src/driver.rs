@@ -18,6 +18,11 @@
 //!   can take tens of milliseconds, too long to block writes); the node
 //!   thread then deletes the WAL segments itself.
 //!
+//! In bucket mode, object-store operations (`Action::Object`) run as tasks
+//! on the tokio runtime the node was opened on, concurrently; each reports
+//! back as an event. The store bounds every operation with timeouts and
+//! retries ([`crate::object::Retrying`]), so every task ends.
+//!
 //! Why the fsync is not on a thread of its own: handing every batch to
 //! another thread and its completion back costs two thread wake-ups per
 //! batch, most of the latency of a serial write beyond the fsync itself,
@@ -49,7 +54,10 @@ use t4_core::{
 };
 
 use crate::engine::RocksEngine;
+use crate::object::ObjectStore;
 use crate::wal::Wal;
+use t4_core::bucket::lock::Member;
+use t4_core::object::{ObjectError, ObjectResult};
 
 /// The answer channel of one client request.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Response, Error>>;
@@ -107,9 +115,36 @@ pub(crate) enum Event {
         /// `Err` if the persist failed (the segments must stay).
         result: Result<(), String>,
     },
+    /// An object-store operation finished.
+    ObjectDone {
+        /// The `Action::Object`.
+        io: IoId,
+        /// Its term.
+        term: Term,
+        /// What the store answered.
+        result: ObjectResult,
+    },
     /// Stop accepting writes, finish what is in flight, persist, exit.
     Close(oneshot::Sender<Result<(), String>>),
 }
+
+/// The bucket of a bucket-mode node and where its operations run.
+pub(crate) struct Bucket {
+    /// The store (with retries and timeouts).
+    pub store: Arc<dyn ObjectStore>,
+    /// The runtime that runs the operations.
+    pub runtime: tokio::runtime::Handle,
+    /// Who this node is in the lock.
+    pub me: Member,
+    /// Told once the start-up finished: `Err` says why the node refused to
+    /// start.
+    pub started: oneshot::Sender<Result<(), String>>,
+}
+
+/// How long a closing node waits for work in flight (an upload retried
+/// through an outage) before it stops anyway; what it fsynced is replayed
+/// and uploaded at the next start.
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// A `TrimWal` for the trim thread: persist the engine, then report
 /// [`Event::Persisted`].
@@ -126,6 +161,8 @@ pub(crate) struct Published {
     pub applied_index: AtomicU64,
     pub term: AtomicU64,
     pub closed: AtomicBool,
+    /// Another node took over the bucket: reads are refused too.
+    pub fenced: AtomicBool,
     /// The current revision, for waiters ([`crate::Node::wait_for_revision`]).
     /// The node thread owns the only sender, so the channel closes when that
     /// thread ends in any way (a panic included) and waiters are released.
@@ -143,6 +180,7 @@ impl Published {
             applied_index: AtomicU64::new(0),
             term: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             revision_rx: rx,
         };
         (published, tx)
@@ -163,6 +201,8 @@ impl Published {
         self.applied_index
             .store(meta.applied_index, Ordering::Release);
         self.term.store(node.term().0, Ordering::Release);
+        self.fenced
+            .store(node.fenced().is_some(), Ordering::Release);
         revision_tx.send_if_modified(|rev| {
             let changed = *rev != meta.current_revision;
             *rev = meta.current_revision;
@@ -179,11 +219,13 @@ pub(crate) fn spawn(
     clock: Clock,
     published: Arc<Published>,
     revision_tx: watch::Sender<i64>,
+    bucket: Option<Bucket>,
 ) -> std::io::Result<(mpsc::Sender<Event>, thread::JoinHandle<()>)> {
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     let (trim_tx, trim_rx) = mpsc::channel::<TrimJob>();
     let engine = node.engine().clone();
     let trim_events = events_tx.clone();
+    let object_events = events_tx.clone();
     let trim_handle = thread::Builder::new()
         .name("t4-trim".into())
         .spawn(move || trim_thread(&engine, &trim_rx, &trim_events))?;
@@ -191,7 +233,17 @@ pub(crate) fn spawn(
     let handle = thread::Builder::new()
         .name("t4-node".into())
         .spawn(move || {
+            let (objects, start) = match bucket {
+                Some(b) => (
+                    Some((b.store, b.runtime, object_events)),
+                    Some((b.me, b.started)),
+                ),
+                None => (None, None),
+            };
             NodeThread {
+                objects,
+                started: None,
+                closing_since: None,
                 node,
                 clock,
                 wal,
@@ -205,13 +257,24 @@ pub(crate) fn spawn(
                 next_req: 0,
                 closing: None,
             }
-            .run(&events_rx, trim_handle);
+            .run(&events_rx, trim_handle, start);
         })?;
     Ok((events_tx, handle))
 }
 
 /// The node thread's state: the core node and where its outputs go.
 struct NodeThread {
+    /// Bucket mode: the store, the runtime its operations run on, and where
+    /// they report.
+    objects: Option<(
+        Arc<dyn ObjectStore>,
+        tokio::runtime::Handle,
+        mpsc::Sender<Event>,
+    )>,
+    /// Bucket mode, while starting: told once the start-up is over.
+    started: Option<oneshot::Sender<Result<(), String>>>,
+    /// When `Close` arrived.
+    closing_since: Option<Instant>,
     node: t4_core::Node<RocksEngine>,
     clock: Clock,
     wal: Wal,
@@ -232,21 +295,31 @@ struct NodeThread {
 }
 
 impl NodeThread {
-    fn run(mut self, events: &mpsc::Receiver<Event>, trim_handle: thread::JoinHandle<()>) {
+    fn run(
+        mut self,
+        events: &mpsc::Receiver<Event>,
+        trim_handle: thread::JoinHandle<()>,
+        start: Option<(Member, oneshot::Sender<Result<(), String>>)>,
+    ) {
+        if let Some((me, started)) = start {
+            self.node.start_bucket(self.clock.now(), me);
+            self.started = Some(started);
+            // Its first request goes out now, not at the first event.
+            self.execute_actions();
+        }
         loop {
             // Wait for an event, but no longer than the core's next timer
             // (no timers while closing: nothing new should start then).
-            let deadline = if self.closing.is_some() {
-                None
-            } else {
-                self.node.poll_timeout()
+            let wait = match self.closing_since {
+                Some(since) => Some(CLOSE_WAIT_MAX.saturating_sub(since.elapsed())),
+                None => self.node.poll_timeout().map(|at| self.clock.until(at)),
             };
-            let first = match deadline {
+            let first = match wait {
                 None => match events.recv() {
                     Ok(ev) => Some(ev),
                     Err(_) => break,
                 },
-                Some(at) => match events.recv_timeout(self.clock.until(at)) {
+                Some(wait) => match events.recv_timeout(wait) {
                     Ok(ev) => Some(ev),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -279,8 +352,27 @@ impl NodeThread {
                 // still run.
                 self.fire_due_timers();
             }
-            if self.closing.is_some() && self.node.is_idle() {
-                break;
+            if self.started.is_some() && !self.node.is_starting() {
+                let result = self
+                    .node
+                    .failure()
+                    .map_or(Ok(()), |why| Err(why.to_owned()));
+                let _ = self.started.take().expect("checked above").send(result);
+            }
+            if self.closing.is_some() {
+                if self.node.is_idle() {
+                    break;
+                }
+                if self
+                    .closing_since
+                    .is_some_and(|at| at.elapsed() >= CLOSE_WAIT_MAX)
+                {
+                    tracing::warn!(
+                        pending = self.node.pending_len(),
+                        "closing with work still in flight (its fsynced entries are uploaded at the next start)"
+                    );
+                    break;
+                }
             }
         }
         self.shut_down(trim_handle);
@@ -313,6 +405,17 @@ impl NodeThread {
                 IoDone::WalFailed { io, term, error }
             }
         }
+    }
+
+    /// Runs a `ResetWal`: persist the engine, then start the WAL afresh.
+    fn reset_wal(&mut self, next: Index) -> Result<(), String> {
+        if let Some(why) = &self.wal_broken {
+            return Err(why.clone());
+        }
+        self.node.engine().persist().map_err(|e| e.to_string())?;
+        self.wal
+            .reset(next, self.node.term())
+            .map_err(|e| e.to_string())
     }
 
     /// Runs an `AppendWal` (a write, no fsync); a failure is fed back to the
@@ -370,9 +473,14 @@ impl NodeThread {
                 let error = result.err();
                 self.node.handle_io(now, IoDone::WalTrimmed { io, error });
             }
+            Event::ObjectDone { io, term, result } => {
+                self.node
+                    .handle_io(now, IoDone::Object { io, term, result });
+            }
             Event::Close(done) => {
                 self.published.closed.store(true, Ordering::Release);
                 self.closing = Some(done);
+                self.closing_since = Some(Instant::now());
             }
         }
     }
@@ -403,13 +511,26 @@ impl NodeThread {
                         let _ = tx.send(result);
                     }
                 }
-                Action::Object { io, term, .. } => {
-                    // Not yet wired: io-real nodes run in local mode.
-                    let result = Err(t4_core::object::ObjectError::Failed(
-                        "no object store configured".into(),
-                    ));
+                Action::Object { io, term, op } => match &self.objects {
+                    Some((store, runtime, events)) => {
+                        let store = Arc::clone(store);
+                        let events = events.clone();
+                        runtime.spawn(async move {
+                            let result = store.execute(op).await;
+                            // The node thread may be gone (closed): fine.
+                            let _ = events.send(Event::ObjectDone { io, term, result });
+                        });
+                    }
+                    None => {
+                        let result = Err(ObjectError::Failed("no object store configured".into()));
+                        self.node
+                            .handle_io(self.clock.now(), IoDone::Object { io, term, result });
+                    }
+                },
+                Action::ResetWal { io, next } => {
+                    let error = self.reset_wal(next).err();
                     self.node
-                        .handle_io(self.clock.now(), IoDone::Object { io, term, result });
+                        .handle_io(self.clock.now(), IoDone::WalReset { io, error });
                 }
                 Action::Watch(output) => {
                     // A stream whose receiver is gone has sent (or is about

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod object;
 pub mod wal;
 
 pub mod snapshot;

@@ -15,6 +15,7 @@ use t4_core::kv::{
     TxnResponse, WatchCreateRequest, WriteRequest, WriteResponse,
 };
 use t4_core::lease::LeaseConfig;
+use t4_core::node::BucketConfig;
 use t4_core::watch::{StreamId, WatchConfig};
 use t4_core::{mvcc, ClientRequest, Error, Index, KvEngine, NodeConfig, NodeId, Response, Term};
 
@@ -45,6 +46,14 @@ pub enum OpenError {
     /// A driver thread cannot be started.
     #[error("cannot start driver threads: {0}")]
     Spawn(std::io::Error),
+    /// The object store cannot be opened or reached.
+    #[error(transparent)]
+    ObjectStore(#[from] crate::object::OpenStoreError),
+    /// Bucket mode: the node refused to start (a hole or corruption in the
+    /// bucket's WAL, local state ahead of the bucket …); the message says
+    /// what is missing.
+    #[error("refusing to start: {0}")]
+    Start(String),
 }
 
 /// A snapshot of a node's progress, for status endpoints. Lock-free to
@@ -117,12 +126,38 @@ impl Node {
     /// # Errors
     /// See [`OpenError`].
     pub async fn open(config: Config) -> Result<Node, OpenError> {
-        tokio::task::spawn_blocking(move || Node::open_blocking(config))
-            .await
-            .map_err(|e| OpenError::Spawn(std::io::Error::other(e.to_string())))?
+        let store = match &config.object_store {
+            Some(store) => {
+                Some(crate::object::open_store(store, config.object_retry.clone()).await?)
+            }
+            None => None,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let (node, started) = tokio::task::spawn_blocking(move || {
+            Node::open_blocking(config, store.map(|s| (s, runtime)))
+        })
+        .await
+        .map_err(|e| OpenError::Spawn(std::io::Error::other(e.to_string())))??;
+        if let Some(started) = started {
+            // Bucket mode: serve nothing before the start-up caught up.
+            let outcome = started
+                .await
+                .unwrap_or_else(|_| Err("the node thread ended during start-up".into()));
+            if let Err(why) = outcome {
+                let _ = node.close().await;
+                return Err(OpenError::Start(why));
+            }
+        }
+        Ok(node)
     }
 
-    fn open_blocking(config: Config) -> Result<Node, OpenError> {
+    /// Opens the engine and the WAL and starts the driver; in bucket mode
+    /// also returns the receiver told when the start-up is over.
+    #[allow(clippy::type_complexity)]
+    fn open_blocking(
+        config: Config,
+        bucket: Option<(Arc<dyn crate::object::ObjectStore>, tokio::runtime::Handle)>,
+    ) -> Result<(Node, Option<oneshot::Receiver<Result<(), String>>>), OpenError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -156,9 +191,34 @@ impl Node {
         );
         let (published, revision_tx) = Published::new();
         let published = Arc::new(published);
-        let (events, handle) = driver::spawn(node, wal, clock, Arc::clone(&published), revision_tx)
-            .map_err(OpenError::Spawn)?;
-        Ok(Node {
+        let (bucket, started) = match bucket {
+            Some((store, runtime)) => {
+                tracing::info!(store = %store.describe(), "bucket mode: catching up from the bucket");
+                let (tx, rx) = oneshot::channel();
+                let me = t4_core::bucket::lock::Member {
+                    id: config.node_id.clone(),
+                    peer_addr: String::new(),
+                };
+                let bucket = driver::Bucket {
+                    store,
+                    runtime,
+                    me,
+                    started: tx,
+                };
+                (Some(bucket), Some(rx))
+            }
+            None => (None, None),
+        };
+        let (events, handle) = driver::spawn(
+            node,
+            wal,
+            clock,
+            Arc::clone(&published),
+            revision_tx,
+            bucket,
+        )
+        .map_err(OpenError::Spawn)?;
+        let node = Node {
             inner: Arc::new(Inner {
                 config,
                 member_id,
@@ -168,7 +228,8 @@ impl Node {
                 node_thread: Mutex::new(Some(handle)),
                 next_stream: AtomicU64::new(1),
             }),
-        })
+        };
+        Ok((node, started))
     }
 
     /// The configuration the node was opened with.
@@ -225,6 +286,11 @@ impl Node {
 
     /// The engine, unless the node is closed.
     fn engine(&self) -> Result<RocksEngine, Error> {
+        if self.inner.published.fenced.load(Ordering::Acquire) {
+            return Err(Error::Fenced(
+                "another node took over this node's bucket; its state is no longer current".into(),
+            ));
+        }
         self.inner
             .engine
             .read()
@@ -652,6 +718,10 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
         },
         quota_bytes: config.quota_backend_bytes,
         seed: entropy_seed(),
+        bucket: config.object_store.as_ref().map(|_| BucketConfig {
+            unavailable_after_ns: nanos(config.bucket_unavailable_after),
+            ..BucketConfig::default()
+        }),
         ..NodeConfig::default()
     }
 }

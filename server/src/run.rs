@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub watch_progress_notify_interval: Duration,
     /// Lease checkpoint interval; `None`: no checkpoints.
     pub lease_checkpoint_interval: Option<Duration>,
+    /// The bucket the log is also durable in; `None`: local mode.
+    pub object_store: Option<t4_io_real::object::StoreConfig>,
 }
 
 /// Runs the server until a shutdown signal.
@@ -86,6 +88,7 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     config.quota_backend_bytes = opts.quota_backend_bytes;
     config.watch_progress_notify_interval = opts.watch_progress_notify_interval;
     config.lease_checkpoint_interval = opts.lease_checkpoint_interval;
+    config.object_store.clone_from(&opts.object_store);
     let node = Node::open(config).await.map_err(|e| match e {
         t4_io_real::OpenError::DataDir { path, source } => format!(
             "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",

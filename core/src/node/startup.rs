@@ -241,10 +241,14 @@ impl<E: KvEngine> Node<E> {
                 self.list_wal();
             }
             (step @ Step::Fence { .. }, result) => self.on_fence_result(now, step, result),
+            (_, Err(error @ (ObjectError::Failed(_) | ObjectError::InvalidKey(_)))) => {
+                // Not transient (access denied, a damaged object file …):
+                // retrying will not help without an operator.
+                let s = self.startup.as_ref().expect("starting");
+                let what = format!("{} {}", s.op.kind(), s.op.key());
+                self.refuse_start(format!("the object store refused {what}: {error}"));
+            }
             (step, Err(error)) => {
-                if let ObjectError::Failed(_) | ObjectError::InvalidKey(_) = error {
-                    tracing::error!(%error, "start-up: object store refused an operation");
-                }
                 self.startup_step(step);
                 self.startup_backoff(now, &error.to_string());
             }

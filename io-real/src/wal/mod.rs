@@ -343,6 +343,38 @@ impl Wal {
         Ok(removed)
     }
 
+    /// Deletes every segment and makes `next` the index of the next append
+    /// (a new segment with `term` in its header starts there). For a
+    /// bucket-mode start-up, which replayed the log from the bucket: the
+    /// caller has persisted the engine through `next - 1`, so no local entry
+    /// is needed any more, and the local tail may hold entries the bucket
+    /// overruled.
+    ///
+    /// # Errors
+    /// [`WalError::Io`] (the `Wal` is then poisoned); [`WalError::Poisoned`].
+    pub fn reset(&mut self, next: Index, term: Term) -> Result<(), WalError> {
+        self.check_usable()?;
+        assert!(next.0 >= 1, "WAL reset: indexes start at 1");
+        self.current = None;
+        while let Some(old) = self.segments.pop_front() {
+            if let Err(e) = fs::remove_file(&old.path) {
+                self.poisoned = Some(old.path.clone());
+                return Err(io_error(&old.path)(e));
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.next_index = next;
+        self.last_term = Term(0);
+        self.stale = false;
+        self.unsynced = false;
+        self.set_term(term);
+        tracing::info!(
+            next = next.0,
+            "WAL: reset (the log continues from the bucket)"
+        );
+        Ok(())
+    }
+
     /// Index of the last entry: the next append must start at
     /// `last_index() + 1`. When the WAL held nothing at or after `from` on
     /// open, this is `from - 1`.

@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -90,6 +92,45 @@ impl Server {
         }
     }
 
+    /// The process id (panics once the process was killed or reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT` …) to the process.
+    /// A stopped process is still killed by drop (SIGKILL ends it).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// The exit status if the process has exited, `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .expect("server not killed")
+            .try_wait()
+            .expect("try_wait")
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; `None` if it
+    /// still runs (it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -128,7 +169,6 @@ impl Drop for Server {
 
 /// A plain HTTP GET on loopback; returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
     write!(
         s,
@@ -201,4 +241,128 @@ pub async fn revision(c: &mut etcd_client::Client) -> i64 {
         .header()
         .expect("header")
         .revision()
+}
+
+/// The venv `scripts/setup` installs moto into.
+pub fn moto_venv() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
+    cache.join("t4-rs/moto-venv")
+}
+
+/// A local S3 this test started: `scripts/pylib/moto_server.py`
+/// (single-threaded, so conditional puts have one winner) on a free
+/// loopback port. Killed on drop; it also exits by itself when the test
+/// process dies (its stdin closes). The same start-up as io-real's
+/// `tests/object_stores.rs`.
+pub struct Moto {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts moto; panics (telling to run `scripts/setup`) if its venv is
+    /// missing or it is not ready within 60 s.
+    pub fn start() -> Moto {
+        const START_TIMEOUT: Duration = Duration::from_secs(60);
+        let python = moto_venv().join("bin/python");
+        assert!(
+            python.exists(),
+            "moto is not installed ({} is missing): run scripts/setup",
+            python.display()
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pylib/moto_server.py");
+        let started = Instant::now();
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args(["--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {} {}: {e}", python.display(), script.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let port = loop {
+            let left = START_TIMEOUT.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(port) = line.strip_prefix("MOTO_READY port=") {
+                        break port.parse::<u16>().expect("a port number");
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child.wait().expect("wait for moto");
+                    panic!(
+                        "moto did not get ready ({e:?} after {:?}, {status}); is it installed? run scripts/setup",
+                        started.elapsed()
+                    );
+                }
+            }
+        };
+        Moto { child, port }
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket` (an unsigned PUT, which moto accepts).
+    pub fn create_bucket(&self, bucket: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "PUT /{bucket}: {answer}"
+        );
+    }
+
+    /// The `t4 run` flags for `bucket` under `prefix` on this server.
+    pub fn flags(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        [
+            "--s3-bucket",
+            bucket,
+            "--s3-prefix",
+            prefix,
+            "--s3-endpoint",
+            &self.endpoint(),
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            "test",
+            "--s3-secret-access-key",
+            "test",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,536 @@
+//! Bucket mode against the real binary: a single node whose writes are
+//! acknowledged only once fsynced and in the bucket (a directory store, or
+//! S3 served by moto).
+//!
+//! - A node that loses its disk recovers every acknowledged write from the
+//!   bucket, with its revision, and carries on.
+//! - A node that was paused while another took the bucket over is fenced
+//!   when it resumes: its writes and reads fail, and none of its writes
+//!   reach the bucket.
+//! - Bad flags, an unreachable store and a corrupt WAL object stop `t4 run`
+//!   with a message saying what is wrong, and change nothing in the bucket.
+//!
+//! The S3 test needs moto: `scripts/setup` installs it. Without it the test
+//! fails (it does not skip) and says so.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_addr, status_of, within, Moto, Server};
+use etcd_client::GetOptions;
+use t4_core::object::{ObjectOp, ObjectReply, PutCondition};
+use t4_io_real::object::{DirStore, ObjectStore};
+
+/// What the writers saw acknowledged: key → (value, mod revision).
+type Acked = Arc<Mutex<BTreeMap<String, (String, i64)>>>;
+
+/// How a directory-store bucket is named on the command line.
+fn dir_flags(bucket: &Path) -> Vec<String> {
+    vec![
+        "--object-store-dir".to_owned(),
+        bucket.to_str().expect("utf-8 temp path").to_owned(),
+    ]
+}
+
+fn start(data_dir: &Path, flags: &[String]) -> Server {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start(data_dir, &flags)
+}
+
+/// The value writer `id` puts under its `i`-th key, so any key found later
+/// can be checked against what was written, acknowledged or not.
+fn key_value(id: usize, i: usize) -> (String, String) {
+    (format!("w{id}/k{i}"), format!("value-{id}-{i}"))
+}
+
+/// Puts up to `puts_max` keys one after another, recording each
+/// acknowledged one; stops at the first error (the server died: that
+/// write's outcome is unknown).
+async fn writer(endpoint: String, id: usize, puts_max: usize, acked: Acked) {
+    let Ok(mut c) = etcd_client::Client::connect([endpoint], None).await else {
+        return;
+    };
+    for i in 0..puts_max {
+        let (key, value) = key_value(id, i);
+        match c.put(key.clone(), value.clone(), None).await {
+            Ok(r) => {
+                let rev = r.header().expect("put answers a header").revision();
+                acked.lock().expect("lock").insert(key, (value, rev));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Every key under `prefix`: key → (value, mod revision), and the header
+/// revision.
+async fn all_under(
+    c: &mut etcd_client::Client,
+    prefix: &str,
+) -> (BTreeMap<String, (String, i64)>, i64) {
+    let r = c
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("get prefix");
+    let kvs = r
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().expect("utf-8").to_owned(),
+                (kv.value_str().expect("utf-8").to_owned(), kv.mod_revision()),
+            )
+        })
+        .collect();
+    (kvs, r.header().expect("header").revision())
+}
+
+/// Checks a recovered node: every acknowledged write is there with its
+/// value and revision, every other `w…` key holds what its writer wrote,
+/// and the revision did not go back. Returns the head revision.
+async fn assert_recovered(
+    c: &mut etcd_client::Client,
+    acked: &BTreeMap<String, (String, i64)>,
+    what: &str,
+) -> i64 {
+    let (present, head) = all_under(c, "w").await;
+    for (key, want) in acked {
+        let got = present.get(key).unwrap_or_else(|| {
+            panic!(
+                "{what}: acknowledged {key} lost ({} of {} acks present)",
+                acked.keys().filter(|k| present.contains_key(*k)).count(),
+                acked.len()
+            )
+        });
+        assert_eq!(
+            got, want,
+            "{what}: {key} has its acknowledged value and mod revision"
+        );
+    }
+    for (key, (value, _)) in &present {
+        let (id, i) = key
+            .strip_prefix('w')
+            .and_then(|rest| rest.split_once("/k"))
+            .and_then(|(id, i)| Some((id.parse().ok()?, i.parse().ok()?)))
+            .unwrap_or_else(|| panic!("{what}: unexpected key {key}"));
+        assert_eq!(
+            value,
+            &key_value(id, i).1,
+            "{what}: {key} holds what its writer wrote"
+        );
+    }
+    let max_acked = acked.values().map(|(_, rev)| *rev).max().unwrap_or(1);
+    assert!(
+        head >= max_acked,
+        "{what}: revision went back: {head} < {max_acked}"
+    );
+    head
+}
+
+/// Writers on `bucket` flags, `kill -9` once `acks_min` writes were
+/// acknowledged (others are in flight), the data directory deleted, a new
+/// node on a fresh directory: every acknowledged write is back, new writes
+/// work, and they survive the same loss again.
+async fn disk_loss_keeps_every_ack(root: &Path, flags: &[String]) {
+    const WRITERS: usize = 4;
+    const PUTS_PER_WRITER: usize = 60;
+    const ACKS_MIN: usize = 200;
+
+    let first_dir = root.join("data-1");
+    let mut first = start(&first_dir, flags);
+    first.client().await;
+    let acked: Acked = Arc::default();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|id| {
+            tokio::spawn(writer(
+                first.endpoint(),
+                id,
+                PUTS_PER_WRITER,
+                Arc::clone(&acked),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("lock").len() < ACKS_MIN && writers.iter().any(|w| !w.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "writers too slow: {} acks after 20 s",
+            acked.lock().expect("lock").len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill9();
+    for w in writers {
+        within("a writer to notice the crash", w)
+            .await
+            .expect("writer task");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= ACKS_MIN,
+        "the writers made progress ({} acks)",
+        acked.len()
+    );
+    std::fs::remove_dir_all(&first_dir).expect("wipe the data directory");
+
+    let second_dir = root.join("data-2");
+    let mut second = start(&second_dir, flags);
+    let mut c = second.client().await;
+    let head = assert_recovered(&mut c, &acked, "after losing the disk").await;
+    let r = c
+        .put("after/k", "v", None)
+        .await
+        .expect("a write after recovery");
+    assert_eq!(
+        r.header().expect("header").revision(),
+        head + 1,
+        "revisions continue"
+    );
+    let got = c.get("after/k", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"v");
+
+    // What the recovered node acknowledged is in the bucket too.
+    second.kill9();
+    std::fs::remove_dir_all(&second_dir).expect("wipe the data directory");
+    let mut third = start(&root.join("data-3"), flags);
+    let mut c = third.client().await;
+    assert_recovered(&mut c, &acked, "after losing the disk twice").await;
+    let got = c.get("after/k", None).await.expect("get");
+    assert_eq!(
+        got.kvs().len(),
+        1,
+        "the write acknowledged after the first recovery survives"
+    );
+    assert_eq!(got.kvs()[0].mod_revision(), head + 1);
+}
+
+/// Directory store: a node that loses its data directory loses no
+/// acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_store_disk_loss_keeps_every_acknowledged_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    disk_loss_keeps_every_ack(tmp.path(), &dir_flags(&tmp.path().join("bucket"))).await;
+}
+
+/// S3 (moto): a node that loses its data directory loses no acknowledged
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_disk_loss_keeps_every_acknowledged_write() {
+    let moto = Moto::start();
+    moto.create_bucket("t4-disk-loss");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    disk_loss_keeps_every_ack(tmp.path(), &moto.flags("t4-disk-loss", "cluster-a")).await;
+}
+
+/// A node paused while another took its bucket over is fenced when it
+/// resumes: its writes and reads fail with Unavailable, it stays up, and
+/// nothing it writes reaches the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_node_is_fenced_after_takeover() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let flags = dir_flags(&tmp.path().join("bucket"));
+    // A stopped process still dies on drop: `Server`'s drop sends SIGKILL,
+    // which ends a stopped process too, so a failing assertion leaves
+    // nothing behind.
+    let mut zombie = start(&tmp.path().join("data-a"), &flags);
+    let mut za = zombie.client().await;
+    za.put("k1", "v1", None).await.expect("put k1 on A");
+    zombie.signal("STOP");
+
+    let mut successor = start(&tmp.path().join("data-b"), &flags);
+    let mut sb = successor.client().await;
+    let got = sb.get("k1", None).await.expect("get k1 on B");
+    assert_eq!(got.kvs()[0].value(), b"v1", "B caught up from the bucket");
+    sb.put("k2", "v2", None).await.expect("put k2 on B");
+
+    zombie.signal("CONT");
+    let put = within("the zombie's put", za.put("zombie", "lost", None)).await;
+    let status = status_of(put.expect_err("a fenced node refuses writes"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with("t4: node fenced:"),
+        "{status:?}"
+    );
+    let get = within("the zombie's get", za.get("k1", None)).await;
+    let status = status_of(get.expect_err("a fenced node refuses reads"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("fenced"), "{status:?}");
+    // It stays up (and fenced) rather than exiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        zombie.exited(),
+        None,
+        "the fenced node keeps running; log:\n{}",
+        zombie.log()
+    );
+    let again = within(
+        "a second put on the zombie",
+        za.put("zombie-2", "lost", None),
+    )
+    .await;
+    assert_eq!(
+        status_of(again.expect_err("still fenced")).code(),
+        tonic::Code::Unavailable
+    );
+
+    let (present, _) = all_under(&mut sb, "").await;
+    let keys: Vec<&str> = present.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["k1", "k2"], "B never sees the zombie's writes");
+    sb.put("k3", "v3", None).await.expect("B still writes");
+
+    // Nor does the bucket: a node with an empty disk replays exactly B's log.
+    successor.kill9();
+    let mut fresh = start(&tmp.path().join("data-c"), &flags);
+    let mut sc = fresh.client().await;
+    let (present, _) = all_under(&mut sc, "").await;
+    let keys: Vec<&str> = present.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["k1", "k2", "k3"],
+        "the bucket holds no write of the zombie"
+    );
+}
+
+/// How a `t4` run that should exit by itself ended.
+struct Exited {
+    status: ExitStatus,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Runs `t4 run` with `args` (plus a data directory and free ports) and
+/// waits up to `limit` for it to exit; panics if it is still running then.
+fn run_until_exit(root: &Path, args: &[&str], limit: Duration) -> Exited {
+    let stderr_path = root.join("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_t4"))
+        .arg("run")
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .args(["--listen", &free_addr().to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn t4");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "t4 run {args:?} still running after {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        status,
+        stderr: std::fs::read_to_string(&stderr_path).expect("read stderr"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Two buckets at once, and the unimplemented asynchronous upload, are
+/// refused before anything starts.
+#[test]
+fn conflicting_or_unimplemented_flags_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = tmp.path().join("bucket");
+    let bucket = bucket.to_str().expect("utf-8");
+
+    let both = run_until_exit(
+        tmp.path(),
+        &["--s3-bucket", "x", "--object-store-dir", bucket],
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "a usage error; stderr:\n{}",
+        both.stderr
+    );
+    assert!(
+        both.stderr.contains("cannot be used with")
+            && both.stderr.contains("--s3-bucket")
+            && both.stderr.contains("--object-store-dir"),
+        "names both flags:\n{}",
+        both.stderr
+    );
+
+    let not_yet = run_until_exit(
+        tmp.path(),
+        &["--object-store-dir", bucket, "--wal-sync-upload=false"],
+        Duration::from_secs(10),
+    );
+    assert!(!not_yet.status.success(), "stderr:\n{}", not_yet.stderr);
+    assert!(
+        not_yet.stderr.contains("--wal-sync-upload=false")
+            && not_yet.stderr.contains("not implemented"),
+        "says it is not implemented:\n{}",
+        not_yet.stderr
+    );
+    assert!(
+        !Path::new(bucket).exists(),
+        "nothing was created in the bucket"
+    );
+}
+
+/// An S3 endpoint nobody listens on stops `t4 run` within a bounded time,
+/// with a message naming the store.
+#[test]
+fn unreachable_s3_endpoint_fails_the_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let closed = free_addr();
+    let endpoint = format!("http://{closed}");
+    let exited = run_until_exit(
+        tmp.path(),
+        &[
+            "--s3-bucket",
+            "nowhere",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            "x",
+            "--s3-secret-access-key",
+            "y",
+        ],
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "unreachable S3 endpoint: t4 run exited after {:?}",
+        exited.elapsed
+    );
+    assert!(!exited.status.success(), "stderr:\n{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("s3://nowhere")
+            && exited.stderr.contains(&endpoint)
+            && exited.stderr.contains("not usable"),
+        "names the store and says it is not usable:\n{}",
+        exited.stderr
+    );
+}
+
+/// Every file of a directory-store bucket but the lock, by path: the bucket
+/// as a refused start must leave it.
+fn bucket_files(bucket: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read bucket folder") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+            // The store's own lock file and temp folder, and the leader lock
+            // every start takes.
+            if [".t4-lock", ".t4-tmp", "leader-lock.o"]
+                .iter()
+                .any(|n| rel == Path::new(n))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("read object file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(bucket, bucket, &mut out);
+    out
+}
+
+/// A bucket with a few WAL objects (one per serial put): returns the
+/// bucket and the `wal/…` key of one in the middle.
+async fn bucket_with_wal_objects(root: &Path) -> (PathBuf, String) {
+    let bucket = root.join("bucket");
+    let data = root.join("data-1");
+    let mut server = start(&data, &dir_flags(&bucket));
+    let mut c = server.client().await;
+    for i in 0..6 {
+        c.put(format!("k{i}"), format!("v{i}"), None)
+            .await
+            .expect("put");
+    }
+    server.kill9();
+    std::fs::remove_dir_all(&data).expect("wipe the data directory");
+    let mut objects: Vec<String> = std::fs::read_dir(bucket.join("wal.d"))
+        .expect("the bucket has WAL objects")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .filter_map(|name| name.strip_suffix(".o").map(|index| format!("wal/{index}")))
+        .collect();
+    objects.sort();
+    assert!(
+        objects.len() >= 4,
+        "one object per put, plus the fence: {objects:?}"
+    );
+    let middle = objects[objects.len() / 2].clone();
+    (bucket, middle)
+}
+
+/// Starts a node with an empty disk on `bucket` and checks it refuses:
+/// exits non-zero, its log names `key` and says it refuses, and the bucket
+/// is as it was apart from the lock.
+fn assert_start_refused(root: &Path, bucket: &Path, key: &str) {
+    let before = bucket_files(bucket);
+    let mut server = start(&root.join("data-2"), &dir_flags(bucket));
+    let Some(status) = server.wait_exit(Duration::from_secs(20)) else {
+        panic!(
+            "t4 still runs 20 s after finding {key} corrupt; log:\n{}",
+            server.log()
+        );
+    };
+    let log = server.log();
+    assert!(!status.success(), "exit {status}; log:\n{log}");
+    let digits = key.strip_prefix("wal/").expect("a WAL key");
+    assert!(log.contains(digits), "the log names {key}:\n{log}");
+    assert!(log.contains("refus"), "the log says it refuses:\n{log}");
+    assert!(
+        before == bucket_files(bucket),
+        "the refused start changed the bucket beyond its lock"
+    );
+}
+
+/// A WAL object whose body is not a WAL segment refuses the start (it may
+/// hold acknowledged writes) and leaves the bucket unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_wal_object_refuses_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bucket, key) = bucket_with_wal_objects(tmp.path()).await;
+    // A well-formed store object (the store's checksum matches) whose body
+    // is garbage: only the WAL object codec can tell.
+    let store = DirStore::open(&bucket).expect("open the bucket folder");
+    let garbage: Vec<u8> = (0..200u8).map(|b| b.wrapping_mul(37) ^ 0x5a).collect();
+    let put = store
+        .execute(ObjectOp::Put {
+            key: key.clone(),
+            body: garbage.into(),
+            condition: PutCondition::None,
+        })
+        .await;
+    assert!(matches!(put, Ok(ObjectReply::Put { .. })), "{put:?}");
+    assert_start_refused(tmp.path(), &bucket, &key);
+}
+
+/// A WAL object file overwritten with garbage (the directory store's own
+/// header is gone too) refuses the start as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_wal_object_file_refuses_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bucket, key) = bucket_with_wal_objects(tmp.path()).await;
+    let file = bucket.join("wal.d").join(format!(
+        "{}.o",
+        key.strip_prefix("wal/").expect("a WAL key")
+    ));
+    std::fs::write(&file, b"this is not an object file at all").expect("overwrite");
+    assert_start_refused(tmp.path(), &bucket, &key);
+}
