@@ -21,7 +21,7 @@
 //!
 //! Names without one of the two suffixes (temp files, the lock, anything
 //! else in the folder) are ignored by listings. A component may be at most
-//! [`COMPONENT_BYTES_MAX`] bytes (file-name limits); longer ones are refused
+//! [`DIR_KEY_COMPONENT_BYTES_MAX`] bytes (file-name limits); longer ones are refused
 //! as [`ObjectError::InvalidKey`]. On a case-insensitive file system keys
 //! that differ only in case would collide; t4's keys never do.
 //!
@@ -72,7 +72,7 @@ use super::ObjectStore;
 
 /// The longest key component this store accepts, in bytes (a file name is
 /// the component plus a 2-byte suffix; file systems allow 255).
-pub const COMPONENT_BYTES_MAX: usize = 250;
+pub const DIR_KEY_COMPONENT_BYTES_MAX: usize = 250;
 
 const OBJECT_SUFFIX: &str = ".o";
 const DIR_SUFFIX: &str = ".d";
@@ -159,9 +159,12 @@ fn check_request(op: &ObjectOp) -> Result<(), ObjectError> {
     match op {
         ObjectOp::Get { key } | ObjectOp::Put { key, .. } | ObjectOp::Delete { key } => {
             validate_key(key)?;
-            if let Some(long) = key.split('/').find(|c| c.len() > COMPONENT_BYTES_MAX) {
+            if let Some(long) = key
+                .split('/')
+                .find(|c| c.len() > DIR_KEY_COMPONENT_BYTES_MAX)
+            {
                 return Err(ObjectError::InvalidKey(format!(
-                    "{key:?}: component of {} bytes; the directory store allows at most {COMPONENT_BYTES_MAX}",
+                    "{key:?}: component of {} bytes; the directory store allows at most {DIR_KEY_COMPONENT_BYTES_MAX}",
                     long.len()
                 )));
             }
@@ -289,7 +292,7 @@ fn is_component(c: &str) -> bool {
     !c.is_empty()
         && c != "."
         && c != ".."
-        && c.len() <= COMPONENT_BYTES_MAX
+        && c.len() <= DIR_KEY_COMPONENT_BYTES_MAX
         && c.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'/')
 }
