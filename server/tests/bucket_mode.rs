@@ -42,6 +42,16 @@ fn start(data_dir: &Path, flags: &[String]) -> Server {
     Server::start(data_dir, &flags)
 }
 
+/// Waits until `server` answers, at most 30 s. `Server::client` alone can
+/// wait forever here: the port is bound before the bucket start-up, so a
+/// start-up that never ends leaves connections hanging in the backlog.
+async fn ready(server: &mut Server) -> etcd_client::Client {
+    match tokio::time::timeout(Duration::from_secs(30), server.client()).await {
+        Ok(client) => client,
+        Err(_) => panic!("t4 did not serve within 30 s; log:\n{}", server.log()),
+    }
+}
+
 /// The value writer `id` puts under its `i`-th key, so any key found later
 /// can be checked against what was written, acknowledged or not.
 fn key_value(id: usize, i: usize) -> (String, String) {
@@ -132,10 +142,10 @@ async fn assert_recovered(
     head
 }
 
-/// Writers on `bucket` flags, `kill -9` once `acks_min` writes were
-/// acknowledged (others are in flight), the data directory deleted, a new
-/// node on a fresh directory: every acknowledged write is back, new writes
-/// work, and they survive the same loss again.
+/// Concurrent writers on the bucket that `flags` name, `kill -9` once
+/// `ACKS_MIN` writes were acknowledged (others are in flight), the data
+/// directory deleted, a new node on a fresh directory: every acknowledged
+/// write is back, new writes work, and they survive the same loss again.
 async fn disk_loss_keeps_every_ack(root: &Path, flags: &[String]) {
     const WRITERS: usize = 4;
     const PUTS_PER_WRITER: usize = 60;
@@ -143,7 +153,7 @@ async fn disk_loss_keeps_every_ack(root: &Path, flags: &[String]) {
 
     let first_dir = root.join("data-1");
     let mut first = start(&first_dir, flags);
-    first.client().await;
+    ready(&mut first).await;
     let acked: Acked = Arc::default();
     let writers: Vec<_> = (0..WRITERS)
         .map(|id| {
@@ -180,8 +190,14 @@ async fn disk_loss_keeps_every_ack(root: &Path, flags: &[String]) {
 
     let second_dir = root.join("data-2");
     let mut second = start(&second_dir, flags);
-    let mut c = second.client().await;
+    let mut c = ready(&mut second).await;
     let head = assert_recovered(&mut c, &acked, "after losing the disk").await;
+    let (present, _) = all_under(&mut c, "w").await;
+    eprintln!(
+        "disk loss: {} writes acknowledged before kill -9, all recovered; {} unacknowledged ones landed too",
+        acked.len(),
+        present.len() - acked.len()
+    );
     let r = c
         .put("after/k", "v", None)
         .await
@@ -198,7 +214,7 @@ async fn disk_loss_keeps_every_ack(root: &Path, flags: &[String]) {
     second.kill9();
     std::fs::remove_dir_all(&second_dir).expect("wipe the data directory");
     let mut third = start(&root.join("data-3"), flags);
-    let mut c = third.client().await;
+    let mut c = ready(&mut third).await;
     assert_recovered(&mut c, &acked, "after losing the disk twice").await;
     let got = c.get("after/k", None).await.expect("get");
     assert_eq!(
@@ -238,12 +254,12 @@ async fn paused_node_is_fenced_after_takeover() {
     // which ends a stopped process too, so a failing assertion leaves
     // nothing behind.
     let mut zombie = start(&tmp.path().join("data-a"), &flags);
-    let mut za = zombie.client().await;
+    let mut za = ready(&mut zombie).await;
     za.put("k1", "v1", None).await.expect("put k1 on A");
     zombie.signal("STOP");
 
     let mut successor = start(&tmp.path().join("data-b"), &flags);
-    let mut sb = successor.client().await;
+    let mut sb = ready(&mut successor).await;
     let got = sb.get("k1", None).await.expect("get k1 on B");
     assert_eq!(got.kvs()[0].value(), b"v1", "B caught up from the bucket");
     sb.put("k2", "v2", None).await.expect("put k2 on B");
@@ -286,7 +302,7 @@ async fn paused_node_is_fenced_after_takeover() {
     // Nor does the bucket: a node with an empty disk replays exactly B's log.
     successor.kill9();
     let mut fresh = start(&tmp.path().join("data-c"), &flags);
-    let mut sc = fresh.client().await;
+    let mut sc = ready(&mut fresh).await;
     let (present, _) = all_under(&mut sc, "").await;
     let keys: Vec<&str> = present.keys().map(String::as_str).collect();
     assert_eq!(
@@ -455,7 +471,7 @@ async fn bucket_with_wal_objects(root: &Path) -> (PathBuf, String) {
     let bucket = root.join("bucket");
     let data = root.join("data-1");
     let mut server = start(&data, &dir_flags(&bucket));
-    let mut c = server.client().await;
+    let mut c = ready(&mut server).await;
     for i in 0..6 {
         c.put(format!("k{i}"), format!("v{i}"), None)
             .await
@@ -494,6 +510,8 @@ fn assert_start_refused(root: &Path, bucket: &Path, key: &str) {
     let digits = key.strip_prefix("wal/").expect("a WAL key");
     assert!(log.contains(digits), "the log names {key}:\n{log}");
     assert!(log.contains("refus"), "the log says it refuses:\n{log}");
+    eprintln!("refused: {}", log.lines().last().unwrap_or_default());
+    // Not assert_eq: the message would print every object's bytes.
     assert!(
         before == bucket_files(bucket),
         "the refused start changed the bucket beyond its lock"
@@ -533,4 +551,129 @@ async fn unreadable_wal_object_file_refuses_start() {
     ));
     std::fs::write(&file, b"this is not an object file at all").expect("overwrite");
     assert_start_refused(tmp.path(), &bucket, &key);
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`).
+fn is_stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+}
+
+/// Whether process `pid` holds the `flock` on the file with inode `inode`
+/// (from `/proc/locks`; waiters, marked `->`, do not count).
+fn holds_flock(pid: u32, inode: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+    locks.lines().filter(|l| !l.contains("->")).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK")
+            && fields.get(4) == Some(&pid.to_string().as_str())
+            && fields
+                .get(5)
+                .and_then(|dev_inode| dev_inode.rsplit(':').next())
+                .and_then(|i| i.parse::<u64>().ok())
+                == Some(inode)
+    })
+}
+
+/// A node paused under load, between two puts to the directory store, is
+/// taken over: the successor serves every write the paused node
+/// acknowledged, and once resumed the paused node is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_paused_under_load_is_taken_over() {
+    takeover_from_node_paused_under_load(false).await;
+}
+
+/// The same, with the node paused *in the middle of* a directory-store put,
+/// holding the store's lock.
+///
+/// Ignored: it fails today. The directory store holds an `flock` on
+/// `<bucket>/.t4-lock` for the condition check, rename and folder fsyncs of
+/// every put; a process stopped inside that window keeps the lock, so the
+/// successor's first put (its `leader-lock` claim) blocks until the paused
+/// process resumes or dies: each attempt times out after 11 s, and the
+/// start-up retries forever. Run it with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: a process stopped while holding the directory store's flock blocks every other process's puts"]
+async fn node_paused_holding_the_store_lock_is_taken_over() {
+    takeover_from_node_paused_under_load(true).await;
+}
+
+/// Writers on node A; A stopped (with or without the directory store's
+/// lock); node B started on the same bucket must serve every write A
+/// acknowledged, before or after it resumed; A resumed is fenced.
+async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
+    use std::os::unix::fs::MetadataExt;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = tmp.path().join("bucket");
+    let flags = dir_flags(&bucket);
+    let mut zombie = start(&tmp.path().join("data-a"), &flags);
+    ready(&mut zombie).await;
+    let acked: Acked = Arc::default();
+    let writers: Vec<_> = (0..8)
+        .map(|id| tokio::spawn(writer(zombie.endpoint(), id, 100_000, Arc::clone(&acked))))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.lock().expect("lock").len() < 50 {
+        assert!(Instant::now() < deadline, "writers too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Stop A at a moment it holds (or does not hold) the store's lock.
+    let lock_inode = std::fs::metadata(bucket.join(".t4-lock"))
+        .expect("the store's lock file")
+        .ino();
+    let pid = zombie.pid();
+    let mut tries = 0;
+    loop {
+        zombie.signal("STOP");
+        while !is_stopped(pid) {
+            std::thread::yield_now();
+        }
+        if holds_flock(pid, lock_inode) == holding_store_lock {
+            break;
+        }
+        zombie.signal("CONT");
+        tries += 1;
+        assert!(tries < 2000, "never caught A in the wanted state");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!("A stopped (holding the store's lock: {holding_store_lock}) after {tries} tries");
+
+    let mut successor = start(&tmp.path().join("data-b"), &flags);
+    let mut sb = ready(&mut successor).await;
+    // A is stopped: the acks it sent before have arrived by now.
+    let acked_before_resume = acked.lock().expect("lock").clone();
+    assert_recovered(&mut sb, &acked_before_resume, "takeover from a paused node").await;
+
+    zombie.signal("CONT");
+    for w in writers {
+        within("the zombie's writers to fail", w)
+            .await
+            .expect("writer task");
+    }
+    // A may still acknowledge the batch whose object it had put before it
+    // stopped (B replayed that object); anything else it must refuse.
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!(
+        "{} acks before A resumed, {} after",
+        acked_before_resume.len(),
+        acked.len() - acked_before_resume.len()
+    );
+    assert_recovered(
+        &mut sb,
+        &acked,
+        "every write A acknowledged, even after resuming",
+    )
+    .await;
+    let mut za = etcd_client::Client::connect([zombie.endpoint()], None)
+        .await
+        .expect("connect to A");
+    let put = within("a put on the resumed node", za.put("late", "x", None)).await;
+    let status = status_of(put.expect_err("the resumed node is fenced"));
+    assert!(
+        status.message().starts_with("t4: node fenced:"),
+        "{status:?}"
+    );
 }
