@@ -118,6 +118,19 @@ pub struct BucketConfig {
     pub retry_backoff_max_ns: u64,
 }
 
+impl BucketConfig {
+    /// The pause before retrying after `failures` failed attempts (≥ 1):
+    /// `retry_backoff_min_ns`, doubling per failure, capped at
+    /// `retry_backoff_max_ns`.
+    #[must_use]
+    pub fn backoff_ns(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(20);
+        self.retry_backoff_min_ns
+            .saturating_mul(1 << doublings)
+            .min(self.retry_backoff_max_ns)
+    }
+}
+
 impl Default for BucketConfig {
     fn default() -> Self {
         BucketConfig {

@@ -41,6 +41,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::upload::create_op;
 use super::{Health, Node};
 use crate::bucket::lock::{self, LeaderLock, LockClaim, Member};
 use crate::bucket::{layout, wal_object};
@@ -49,9 +50,7 @@ use crate::error::Error;
 use crate::log::Entry;
 use crate::mvcc;
 use crate::node::Action;
-use crate::object::{
-    ObjectError, ObjectOp, ObjectReply, ObjectResult, PutCondition, LIST_KEYS_MAX,
-};
+use crate::object::{ObjectError, ObjectOp, ObjectReply, ObjectResult, LIST_KEYS_MAX};
 use crate::types::{Index, IoId, Time};
 
 /// Where a start-up stands.
@@ -142,7 +141,8 @@ impl<E: KvEngine> Node<E> {
         self.actions.push_back(Action::Object { io, term, op });
     }
 
-    fn set_startup_op(&mut self, op: ObjectOp) {
+    /// Makes `op` the current step's operation and sends it.
+    fn send_startup_op_of(&mut self, op: ObjectOp) {
         self.startup.as_mut().expect("starting").op = op;
         self.send_startup_op();
     }
@@ -168,12 +168,7 @@ impl<E: KvEngine> Node<E> {
         let s = self.startup.as_mut().expect("starting");
         s.io = None;
         s.failures = s.failures.saturating_add(1);
-        let doublings = s.failures.saturating_sub(1).min(20);
-        let backoff = config
-            .retry_backoff_min_ns
-            .saturating_mul(1 << doublings)
-            .min(config.retry_backoff_max_ns);
-        s.retry_at = Some(now.plus_nanos(backoff));
+        s.retry_at = Some(now.plus_nanos(config.backoff_ns(s.failures)));
         tracing::warn!(%why, op = s.op.kind(), key = s.op.key(), "start-up: object store operation failed; retrying");
     }
 
@@ -219,7 +214,7 @@ impl<E: KvEngine> Node<E> {
                 self.startup_step(Step::ReadLock {
                     expect: Some(claim.lock),
                 });
-                self.startup_set_op(ObjectOp::Get {
+                self.store_startup_op(ObjectOp::Get {
                     key: layout::LEADER_LOCK.to_owned(),
                 });
                 self.startup_backoff(now, &error.to_string());
@@ -266,13 +261,15 @@ impl<E: KvEngine> Node<E> {
         self.startup.as_mut().expect("starting").step = step;
     }
 
-    fn startup_set_op(&mut self, op: ObjectOp) {
+    /// Makes `op` the current step's operation, to be sent when the
+    /// backoff ends.
+    fn store_startup_op(&mut self, op: ObjectOp) {
         self.startup.as_mut().expect("starting").op = op;
     }
 
     fn read_lock(&mut self, expect: Option<LeaderLock>) {
         self.startup_step(Step::ReadLock { expect });
-        self.set_startup_op(ObjectOp::Get {
+        self.send_startup_op_of(ObjectOp::Get {
             key: layout::LEADER_LOCK.to_owned(),
         });
     }
@@ -280,7 +277,7 @@ impl<E: KvEngine> Node<E> {
     fn claim_lock(&mut self, claim: LockClaim) {
         let op = claim.op();
         self.startup_step(Step::Claim { claim });
-        self.set_startup_op(op);
+        self.send_startup_op_of(op);
     }
 
     fn lock_won(&mut self, lock: LeaderLock) {
@@ -302,7 +299,7 @@ impl<E: KvEngine> Node<E> {
             after: Vec::new(),
             last_key: None,
         });
-        self.set_startup_op(list_op(None));
+        self.send_startup_op_of(list_op(None));
     }
 
     fn on_listed(
@@ -334,7 +331,7 @@ impl<E: KvEngine> Node<E> {
                 after,
                 last_key,
             });
-            return self.set_startup_op(op);
+            return self.send_startup_op_of(op);
         }
         let queue: VecDeque<Index> = base.into_iter().chain(after).collect();
         if let Some(&first) = queue.front() {
@@ -353,7 +350,7 @@ impl<E: KvEngine> Node<E> {
     fn fetch_next(&mut self, now: Time, queue: VecDeque<Index>, bucket_end: Index) {
         if let Some(&first) = queue.front() {
             self.startup_step(Step::Fetch { queue, bucket_end });
-            return self.set_startup_op(ObjectOp::Get {
+            return self.send_startup_op_of(ObjectOp::Get {
                 key: layout::wal_key(first),
             });
         }
@@ -452,18 +449,14 @@ impl<E: KvEngine> Node<E> {
         entries.push(Entry::barrier(self.term, barrier));
         let key = layout::wal_key(next);
         let body = wal_object::encode(self.term, &entries);
-        let op = ObjectOp::Put {
-            key: key.clone(),
-            body: body.clone(),
-            condition: PutCondition::IfAbsent,
-        };
+        let op = create_op(&key, &body);
         self.startup_step(Step::Fence {
             entries,
             body,
             key,
             verify: false,
         });
-        self.set_startup_op(op);
+        self.send_startup_op_of(op);
     }
 
     fn on_fence_result(&mut self, now: Time, step: Step, result: ObjectResult) {
@@ -493,22 +486,18 @@ impl<E: KvEngine> Node<E> {
                     key: key.clone(),
                     verify: true,
                 });
-                return self.set_startup_op(ObjectOp::Get { key });
+                return self.send_startup_op_of(ObjectOp::Get { key });
             }
             (true, Err(ObjectError::NotFound)) => {
                 // A 409 against a write that did not land: put again.
-                let op = ObjectOp::Put {
-                    key: key.clone(),
-                    body: body.clone(),
-                    condition: PutCondition::IfAbsent,
-                };
+                let op = create_op(&key, &body);
                 self.startup_step(Step::Fence {
                     entries,
                     body,
                     key,
                     verify: false,
                 });
-                self.startup_set_op(op);
+                self.store_startup_op(op);
                 return self.startup_backoff(now, "conditional write conflicted");
             }
             (_, Err(error)) => {

@@ -72,6 +72,15 @@ enum Step {
     Verify,
 }
 
+/// The only way t4 writes a WAL object: create it, never overwrite.
+pub(super) fn create_op(key: &str, body: &Bytes) -> ObjectOp {
+    ObjectOp::Put {
+        key: key.to_owned(),
+        body: body.clone(),
+        condition: PutCondition::IfAbsent,
+    }
+}
+
 impl<E: KvEngine> Node<E> {
     fn bucket_config(&self) -> &BucketConfig {
         self.config
@@ -110,11 +119,7 @@ impl<E: KvEngine> Node<E> {
         let term = self.term;
         let upload = self.upload_mut().expect("an upload is in flight");
         let op = match upload.step {
-            Step::Put => ObjectOp::Put {
-                key: upload.key.clone(),
-                body: upload.body.clone(),
-                condition: PutCondition::IfAbsent,
-            },
+            Step::Put => create_op(&upload.key, &upload.body),
             Step::Verify => ObjectOp::Get {
                 key: upload.key.clone(),
             },
@@ -234,12 +239,7 @@ impl<E: KvEngine> Node<E> {
         let config = self.bucket_config().clone();
         let upload = self.upload_mut().expect("an upload is in flight");
         upload.failures = upload.failures.saturating_add(1);
-        let doublings = upload.failures.saturating_sub(1).min(20);
-        let backoff = config
-            .retry_backoff_min_ns
-            .saturating_mul(1 << doublings)
-            .min(config.retry_backoff_max_ns);
-        upload.retry_at = Some(now.plus_nanos(backoff));
+        upload.retry_at = Some(now.plus_nanos(config.backoff_ns(upload.failures)));
         let overdue = now.0.saturating_sub(upload.started.0) >= config.unavailable_after_ns;
         if overdue && !upload.gave_up {
             self.give_up_upload(why);
