@@ -116,6 +116,12 @@ pub struct BucketConfig {
     pub retry_backoff_min_ns: u64,
     /// Longest pause between retries.
     pub retry_backoff_max_ns: u64,
+    /// Take a checkpoint once this many entries were applied since the
+    /// last one (`0`: only by time).
+    pub checkpoint_every_entries: u64,
+    /// Take a checkpoint once this long passed since the last one, if
+    /// anything was applied (`0`: only by entries). T4's default: 15 min.
+    pub checkpoint_interval_ns: u64,
 }
 
 impl BucketConfig {
@@ -137,6 +143,8 @@ impl Default for BucketConfig {
             unavailable_after_ns: 5_000_000_000,
             retry_backoff_min_ns: 10_000_000,
             retry_backoff_max_ns: 1_000_000_000,
+            checkpoint_every_entries: 0,
+            checkpoint_interval_ns: 15 * 60 * 1_000_000_000,
         }
     }
 }
@@ -241,6 +249,14 @@ pub enum IoDone {
         /// What went wrong.
         error: Option<String>,
     },
+    /// A [`Action::TakeCheckpoint`] finished: the folder's files, or why
+    /// it could not be made.
+    CheckpointTaken {
+        /// Id of the action.
+        io: IoId,
+        /// The files, or what went wrong.
+        result: Result<checkpoint::TakenCheckpoint, String>,
+    },
     /// A `TrimWal` finished (successfully or not; a failed trim only costs
     /// disk space and is retried at the next trim point).
     WalTrimmed {
@@ -307,6 +323,43 @@ pub enum Action {
         io: IoId,
         /// Index of the next entry the WAL will receive.
         next: Index,
+    },
+    /// Bucket mode: make a checkpoint of the engine **now**, before handing
+    /// the node any other input (the engine is at applied index `index`),
+    /// into a local folder named by `(term, index)`; list and hash its
+    /// files (that part may run in the background) and report
+    /// [`IoDone::CheckpointTaken`]. See the `checkpoint` module.
+    TakeCheckpoint {
+        /// Id of this action.
+        io: IoId,
+        /// The checkpoint's term.
+        term: Term,
+        /// The applied index the engine is at.
+        index: Index,
+    },
+    /// Upload file `name` of the local checkpoint `(term, index)` to `key`
+    /// with `condition`, then report [`IoDone::Object`] with this id.
+    UploadCheckpointFile {
+        /// Id of this action.
+        io: IoId,
+        /// The checkpoint's term.
+        term: Term,
+        /// The checkpoint's index.
+        index: Index,
+        /// The file's name in the folder.
+        name: String,
+        /// Where it goes in the bucket.
+        key: String,
+        /// The put's condition.
+        condition: crate::object::PutCondition,
+    },
+    /// The local checkpoint folder `(term, index)` is no longer needed:
+    /// delete it. No completion.
+    DropCheckpoint {
+        /// The checkpoint's term.
+        term: Term,
+        /// The checkpoint's index.
+        index: Index,
     },
     /// Release the answer to a client request. Emitted only once the
     /// request's durability condition holds (local mode: the WAL sync that
@@ -383,6 +436,13 @@ pub struct Node<E: KvEngine> {
     /// Bucket mode: local WAL entries after the engine's applied index,
     /// held back until the start-up has compared them with the bucket.
     local_tail: VecDeque<Entry>,
+    /// Bucket mode: the checkpoint being taken or uploaded.
+    checkpoint: Option<checkpoint::Checkpointing>,
+    /// Applied index and time of the last checkpoint (or of the start).
+    checkpointed: (Index, Time),
+    /// After an abandoned checkpoint: no new one before this.
+    checkpoint_not_before: Option<Time>,
+    checkpoint_stats: checkpoint::CheckpointStats,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -406,6 +466,10 @@ impl<E: KvEngine> Node<E> {
             bucket_down: None,
             startup: None,
             local_tail: VecDeque::new(),
+            checkpoint: None,
+            checkpointed: (Index(meta.applied_index), Time(0)),
+            checkpoint_not_before: None,
+            checkpoint_stats: checkpoint::CheckpointStats::default(),
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -596,6 +660,10 @@ impl<E: KvEngine> Node<E> {
             IoDone::Object { io, result, .. } if self.is_startup_io(io) => {
                 self.on_startup_io(now, result);
             }
+            IoDone::Object { io, result, .. } if self.is_checkpoint_io(io) => {
+                self.on_checkpoint_io(now, result);
+            }
+            IoDone::CheckpointTaken { io, result } => self.on_checkpoint_taken(now, io, result),
             IoDone::Object { io, term, result } => self.on_object_done(now, io, term, result),
             IoDone::WalReset { io, error } => self.on_wal_reset(now, io, error),
             IoDone::WalTrimmed { io, error } => {
@@ -614,6 +682,8 @@ impl<E: KvEngine> Node<E> {
     pub fn handle_timeout(&mut self, now: Time) {
         self.retry_startup_if_due(now);
         self.retry_upload_if_due(now);
+        self.retry_checkpoint_if_due(now);
+        self.maybe_checkpoint(now);
         if matches!(self.health, Health::Serving) && self.startup.is_none() {
             let due = self.lessor.take_due(now);
             for id in due.revoke {
@@ -650,6 +720,7 @@ impl<E: KvEngine> Node<E> {
             self.watches.poll_timeout(),
             self.upload_retry_at(),
             self.startup_retry_at(),
+            self.checkpoint_timer(),
         ]
         .into_iter()
         .flatten()
@@ -868,6 +939,7 @@ impl<E: KvEngine> Node<E> {
         }
         self.db_size_bytes = self.engine.size_bytes();
         self.maybe_trim();
+        self.maybe_checkpoint(now);
         self.flush_batch();
     }
 
@@ -953,9 +1025,12 @@ fn payload_len(payload: &Payload) -> usize {
 }
 
 mod admission;
+pub mod checkpoint;
 mod startup;
 mod upload;
 
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]

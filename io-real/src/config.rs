@@ -81,6 +81,12 @@ pub struct Config {
     /// writers are told it timed out (it may still land) and new writes are
     /// refused until the bucket answers. Default: 5 s.
     pub bucket_unavailable_after: Duration,
+    /// Bucket mode: take a checkpoint this often if anything was applied
+    /// since the last one; `None`: not by time. Default: 15 min (T4's).
+    pub checkpoint_interval: Option<Duration>,
+    /// Bucket mode: take a checkpoint once this many entries were applied
+    /// since the last one; `0`: not by count. Default: 0.
+    pub checkpoint_entries: u64,
 }
 
 impl Config {
@@ -111,6 +117,8 @@ impl Config {
             object_store: None,
             object_retry: RetryConfig::default(),
             bucket_unavailable_after: Duration::from_secs(5),
+            checkpoint_interval: Some(Duration::from_secs(15 * 60)),
+            checkpoint_entries: 0,
         }
     }
 

@@ -39,6 +39,7 @@
 //! the core.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -53,6 +54,10 @@ use t4_core::{
     Action, ClientRequest, Error, Index, IoDone, IoId, KvEngine, ReqId, Response, Term, Time,
 };
 
+use futures::future::BoxFuture;
+use t4_core::node::checkpoint::TakenCheckpoint;
+
+use crate::checkpoint;
 use crate::engine::RocksEngine;
 use crate::object::ObjectStore;
 use crate::wal::Wal;
@@ -124,6 +129,13 @@ pub(crate) enum Event {
         /// What the store answered.
         result: ObjectResult,
     },
+    /// A local checkpoint was hashed (or could not be taken).
+    CheckpointTaken {
+        /// The `Action::TakeCheckpoint`.
+        io: IoId,
+        /// Its files, or what went wrong.
+        result: Result<TakenCheckpoint, String>,
+    },
     /// Stop accepting writes, finish what is in flight, persist, exit.
     Close(oneshot::Sender<Result<(), String>>),
 }
@@ -136,6 +148,8 @@ pub(crate) struct Bucket {
     pub runtime: tokio::runtime::Handle,
     /// Who this node is in the lock.
     pub me: Member,
+    /// Where local checkpoints are made (`crate::checkpoint::local_root`).
+    pub checkpoints: PathBuf,
     /// Told once the start-up finished: `Err` says why the node refused to
     /// start.
     pub started: oneshot::Sender<Result<(), String>>,
@@ -233,15 +247,17 @@ pub(crate) fn spawn(
     let handle = thread::Builder::new()
         .name("t4-node".into())
         .spawn(move || {
-            let (objects, start) = match bucket {
+            let (objects, start, checkpoints) = match bucket {
                 Some(b) => (
                     Some((b.store, b.runtime, object_events)),
                     Some((b.me, b.started)),
+                    b.checkpoints,
                 ),
-                None => (None, None),
+                None => (None, None, PathBuf::new()),
             };
             NodeThread {
                 objects,
+                checkpoints,
                 started: None,
                 closing_since: None,
                 node,
@@ -271,6 +287,8 @@ struct NodeThread {
         tokio::runtime::Handle,
         mpsc::Sender<Event>,
     )>,
+    /// Bucket mode: where local checkpoints are made.
+    checkpoints: PathBuf,
     /// Bucket mode, while starting: told once the start-up is over.
     started: Option<oneshot::Sender<Result<(), String>>>,
     /// When `Close` arrived.
@@ -477,6 +495,10 @@ impl NodeThread {
                 self.node
                     .handle_io(now, IoDone::Object { io, term, result });
             }
+            Event::CheckpointTaken { io, result } => {
+                self.node
+                    .handle_io(now, IoDone::CheckpointTaken { io, result });
+            }
             Event::Close(done) => {
                 self.published.closed.store(true, Ordering::Release);
                 self.closing = Some(done);
@@ -511,22 +533,36 @@ impl NodeThread {
                         let _ = tx.send(result);
                     }
                 }
-                Action::Object { io, term, op } => match &self.objects {
-                    Some((store, runtime, events)) => {
-                        let store = Arc::clone(store);
-                        let events = events.clone();
-                        runtime.spawn(async move {
-                            let result = store.execute(op).await;
-                            // The node thread may be gone (closed): fine.
-                            let _ = events.send(Event::ObjectDone { io, term, result });
+                Action::Object { io, term, op } => self.run_object(io, term, move |store| {
+                    Box::pin(async move { store.execute(op).await })
+                }),
+                Action::TakeCheckpoint { io, term, index } => self.take_checkpoint(io, term, index),
+                Action::UploadCheckpointFile {
+                    io,
+                    term,
+                    index,
+                    name,
+                    key,
+                    condition,
+                } => {
+                    let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+                    self.run_object(io, term, move |store| {
+                        Box::pin(async move {
+                            checkpoint::upload_file(&*store, &dir, &name, key, condition).await
+                        })
+                    });
+                }
+                Action::DropCheckpoint { term, index } => {
+                    let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+                    // Off the node thread: a large folder takes a while.
+                    let _ = thread::Builder::new()
+                        .name("t4-ckpt-drop".into())
+                        .spawn(move || {
+                            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a local checkpoint");
+                            }
                         });
-                    }
-                    None => {
-                        let result = Err(ObjectError::Failed("no object store configured".into()));
-                        self.node
-                            .handle_io(self.clock.now(), IoDone::Object { io, term, result });
-                    }
-                },
+                }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();
                     self.node
@@ -540,6 +576,67 @@ impl NodeThread {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs one object operation on the runtime; it reports
+    /// [`Event::ObjectDone`].
+    fn run_object(
+        &mut self,
+        io: IoId,
+        term: Term,
+        op: impl FnOnce(Arc<dyn ObjectStore>) -> BoxFuture<'static, ObjectResult> + Send + 'static,
+    ) {
+        match &self.objects {
+            Some((store, runtime, events)) => {
+                let store = Arc::clone(store);
+                let events = events.clone();
+                runtime.spawn(async move {
+                    let result = op(store).await;
+                    // The node thread may be gone (closed): fine.
+                    let _ = events.send(Event::ObjectDone { io, term, result });
+                });
+            }
+            None => {
+                let result = Err(ObjectError::Failed("no object store configured".into()));
+                self.node
+                    .handle_io(self.clock.now(), IoDone::Object { io, term, result });
+            }
+        }
+    }
+
+    /// Runs a `TakeCheckpoint`: the RocksDB checkpoint now (the engine is
+    /// at the index named), the hashing on a thread of its own.
+    fn take_checkpoint(&mut self, io: IoId, term: Term, index: Index) {
+        let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+        if let Err(why) = checkpoint::take(self.node.engine(), &dir) {
+            let result = Err(why);
+            return self
+                .node
+                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
+        }
+        let Some((_, _, events)) = &self.objects else {
+            let result = Err("no object store configured".to_owned());
+            return self
+                .node
+                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
+        };
+        let events = events.clone();
+        let spawned = thread::Builder::new()
+            .name("t4-ckpt-hash".into())
+            .spawn(move || {
+                let result = checkpoint::hash_folder(&dir).map(|files| TakenCheckpoint {
+                    files,
+                    created_unix_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                });
+                let _ = events.send(Event::CheckpointTaken { io, result });
+            });
+        if let Err(e) = spawned {
+            let result = Err(format!("cannot start the hashing thread: {e}"));
+            self.node
+                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
         }
     }
 

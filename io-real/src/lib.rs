@@ -2,6 +2,7 @@
 //! real files, RocksDB, sockets and clocks, and feeds the results back.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod engine;
 pub mod object;
 pub mod wal;

@@ -132,6 +132,9 @@ impl Node {
             }
             None => None,
         };
+        if let Some(store) = &store {
+            restore_if_missing(&config, &**store).await?;
+        }
         let runtime = tokio::runtime::Handle::current();
         let (node, started) = tokio::task::spawn_blocking(move || {
             Node::open_blocking(config, store.map(|s| (s, runtime)))
@@ -204,6 +207,7 @@ impl Node {
                     runtime,
                     me,
                     started: tx,
+                    checkpoints: crate::checkpoint::local_root(&config.data_dir),
                 };
                 (Some(bucket), Some(rx))
             }
@@ -698,6 +702,79 @@ fn unexpected(op: &str, got: &Response) -> Error {
 }
 
 /// The core's configuration for `config`.
+/// Bucket mode, before the engine opens: a data directory without an
+/// engine (a new or replaced machine, a lost disk) starts from the
+/// bucket's newest usable checkpoint, falling back to older ones
+/// (`crate::checkpoint::restore`), or from an empty engine when the bucket
+/// has none; the bucket's WAL then brings it up to date. A local WAL
+/// without its engine cannot be replayed onto a checkpoint: it is moved
+/// aside, never deleted (in sync mode everything it holds that was
+/// acknowledged is in the bucket). Local checkpoint folders left by a
+/// crash are deleted.
+async fn restore_if_missing(
+    config: &Config,
+    store: &dyn crate::object::ObjectStore,
+) -> Result<(), OpenError> {
+    let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    let leftovers = crate::checkpoint::local_root(&config.data_dir);
+    if leftovers.exists() {
+        std::fs::remove_dir_all(&leftovers).map_err(|e| data_dir_error(&leftovers, e))?;
+    }
+    let engine_dir = config.engine_dir();
+    if engine_dir.join("CURRENT").exists() {
+        return Ok(());
+    }
+    match std::fs::read_dir(&engine_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(OpenError::Start(format!(
+                    "{} holds files but no database (no CURRENT file); move it away to \
+                     restore from the bucket",
+                    engine_dir.display()
+                )));
+            }
+            std::fs::remove_dir(&engine_dir).map_err(|e| data_dir_error(&engine_dir, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(data_dir_error(&engine_dir, e)),
+    }
+    let wal_dir = config.wal_dir();
+    let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
+    if wal_has_files {
+        let aside = config.data_dir.join(format!(
+            "wal.without-engine-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        tracing::warn!(wal = %wal_dir.display(), moved_to = %aside.display(),
+            "a WAL without its engine cannot be replayed; moving it aside");
+        std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;
+    }
+    let started = std::time::Instant::now();
+    match crate::checkpoint::restore(store, &engine_dir, None).await {
+        Ok(Some(restored)) => {
+            tracing::info!(
+                checkpoint = %restored.manifest.key(),
+                index = restored.manifest.index.0,
+                revision = restored.manifest.revision.0,
+                bytes = restored.bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "restored a checkpoint from the bucket"
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::info!("no checkpoint in the bucket; replaying its WAL from the start");
+            Ok(())
+        }
+        Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
+    }
+}
+
 fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
     let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     NodeConfig {
@@ -720,6 +797,8 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
         seed: entropy_seed(),
         bucket: config.object_store.as_ref().map(|_| BucketConfig {
             unavailable_after_ns: nanos(config.bucket_unavailable_after),
+            checkpoint_every_entries: config.checkpoint_entries,
+            checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
             ..BucketConfig::default()
         }),
         ..NodeConfig::default()

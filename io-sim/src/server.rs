@@ -54,6 +54,10 @@ pub struct Bugs {
     /// The driver uploads WAL objects with a plain PUT instead of
     /// `If-None-Match` (so a zombie can overwrite the new node's log).
     pub upload_without_condition: bool,
+    /// The driver reports a WAL-object upload that failed with a retryable
+    /// error (a 5xx, a timeout) as done (so a write can be acknowledged
+    /// whose object is not in the bucket).
+    pub upload_failure_is_success: bool,
 }
 
 /// How one node process runs.
@@ -130,6 +134,9 @@ pub struct NodeStatus {
     /// A violated per-node invariant (applied ≤ last index, revisions never
     /// going back within an incarnation …), first one only.
     pub invariant_violation: Option<String>,
+    /// Bucket mode: why the node was fenced, the first time it was (kept
+    /// across restarts, so a test can ask whether it ever was).
+    pub fenced: Option<String>,
 }
 
 /// Where in the write path a node is.
@@ -355,8 +362,13 @@ impl Server {
             }
             // A fenced node stays up and refuses everything (it does not
             // die: an operator sees why).
-            if self.node.fenced().is_some() {
-                self.status.update(|s| s.serving = false);
+            if let Some(why) = self.node.fenced() {
+                self.status.update(|s| {
+                    s.serving = false;
+                    if s.fenced.is_none() {
+                        s.fenced = Some(why.to_owned());
+                    }
+                });
                 continue;
             }
             if let Some(why) = self.node.failure() {
@@ -478,12 +490,20 @@ impl Server {
                                     }
                                 }
                             }
+                            let lie = self.config.bugs.upload_failure_is_success
+                                && matches!(&op, t4_core::object::ObjectOp::Put { key, .. } if key.starts_with("wal/"));
                             // The task dies with this node; the fake S3 carries
                             // on with what it already received.
                             let (s3, tx) = (s3.clone(), self.tx.clone());
                             let timeout = self.config.object_timeout;
                             madsim::task::spawn(async move {
-                                let result = s3.execute(op, timeout).await;
+                                let mut result = s3.execute(op, timeout).await;
+                                if lie && matches!(result, Err(t4_core::object::ObjectError::Retryable(_))) {
+                                    // The bug: a failed upload taken for a landed one.
+                                    result = Ok(t4_core::object::ObjectReply::Put {
+                                        etag: t4_core::object::ETag("\"bug\"".into()),
+                                    });
+                                }
                                 let _ = tx.unbounded_send(Inbound::ObjectDone { io, term, result });
                             });
                         }
@@ -496,6 +516,24 @@ impl Server {
                                 .handle_io(now, IoDone::Object { io, term, result });
                         }
                     },
+                    // Checkpoints are not simulated yet: every attempt is
+                    // abandoned, which the node survives (the bucket's WAL
+                    // alone carries the state).
+                    Action::TakeCheckpoint { io, .. } => {
+                        let now = self.clock.now();
+                        let result = Err("checkpoints are not simulated".to_owned());
+                        self.node
+                            .handle_io(now, IoDone::CheckpointTaken { io, result });
+                    }
+                    Action::UploadCheckpointFile { io, term, .. } => {
+                        let now = self.clock.now();
+                        let result = Err(t4_core::object::ObjectError::Failed(
+                            "checkpoints are not simulated".into(),
+                        ));
+                        self.node
+                            .handle_io(now, IoDone::Object { io, term, result });
+                    }
+                    Action::DropCheckpoint { .. } => {}
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;
                         let error = match self.node.engine().persist() {

@@ -15,6 +15,7 @@
 //! Keys here are relative to the store's root prefix; the store joins them.
 //! Zero-padded numbers make a listing come back in log order.
 
+pub mod checkpoint;
 pub mod gc;
 pub mod layout;
 pub mod lock;

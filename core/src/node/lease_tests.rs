@@ -174,7 +174,11 @@ impl Sim {
                             .handle_io(self.now, IoDone::WalTrimmed { io, error: None });
                     }
                     Action::Watch(_) => {}
-                    Action::Object { .. } | Action::ResetWal { .. } => {
+                    Action::Object { .. }
+                    | Action::ResetWal { .. }
+                    | Action::TakeCheckpoint { .. }
+                    | Action::UploadCheckpointFile { .. }
+                    | Action::DropCheckpoint { .. } => {
                         unreachable!("these tests run in local mode")
                     }
                 }

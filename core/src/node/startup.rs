@@ -551,6 +551,9 @@ impl<E: KvEngine> Node<E> {
         }
         self.startup = None;
         self.trimmed_at = Index(self.store.meta().applied_index);
+        // The checkpoint interval counts from serving; entries replayed
+        // from the bucket count toward the entry threshold.
+        self.checkpointed.1 = now;
         self.db_size_bytes = self.engine.size_bytes();
         match mvcc::leases(&self.engine) {
             Ok(leases) => self.lessor.restore(now, &leases),

@@ -107,6 +107,11 @@ impl Rig {
                 assert!(self.replies.insert(req, result).is_none(), "one reply each");
             }
             Action::Watch(_) => {}
+            Action::TakeCheckpoint { .. }
+            | Action::UploadCheckpointFile { .. }
+            | Action::DropCheckpoint { .. } => {
+                panic!("no checkpoint is due in these tests: {action:?}")
+            }
         }
     }
 

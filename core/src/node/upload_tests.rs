@@ -16,6 +16,8 @@ fn node() -> Node<MemEngine> {
             unavailable_after_ns: 1_000 * MS,
             retry_backoff_min_ns: 10 * MS,
             retry_backoff_max_ns: 80 * MS,
+            checkpoint_every_entries: 0,
+            checkpoint_interval_ns: 0,
         }),
         ..NodeConfig::default()
     };

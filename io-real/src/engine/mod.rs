@@ -159,6 +159,9 @@ struct Shared {
     path: PathBuf,
     /// WAL off, no sync: our WAL is the source of durability (module doc).
     write_opts: WriteOptions,
+    /// Opened by [`RocksEngine::open_read_only`]: writes are refused and
+    /// nothing is flushed, so the files are never changed.
+    read_only: bool,
 }
 
 impl Shared {
@@ -167,7 +170,11 @@ impl Shared {
     }
 
     /// Writes every memtable to SST files and waits until they are on disk.
+    /// A read-only database has no memtable of its own: nothing to do.
     fn flush(&self) -> Result<(), EngineError> {
+        if self.read_only {
+            return Ok(());
+        }
         let mut opts = FlushOptions::default();
         opts.set_wait(true);
         self.db.flush_opt(&opts).map_err(|e| self.error("flush", e))
@@ -240,10 +247,68 @@ impl RocksEngine {
             db,
             path: path.to_path_buf(),
             write_opts,
+            read_only: false,
         };
         Ok(RocksEngine {
             shared: Arc::new(shared),
         })
+    }
+
+    /// Opens the existing database at `path` read-only, for offline
+    /// inspection (`t4 inspect`): it creates nothing, writes nothing, and
+    /// [`KvEngine::write`] and [`KvEngine::defragment`] fail.
+    ///
+    /// RocksDB takes no lock for a read-only open, so this also works while
+    /// a node has the database open. It then sees the database as last
+    /// flushed (writes skip RocksDB's WAL: module doc), and a file the node
+    /// compacts away meanwhile may fail a read.
+    ///
+    /// # Errors
+    /// Invalid `opts`; no database at `path` (no `CURRENT` file: checked
+    /// first, because the `rocksdb` crate would create a missing directory
+    /// even for a read-only open); RocksDB cannot open it (e.g. corrupt).
+    pub fn open_read_only(path: &Path, opts: RocksOptions) -> Result<RocksEngine, EngineError> {
+        let context = |op: &str, err: &dyn std::fmt::Display| {
+            EngineError(format!("rocksdb {op} at {}: {err}", path.display()))
+        };
+        opts.validate()
+            .map_err(|e| context("open read-only (invalid options)", &e))?;
+        if !path.join("CURRENT").is_file() {
+            return Err(context(
+                "open read-only",
+                &"no database here (no CURRENT file)",
+            ));
+        }
+        let mut rocks_opts = opts.to_rocksdb();
+        rocks_opts.create_if_missing(false);
+        // `false`: RocksDB WAL files are expected (empty: writes skip it).
+        let db = DB::open_for_read_only(&rocks_opts, path, false)
+            .map_err(|e| context("open read-only", &e))?;
+        let shared = Shared {
+            db,
+            path: path.to_path_buf(),
+            write_opts: WriteOptions::default(),
+            read_only: true,
+        };
+        Ok(RocksEngine {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Makes a RocksDB checkpoint in `dir` (which must not exist): the
+    /// memtables are flushed, then every live SST is hard-linked (copied
+    /// across file systems) and the small meta files (`MANIFEST-*`,
+    /// `CURRENT`, `OPTIONS-*`) are copied. The folder opens as a database
+    /// holding exactly what was written before this call.
+    ///
+    /// # Errors
+    /// RocksDB cannot create it (the folder exists, the disk is full …).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), EngineError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.shared.db)
+            .map_err(|e| self.shared.error("checkpoint", e))?;
+        checkpoint
+            .create_checkpoint(dir)
+            .map_err(|e| self.shared.error("checkpoint", e))
     }
 
     /// The directory the database lives in.
@@ -301,6 +366,9 @@ impl KvEngine for RocksEngine {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.shared.read_only {
+            return Err(self.shared.error("write", "the database is open read-only"));
+        }
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -340,6 +408,11 @@ impl KvEngine for RocksEngine {
     /// which drops tombstones and overwritten versions (what etcd's
     /// defragment achieves for bbolt).
     fn defragment(&self) -> Result<(), EngineError> {
+        if self.shared.read_only {
+            return Err(self
+                .shared
+                .error("defragment", "the database is open read-only"));
+        }
         self.shared.flush()?;
         self.shared.db.compact_range::<&[u8], &[u8]>(None, None);
         Ok(())

@@ -1,0 +1,321 @@
+//! Bucket mode, checkpoints: when to take one, and driving its upload.
+//!
+//! A checkpoint is due once the node serves, has applied entries since the
+//! last one, and either [`BucketConfig::checkpoint_every_entries`] entries
+//! were applied or [`BucketConfig::checkpoint_interval_ns`] passed since the
+//! last one (or since serving began). Then:
+//!
+//! 1. [`Action::TakeCheckpoint`] right after an apply: the driver makes the
+//!    engine checkpoint **before it hands the node any other input**, so
+//!    the checkpoint holds exactly the state at the index named (RocksDB:
+//!    hard links after a memtable flush). It hashes the files (in the
+//!    background if it likes) and answers [`IoDone::CheckpointTaken`].
+//! 2. The upload ([`crate::bucket::checkpoint`]): each step is an
+//!    [`Action::Object`] or an [`Action::UploadCheckpointFile`], answered
+//!    by [`IoDone::Object`]. Retryable failures back off as uploads do and
+//!    give up after [`STEP_FAILURES_MAX`] attempts of one step.
+//! 3. [`Action::DropCheckpoint`] frees the local folder, whatever the
+//!    outcome.
+//!
+//! Writes keep flowing the whole time: the checkpoint shares nothing with
+//! the commit pipeline but the object store. Only one checkpoint runs at a
+//! time. Every entry at or below the checkpoint's index is already in the
+//! bucket (sync mode applies nothing before its upload), so the manifest
+//! never names state the bucket's WAL does not back.
+//!
+//! A node that is fenced or failed stops where it is: its results are
+//! dropped and nothing more is written. An abandoned checkpoint is tried
+//! again no sooner than [`RETRY_AFTER_ABANDON_NS`] later.
+
+use super::{Action, Health, Node};
+use crate::bucket::checkpoint::{
+    CheckpointPoint, CheckpointUpload, LocalFile, Progress, UploadOutcome, UploadStep,
+};
+use crate::engine::KvEngine;
+use crate::object::ObjectResult;
+use crate::types::{Index, IoId, Term, Time};
+
+/// Attempts of one upload step before the checkpoint is abandoned.
+pub const STEP_FAILURES_MAX: u32 = 20;
+
+/// Pause after an abandoned checkpoint before the next one may start.
+pub const RETRY_AFTER_ABANDON_NS: u64 = 30_000_000_000;
+
+/// What the driver reports for [`Action::TakeCheckpoint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenCheckpoint {
+    /// Every file of the local checkpoint folder.
+    pub files: Vec<LocalFile>,
+    /// Wall-clock time for the manifest (data for operators only).
+    pub created_unix_ms: u64,
+}
+
+/// The checkpoint in progress.
+#[derive(Debug)]
+pub(super) struct Checkpointing {
+    point: CheckpointPoint,
+    /// The operation in flight (`None` while backing off).
+    io: Option<IoId>,
+    upload: Option<CheckpointUpload>,
+    /// The step to send (again) once the backoff ends.
+    step: Option<UploadStep>,
+    retry_at: Option<Time>,
+    failures: u32,
+}
+
+/// Progress of checkpoints over the node's life (for status and metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints completed.
+    pub completed: u64,
+    /// Checkpoints abandoned.
+    pub abandoned: u64,
+    /// The newest checkpoint this node completed.
+    pub last: Option<(Term, Index)>,
+    /// Why the last abandoned checkpoint was abandoned.
+    pub last_abandoned: Option<String>,
+}
+
+impl<E: KvEngine> Node<E> {
+    /// Checkpoint counters.
+    #[must_use]
+    pub fn checkpoint_stats(&self) -> &CheckpointStats {
+        &self.checkpoint_stats
+    }
+
+    /// Whether a checkpoint is being taken or uploaded.
+    #[must_use]
+    pub fn is_checkpointing(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// Starts a checkpoint if one is due (see the module docs).
+    pub(super) fn maybe_checkpoint(&mut self, now: Time) {
+        if self.checkpoint_due_at().is_some_and(|at| at <= now) || self.checkpoint_entries_due(now)
+        {
+            self.start_checkpoint();
+        }
+    }
+
+    fn may_checkpoint(&self) -> bool {
+        self.config.bucket.is_some()
+            && matches!(self.health, Health::Serving)
+            && self.startup.is_none()
+            && self.checkpoint.is_none()
+            && self.store.meta().applied_index > self.checkpointed.0 .0
+    }
+
+    fn checkpoint_entries_due(&self, now: Time) -> bool {
+        let Some(b) = &self.config.bucket else {
+            return false;
+        };
+        b.checkpoint_every_entries > 0
+            && self.may_checkpoint()
+            && self.store.meta().applied_index - self.checkpointed.0 .0
+                >= b.checkpoint_every_entries
+            && self.checkpoint_not_before.is_none_or(|nb| nb <= now)
+    }
+
+    /// When the interval makes a checkpoint due (the timer's deadline).
+    pub(super) fn checkpoint_due_at(&self) -> Option<Time> {
+        let b = self.config.bucket.as_ref()?;
+        if b.checkpoint_interval_ns == 0 || !self.may_checkpoint() {
+            return None;
+        }
+        let due = self.checkpointed.1.plus_nanos(b.checkpoint_interval_ns);
+        Some(self.checkpoint_not_before.map_or(due, |nb| due.max(nb)))
+    }
+
+    /// When the checkpoint's own timer is needed: its backoff or its
+    /// interval.
+    pub(super) fn checkpoint_timer(&self) -> Option<Time> {
+        let retry = self.checkpoint.as_ref().and_then(|c| c.retry_at);
+        [retry, self.checkpoint_due_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn start_checkpoint(&mut self) {
+        let meta = *self.store.meta();
+        let io = self.io_id();
+        let point = CheckpointPoint {
+            term: self.term,
+            index: Index(meta.applied_index),
+            revision: crate::types::Revision(meta.current_revision),
+            // The store says -1 before any compaction; the manifest, 0.
+            compact_revision: crate::types::Revision(meta.compact_revision.max(0)),
+        };
+        tracing::info!(
+            term = point.term.0,
+            index = point.index.0,
+            "taking a checkpoint"
+        );
+        self.checkpoint = Some(Checkpointing {
+            point,
+            io: Some(io),
+            upload: None,
+            step: None,
+            retry_at: None,
+            failures: 0,
+        });
+        self.actions.push_back(Action::TakeCheckpoint {
+            io,
+            term: point.term,
+            index: point.index,
+        });
+    }
+
+    pub(super) fn is_checkpoint_io(&self, io: IoId) -> bool {
+        self.checkpoint.as_ref().is_some_and(|c| c.io == Some(io))
+    }
+
+    /// The driver took (or failed to take) the local checkpoint.
+    pub(super) fn on_checkpoint_taken(
+        &mut self,
+        now: Time,
+        io: IoId,
+        result: Result<TakenCheckpoint, String>,
+    ) {
+        if !self.is_checkpoint_io(io) {
+            tracing::debug!(io = io.0, "dropping a stale checkpoint completion");
+            return;
+        }
+        let point = self.checkpoint.as_ref().expect("matched").point;
+        let started = result
+            .and_then(|taken| CheckpointUpload::start(point, &taken.files, taken.created_unix_ms));
+        match started {
+            Ok((upload, step)) => {
+                let c = self.checkpoint.as_mut().expect("matched");
+                c.upload = Some(upload);
+                self.send_checkpoint_step(step);
+            }
+            Err(why) => self.end_checkpoint(now, UploadOutcome::Abandoned(why)),
+        }
+    }
+
+    /// An object operation of the upload completed.
+    pub(super) fn on_checkpoint_io(&mut self, now: Time, result: ObjectResult) {
+        if !matches!(self.health, Health::Serving) {
+            // Fenced or failed: write nothing more.
+            self.checkpoint_dropped();
+            return;
+        }
+        let c = self.checkpoint.as_mut().expect("a checkpoint is running");
+        c.io = None;
+        let upload = c.upload.as_mut().expect("uploading");
+        let progress = upload.on_result(result);
+        for warning in upload.take_warnings() {
+            tracing::warn!(%warning, "checkpoint");
+        }
+        match progress {
+            Progress::Next(step) => {
+                c.failures = 0;
+                self.send_checkpoint_step(step);
+            }
+            Progress::Retry(step) => {
+                c.failures += 1;
+                if c.failures >= STEP_FAILURES_MAX {
+                    let why = format!("gave up after {} attempts of {step:?}", c.failures);
+                    return self.end_checkpoint(now, UploadOutcome::Abandoned(why));
+                }
+                let backoff = self
+                    .config
+                    .bucket
+                    .as_ref()
+                    .expect("bucket mode")
+                    .backoff_ns(c.failures);
+                c.retry_at = Some(now.plus_nanos(backoff));
+                c.step = Some(step);
+            }
+            Progress::Finished(outcome) => self.end_checkpoint(now, outcome),
+        }
+    }
+
+    /// Timer: resends a step whose backoff ended.
+    pub(super) fn retry_checkpoint_if_due(&mut self, now: Time) {
+        let Some(c) = self.checkpoint.as_mut() else {
+            return;
+        };
+        if c.retry_at.is_some_and(|at| at <= now) {
+            c.retry_at = None;
+            let step = c.step.take().expect("a step waits for its retry");
+            if matches!(self.health, Health::Serving) {
+                self.send_checkpoint_step(step);
+            } else {
+                self.checkpoint_dropped();
+            }
+        }
+    }
+
+    fn send_checkpoint_step(&mut self, step: UploadStep) {
+        let io = self.io_id();
+        let term = self.term;
+        let c = self.checkpoint.as_mut().expect("a checkpoint is running");
+        c.io = Some(io);
+        let action = match step {
+            UploadStep::Object(op) => Action::Object { io, term, op },
+            UploadStep::File {
+                name,
+                key,
+                condition,
+            } => Action::UploadCheckpointFile {
+                io,
+                term: c.point.term,
+                index: c.point.index,
+                name,
+                key,
+                condition,
+            },
+        };
+        self.actions.push_back(action);
+    }
+
+    fn end_checkpoint(&mut self, now: Time, outcome: UploadOutcome) {
+        let c = self.checkpoint.take().expect("a checkpoint is running");
+        let point = c.point;
+        self.actions.push_back(Action::DropCheckpoint {
+            term: point.term,
+            index: point.index,
+        });
+        match outcome {
+            UploadOutcome::Done {
+                latest_moved,
+                ssts_uploaded,
+                bytes_uploaded,
+                manifest,
+            } => {
+                tracing::info!(
+                    term = point.term.0,
+                    index = point.index.0,
+                    revision = manifest.revision.0,
+                    latest_moved,
+                    ssts_uploaded,
+                    bytes_uploaded,
+                    "checkpoint uploaded"
+                );
+                self.checkpointed = (point.index, now);
+                self.checkpoint_not_before = None;
+                self.checkpoint_stats.completed += 1;
+                self.checkpoint_stats.last = Some((point.term, point.index));
+            }
+            UploadOutcome::Abandoned(why) => {
+                tracing::warn!(why = %why, "checkpoint abandoned; the previous one stays the newest");
+                self.checkpoint_not_before = Some(now.plus_nanos(RETRY_AFTER_ABANDON_NS));
+                self.checkpoint_stats.abandoned += 1;
+                self.checkpoint_stats.last_abandoned = Some(why);
+            }
+        }
+    }
+
+    /// The node stopped serving mid-checkpoint: free the folder, nothing
+    /// more.
+    fn checkpoint_dropped(&mut self) {
+        if let Some(c) = self.checkpoint.take() {
+            self.actions.push_back(Action::DropCheckpoint {
+                term: c.point.term,
+                index: c.point.index,
+            });
+        }
+    }
+}

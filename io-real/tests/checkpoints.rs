@@ -1,0 +1,281 @@
+//! Checkpoints end to end on real files: a bucket-mode node uploads RocksDB
+//! checkpoints; a node on a wiped data directory restores the newest one
+//! (then replays the bucket's WAL after it), falls back to an older one
+//! when the newest is damaged, and `checkpoint::restore` refuses what it
+//! must.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use t4_core::bucket::layout::{self, parse_wal_key, MANIFEST_LATEST, WAL_PREFIX};
+use t4_core::bucket::manifest::{CheckpointManifest, LatestPointer};
+use t4_core::bucket::recovery::CheckpointDamage;
+use t4_core::object::{ObjectError, ObjectOp, ObjectReply, PutCondition, LIST_KEYS_MAX};
+use t4_io_real::checkpoint::{self, RestoreError};
+use t4_io_real::object::{DirStore, ObjectStore, StoreConfig};
+use t4_io_real::{Config, Node};
+
+fn config(data: &Path, bucket: &Path, every: u64) -> Config {
+    let mut c = Config::new(data);
+    c.node_id = "ckpt-test".into();
+    c.object_store = Some(StoreConfig::Directory(bucket.to_path_buf()));
+    c.checkpoint_entries = every;
+    c.checkpoint_interval = None;
+    c
+}
+
+fn store(bucket: &Path) -> Arc<dyn ObjectStore> {
+    Arc::new(DirStore::open(bucket).expect("dir store"))
+}
+
+async fn latest(store: &dyn ObjectStore) -> Option<LatestPointer> {
+    checkpoint::read_latest(store).await.expect("read latest")
+}
+
+async fn get(store: &dyn ObjectStore, key: &str) -> Option<Bytes> {
+    match store
+        .execute(ObjectOp::Get {
+            key: key.to_owned(),
+        })
+        .await
+    {
+        Ok(ObjectReply::Got { body, .. }) => Some(body),
+        Err(ObjectError::NotFound) => None,
+        other => panic!("get {key}: {other:?}"),
+    }
+}
+
+async fn manifest(store: &dyn ObjectStore, p: &LatestPointer) -> CheckpointManifest {
+    let body = get(store, &p.manifest_key).await.expect("manifest");
+    CheckpointManifest::decode(&p.manifest_key, &body).expect("decodes")
+}
+
+async fn wal_objects(store: &dyn ObjectStore) -> Vec<u64> {
+    let reply = store
+        .execute(ObjectOp::List {
+            prefix: WAL_PREFIX.into(),
+            start_after: None,
+            max_keys: LIST_KEYS_MAX,
+        })
+        .await
+        .expect("list");
+    let ObjectReply::Listed { objects, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    objects
+        .iter()
+        .filter_map(|o| parse_wal_key(&o.key))
+        .map(|i| i.0)
+        .collect()
+}
+
+/// Waits (up to 20 s) until `manifest/latest` reaches `index`.
+async fn wait_for_checkpoint(store: &dyn ObjectStore, index: u64) -> LatestPointer {
+    for _ in 0..400 {
+        if let Some(p) = latest(store).await {
+            if p.index.0 >= index {
+                return p;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint at or after index {index}");
+}
+
+/// Writes `n` keys one by one; returns each key's revision.
+async fn write_keys(node: &Node, from: usize, n: usize) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let key = format!("key-{i:05}");
+        let rev = node
+            .put(key.clone(), format!("value-{i}"))
+            .await
+            .expect("put")
+            .revision;
+        out.push((key, rev));
+    }
+    out
+}
+
+async fn check_keys(node: &Node, keys: &[(String, i64)]) {
+    for (key, rev) in keys {
+        let kv = node
+            .get(key.clone())
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(kv.mod_revision, *rev, "{key}");
+        let i: usize = key[4..].parse().unwrap();
+        assert_eq!(kv.value, format!("value-{i}").into_bytes());
+    }
+}
+
+/// The checkpoint holds the engine's state; with the WAL objects it covers
+/// deleted, a wiped node still comes back whole: from the checkpoint plus
+/// the WAL after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_restores_the_checkpoint_and_replays_the_wal_after_it() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 100))
+        .await
+        .expect("open");
+    let mut keys = write_keys(&node, 0, 250).await;
+    let s = store(bucket.path());
+    let p = wait_for_checkpoint(&*s, 200).await;
+    let m = manifest(&*s, &p).await;
+    assert!(!m.ssts.is_empty(), "the checkpoint has SSTs: {m:?}");
+    assert!(m.meta_files.iter().any(|f| f.name == "CURRENT"));
+    // Keep writing after the checkpoint: those come from the WAL.
+    keys.extend(write_keys(&node, 250, 30).await);
+    node.close().await.expect("close");
+    // No local checkpoint folder is left behind.
+    let local = checkpoint::local_root(data.path());
+    assert!(
+        !local.exists() || std::fs::read_dir(&local).unwrap().next().is_none(),
+        "local checkpoint folders are deleted after upload"
+    );
+
+    // Delete every WAL object wholly covered by the checkpoint.
+    let objects = wal_objects(&*s).await;
+    let mut deleted = 0;
+    for w in objects.windows(2) {
+        if w[1] - 1 <= p.index.0 {
+            s.execute(ObjectOp::Delete {
+                key: layout::wal_key(t4_core::Index(w[0])),
+            })
+            .await
+            .expect("delete");
+            deleted += 1;
+        }
+    }
+    assert!(deleted > 100, "most WAL objects were covered ({deleted})");
+
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect("reopen");
+    check_keys(&node, &keys).await;
+    assert_eq!(node.current_revision(), keys.last().unwrap().1);
+    // And it serves writes.
+    node.put("after", "restore")
+        .await
+        .expect("put after restore");
+    node.close().await.expect("close");
+}
+
+/// A damaged newest checkpoint (a meta file overwritten) is skipped with a
+/// warning; the one before it and the WAL bring the node back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 50))
+        .await
+        .expect("open");
+    let keys = write_keys(&node, 0, 160).await;
+    let s = store(bucket.path());
+    let newest = wait_for_checkpoint(&*s, 150).await;
+    node.close().await.expect("close");
+    let m = manifest(&*s, &newest).await;
+    let current = m.meta_files.iter().find(|f| f.name == "CURRENT").unwrap();
+    s.execute(ObjectOp::Put {
+        key: current.key.clone(),
+        body: Bytes::from_static(b"MANIFEST-999999\n"),
+        condition: PutCondition::None,
+    })
+    .await
+    .expect("damage");
+
+    // `restore` alone: skips the newest and says why.
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("engine");
+    let restored = checkpoint::restore(&*s, &target, None)
+        .await
+        .expect("restore")
+        .expect("a checkpoint");
+    assert!(restored.manifest.index < newest.index);
+    assert_eq!(restored.skipped.len(), 1, "{:?}", restored.skipped);
+    assert!(
+        restored.skipped[0].contains("sha256"),
+        "{:?}",
+        restored.skipped
+    );
+    // Asked for exactly the damaged one: refused, nothing left behind.
+    let target2 = scratch.path().join("engine2");
+    match checkpoint::restore(&*s, &target2, Some(&newest.manifest_key)).await {
+        Err(RestoreError::Damaged {
+            damage: CheckpointDamage::Hash { .. },
+            ..
+        }) => {}
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    assert!(!target2.exists());
+    // Never over an existing folder.
+    assert!(matches!(
+        checkpoint::restore(&*s, &target, None).await,
+        Err(RestoreError::Exists(_))
+    ));
+
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect("reopen");
+    check_keys(&node, &keys).await;
+    node.close().await.expect("close");
+}
+
+/// A bucket without checkpoints: a wiped node replays the whole WAL; and
+/// a missing SST makes the only checkpoint unusable, which falls back to
+/// the WAL alone (it still starts at index 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_usable_checkpoint_the_whole_wal_is_replayed() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect("open");
+    let keys = write_keys(&node, 0, 40).await;
+    node.close().await.expect("close");
+    let s = store(bucket.path());
+    assert_eq!(latest(&*s).await, None, "no checkpoint was due");
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 20))
+        .await
+        .expect("reopen");
+    check_keys(&node, &keys).await;
+    let more = write_keys(&node, 40, 25).await;
+    let p = wait_for_checkpoint(&*s, 60).await;
+    node.close().await.expect("close");
+    let m = manifest(&*s, &p).await;
+    for sst in &m.ssts {
+        s.execute(ObjectOp::Delete {
+            key: sst.key.clone(),
+        })
+        .await
+        .expect("delete");
+    }
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect("reopen");
+    check_keys(&node, &keys).await;
+    check_keys(&node, &more).await;
+    node.close().await.expect("close");
+    let _ = MANIFEST_LATEST;
+}
+
+/// An engine folder with files but no database is not overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_engine_folder_refuses_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let c = config(data.path(), bucket.path(), 0);
+    std::fs::create_dir_all(c.engine_dir()).unwrap();
+    std::fs::write(c.engine_dir().join("000007.sst"), b"junk").unwrap();
+    let err = Node::open(c.clone()).await.expect_err("refused");
+    assert!(err.to_string().contains("no CURRENT"), "{err}");
+    assert!(c.engine_dir().join("000007.sst").exists(), "left untouched");
+}
