@@ -122,6 +122,9 @@ pub struct BucketConfig {
     /// Take a checkpoint once this long passed since the last one, if
     /// anything was applied (`0`: only by entries). T4's default: 15 min.
     pub checkpoint_interval_ns: u64,
+    /// After each completed checkpoint, run a GC pass keeping this many
+    /// checkpoints (`0`: no background GC; `t4 gc` does it). Default 3.
+    pub gc_keep: usize,
 }
 
 impl BucketConfig {
@@ -145,6 +148,7 @@ impl Default for BucketConfig {
             retry_backoff_max_ns: 1_000_000_000,
             checkpoint_every_entries: 0,
             checkpoint_interval_ns: 15 * 60 * 1_000_000_000,
+            gc_keep: 3,
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct Config {
     /// Bucket mode: take a checkpoint once this many entries were applied
     /// since the last one; `0`: not by count. Default: 0.
     pub checkpoint_entries: u64,
+    /// Bucket mode: after each checkpoint, a GC pass keeps this many
+    /// checkpoints and deletes what only older ones needed; `0`: no
+    /// background GC. Default: 3.
+    pub gc_keep: usize,
 }
 
 impl Config {
@@ -119,6 +123,7 @@ impl Config {
             bucket_unavailable_after: Duration::from_secs(5),
             checkpoint_interval: Some(Duration::from_secs(15 * 60)),
             checkpoint_entries: 0,
+            gc_keep: 3,
         }
     }
 

@@ -799,6 +799,7 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
             unavailable_after_ns: nanos(config.bucket_unavailable_after),
             checkpoint_every_entries: config.checkpoint_entries,
             checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
+            gc_keep: config.gc_keep,
             ..BucketConfig::default()
         }),
         ..NodeConfig::default()

@@ -227,9 +227,11 @@ async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     node.close().await.expect("close");
 }
 
-/// A bucket without checkpoints: a wiped node replays the whole WAL; and
-/// a missing SST makes the only checkpoint unusable, which falls back to
-/// the WAL alone (it still starts at index 1).
+/// A bucket without checkpoints: a wiped node replays the whole WAL; a
+/// missing SST makes the only checkpoint unusable, which falls back to the
+/// WAL alone while it still starts at index 1 (no GC ran); once GC deleted
+/// the WAL the checkpoints covered and every checkpoint is damaged, the
+/// start is refused with a message naming the hole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_usable_checkpoint_the_whole_wal_is_replayed() {
     let data = tempfile::tempdir().unwrap();
@@ -242,9 +244,9 @@ async fn without_a_usable_checkpoint_the_whole_wal_is_replayed() {
     let s = store(bucket.path());
     assert_eq!(latest(&*s).await, None, "no checkpoint was due");
     std::fs::remove_dir_all(data.path()).unwrap();
-    let node = Node::open(config(data.path(), bucket.path(), 20))
-        .await
-        .expect("reopen");
+    let mut no_gc = config(data.path(), bucket.path(), 20);
+    no_gc.gc_keep = 0;
+    let node = Node::open(no_gc).await.expect("reopen");
     check_keys(&node, &keys).await;
     let more = write_keys(&node, 40, 25).await;
     let p = wait_for_checkpoint(&*s, 60).await;
@@ -258,12 +260,35 @@ async fn without_a_usable_checkpoint_the_whole_wal_is_replayed() {
         .expect("delete");
     }
     std::fs::remove_dir_all(data.path()).unwrap();
-    let node = Node::open(config(data.path(), bucket.path(), 0))
+    let node = Node::open(config(data.path(), bucket.path(), 10))
         .await
         .expect("reopen");
     check_keys(&node, &keys).await;
     check_keys(&node, &more).await;
+    // This node checkpoints (every 10) and collects the WAL behind them.
+    write_keys(&node, 65, 30).await;
+    wait_for_checkpoint(&*s, 90).await;
     node.close().await.expect("close");
+    assert!(
+        wal_objects(&*s).await.len() < 60,
+        "GC deleted covered WAL objects"
+    );
+    // Damage every checkpoint: nothing can rebuild the state now.
+    for key in checkpoint::list_manifest_keys(&*s).await.unwrap() {
+        s.execute(ObjectOp::Put {
+            key,
+            body: Bytes::from_static(b"{}"),
+            condition: PutCondition::None,
+        })
+        .await
+        .unwrap();
+    }
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let err = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect_err("nothing to restore from");
+    let msg = err.to_string();
+    assert!(msg.contains("hole") && msg.contains("missing"), "{msg}");
     let _ = MANIFEST_LATEST;
 }
 
@@ -278,4 +303,34 @@ async fn a_half_engine_folder_refuses_the_start() {
     let err = Node::open(c.clone()).await.expect_err("refused");
     assert!(err.to_string().contains("no CURRENT"), "{err}");
     assert!(c.engine_dir().join("000007.sst").exists(), "left untouched");
+}
+
+/// The node's own GC pass after each checkpoint keeps the newest three and
+/// the WAL they need; a wiped node restores from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_gc_keeps_three_checkpoints_and_the_bucket_stays_restorable() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 40)).await.expect("open");
+    let keys = write_keys(&node, 0, 400).await;
+    let s = store(bucket.path());
+    wait_for_checkpoint(&*s, 400).await;
+    // The last pass runs after the last checkpoint; give it a moment.
+    let mut manifests = 0;
+    for _ in 0..100 {
+        let listed = checkpoint::list_manifest_keys(&*s).await.expect("list");
+        manifests = listed.len();
+        if manifests == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(manifests, 3, "10 checkpoints, 3 kept");
+    node.close().await.expect("close");
+    let wal = wal_objects(&*s).await;
+    assert!(wal.len() < 200, "covered WAL objects were deleted ({} left)", wal.len());
+    std::fs::remove_dir_all(data.path()).unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 0)).await.expect("reopen");
+    check_keys(&node, &keys).await;
+    node.close().await.expect("close");
 }

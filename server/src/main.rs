@@ -1,8 +1,11 @@
 //! `t4`: an etcd-v3-compatible key-value server (see the README).
 
 mod bench;
+mod bucket_args;
+mod bucket_cli;
 mod etcd;
 mod http;
+mod inspect;
 mod metrics;
 mod run;
 
@@ -32,6 +35,19 @@ enum Command {
     /// Load any etcd v3 server (t4, etcd, ...) with one workload and report
     /// throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Read a bucket (no node needed): latest checkpoint, object counts,
+    /// leader lock, branches.
+    Status(bucket_cli::StatusArgs),
+    /// Delete old checkpoints, unreferenced SSTs and WAL objects covered by
+    /// the kept checkpoints from a bucket.
+    Gc(bucket_cli::GcArgs),
+    /// The checkpoints a bucket can restore from.
+    #[command(subcommand)]
+    Restore(bucket_cli::RestoreCommand),
+    /// Read a local data directory offline (no node, no network; never
+    /// changes it): metadata and WAL, keys, history, diffs.
+    #[command(subcommand, after_long_help = inspect::ABOUT)]
+    Inspect(inspect::InspectCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,86 +128,12 @@ struct RunArgs {
     )]
     lease_checkpoint_interval: Duration,
     #[command(flatten)]
-    bucket: BucketArgs,
-}
-
-/// Where the bucket is (T4's flags). With a bucket a single node is durable
-/// beyond its disk: a write is acknowledged once fsynced and uploaded.
-#[derive(Debug, clap::Args)]
-struct BucketArgs {
-    /// S3 bucket for the WAL (and, later, checkpoints); off unless given.
-    #[arg(long, env = "T4_S3_BUCKET")]
-    s3_bucket: Option<String>,
-    /// Key prefix inside the bucket (`t4/`; slashes at either end do not
-    /// matter).
-    #[arg(long, env = "T4_S3_PREFIX", default_value = "")]
-    s3_prefix: String,
-    /// S3-compatible endpoint (MinIO, moto …): path-style addressing.
-    #[arg(long, env = "T4_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// Region (default: from the environment or profile, else us-east-1).
-    #[arg(long, env = "T4_S3_REGION")]
-    s3_region: Option<String>,
-    /// Named profile of the AWS config and credentials files.
-    #[arg(long, env = "T4_S3_PROFILE", conflicts_with = "s3_access_key_id")]
-    s3_profile: Option<String>,
-    /// Static access key id (default: the standard AWS credential chain).
-    #[arg(long, env = "T4_S3_ACCESS_KEY_ID", requires = "s3_secret_access_key")]
-    s3_access_key_id: Option<String>,
-    /// Static secret access key.
-    #[arg(
-        long,
-        env = "T4_S3_SECRET_ACCESS_KEY",
-        hide_env_values = true,
-        requires = "s3_access_key_id"
-    )]
-    s3_secret_access_key: Option<String>,
-    /// A local directory acting as the bucket (instead of S3).
-    #[arg(long, env = "T4_OBJECT_STORE_DIR", conflicts_with = "s3_bucket")]
-    object_store_dir: Option<PathBuf>,
+    bucket: bucket_args::BucketArgs,
     /// Acknowledge a write only once its WAL object is in the bucket
     /// (`true`, the default); `false` (upload in the background) is not
     /// implemented yet.
     #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
     wal_sync_upload: bool,
-}
-
-impl BucketArgs {
-    /// The store these flags name, if any.
-    fn store_config(&self) -> Result<Option<t4_io_real::object::StoreConfig>, String> {
-        use t4_io_real::object::{S3Config, S3Credentials, StoreConfig};
-        let store = match (&self.s3_bucket, &self.object_store_dir) {
-            (None, None) => return Ok(None),
-            (Some(bucket), _) => StoreConfig::S3(S3Config {
-                bucket: bucket.clone(),
-                prefix: self.s3_prefix.clone(),
-                region: self.s3_region.clone(),
-                endpoint: self.s3_endpoint.clone(),
-                credentials: match (
-                    &self.s3_profile,
-                    &self.s3_access_key_id,
-                    &self.s3_secret_access_key,
-                ) {
-                    (Some(profile), _, _) => S3Credentials::Profile(profile.clone()),
-                    (None, Some(id), Some(secret)) => S3Credentials::Static {
-                        access_key_id: id.clone(),
-                        secret_access_key: secret.clone(),
-                        session_token: None,
-                    },
-                    _ => S3Credentials::Default,
-                },
-            }),
-            (None, Some(dir)) => StoreConfig::Directory(dir.clone()),
-        };
-        if !self.wal_sync_upload {
-            return Err(
-                "--wal-sync-upload=false (asynchronous WAL upload) is not implemented yet; \
-                 leave it at true"
-                    .into(),
-            );
-        }
-        Ok(Some(store))
-    }
 }
 
 /// A duration as etcd's flags take it (Go's `time.ParseDuration`: `10m`,
@@ -273,7 +215,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => init_logging(&args.log_level, args.log_format).and_then(|()| {
-            let object_store = args.bucket.store_config()?;
+            let object_store = args.bucket.store_config();
+            if object_store.is_some() && !args.wal_sync_upload {
+                return Err(
+                    "--wal-sync-upload=false (asynchronous WAL upload) is not implemented yet; \
+                     leave it at true"
+                        .into(),
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -294,6 +243,10 @@ fn main() -> ExitCode {
         }),
         Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),
         Command::Bench(args) => bench::run(args),
+        Command::Status(args) => bucket_cli::status(&args),
+        Command::Gc(args) => bucket_cli::gc(&args),
+        Command::Restore(command) => bucket_cli::restore(&command),
+        Command::Inspect(command) => inspect::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

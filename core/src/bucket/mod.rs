@@ -15,8 +15,10 @@
 //! Keys here are relative to the store's root prefix; the store joins them.
 //! Zero-padded numbers make a listing come back in log order.
 
+pub mod branch;
 pub mod checkpoint;
 pub mod gc;
+pub mod gc_run;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -94,6 +94,36 @@ pub fn decode(key: &str, first: Index, body: &[u8]) -> Result<(Term, Vec<Entry>)
     Ok((segment.header.term, segment.entries))
 }
 
+/// The writer's term, from the header of the object stored under a key
+/// naming `first`, without reading its frames: what GC needs to tell a fence
+/// object (a higher term than the object before it) from the others.
+/// `body` may be the whole object or just its first
+/// [`SEGMENT_HEADER_BYTES`].
+///
+/// This checks the header only (magic, version, CRC, first index); a body
+/// whose frames are damaged still gives its term. Use [`decode`] before
+/// trusting any entry.
+///
+/// # Errors
+/// [`WalObjectError::Corrupt`] for a bad header,
+/// [`WalObjectError::Mismatch`] when it names another first index.
+pub fn decode_term(key: &str, first: Index, body: &[u8]) -> Result<Term, WalObjectError> {
+    let header = SegmentHeader::decode(body).map_err(|source| WalObjectError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })?;
+    if header.first_index != first {
+        return Err(WalObjectError::Mismatch {
+            key: key.to_owned(),
+            why: format!(
+                "header says first index {}, the key says {first}",
+                header.first_index
+            ),
+        });
+    }
+    Ok(header.term)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +176,45 @@ mod tests {
             decode(&key, Index(5), &header_only),
             Err(WalObjectError::Mismatch { .. })
         ));
+    }
+
+    /// The term comes from the header alone, agrees with `decode`, and a
+    /// damaged header or one naming another index is refused.
+    #[test]
+    fn term_from_header() {
+        let body = encode(Term(7), &entries(40, 2, 6));
+        let key = crate::bucket::layout::wal_key(Index(40));
+        assert_eq!(decode_term(&key, Index(40), &body), Ok(Term(7)));
+        assert_eq!(
+            decode_term(&key, Index(40), &body[..SEGMENT_HEADER_BYTES]),
+            Ok(Term(7)),
+            "the header is enough"
+        );
+        assert_eq!(
+            decode(&key, Index(40), &body).map(|(term, _)| term),
+            Ok(Term(7))
+        );
+        assert_eq!(
+            decode_term(&key, Index(41), &body),
+            Err(WalObjectError::Mismatch {
+                key: key.clone(),
+                why: "header says first index 40, the key says 41".into()
+            })
+        );
+        assert!(matches!(
+            decode_term(&key, Index(40), &body[..SEGMENT_HEADER_BYTES - 1]),
+            Err(WalObjectError::Corrupt { .. })
+        ));
+        let mut flipped = body.to_vec();
+        flipped[13] ^= 1; // inside the term: the header CRC no longer matches
+        assert!(matches!(
+            decode_term(&key, Index(40), &flipped),
+            Err(WalObjectError::Corrupt { .. })
+        ));
+        // Damage after the header is not this function's business.
+        let mut tail = body.to_vec();
+        let last = tail.len() - 1;
+        tail[last] ^= 1;
+        assert_eq!(decode_term(&key, Index(40), &tail), Ok(Term(7)));
     }
 }

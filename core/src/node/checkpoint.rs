@@ -16,6 +16,13 @@
 //!    give up after [`STEP_FAILURES_MAX`] attempts of one step.
 //! 3. [`Action::DropCheckpoint`] frees the local folder, whatever the
 //!    outcome.
+//! 4. After a completed checkpoint, with [`BucketConfig::gc_keep`] set, a
+//!    GC pass ([`crate::bucket::gc_run`]) keeps the newest `gc_keep`
+//!    checkpoints and deletes what they no longer need. It runs in the
+//!    checkpoint's slot, so this node never checkpoints and collects at the
+//!    same time (a checkpoint that found an SST present must not see GC
+//!    delete it before its manifest lands). A failed pass is logged and
+//!    waits for the next checkpoint.
 //!
 //! Writes keep flowing the whole time: the checkpoint shares nothing with
 //! the commit pipeline but the object store. Only one checkpoint runs at a
@@ -31,6 +38,7 @@ use super::{Action, Health, Node};
 use crate::bucket::checkpoint::{
     CheckpointPoint, CheckpointUpload, LocalFile, Progress, UploadOutcome, UploadStep,
 };
+use crate::bucket::gc_run::{GcOutcome, GcProgress, GcRun};
 use crate::engine::KvEngine;
 use crate::object::ObjectResult;
 use crate::types::{Index, IoId, Term, Time};
@@ -56,11 +64,20 @@ pub(super) struct Checkpointing {
     point: CheckpointPoint,
     /// The operation in flight (`None` while backing off).
     io: Option<IoId>,
-    upload: Option<CheckpointUpload>,
+    job: Job,
     /// The step to send (again) once the backoff ends.
     step: Option<UploadStep>,
     retry_at: Option<Time>,
     failures: u32,
+}
+
+#[derive(Debug)]
+enum Job {
+    /// Waiting for the driver's `CheckpointTaken`.
+    Taking,
+    Upload(Box<CheckpointUpload>),
+    /// The GC pass after a completed checkpoint (its folder is dropped).
+    Gc(Box<GcRun>),
 }
 
 /// Progress of checkpoints over the node's life (for status and metrics).
@@ -74,6 +91,12 @@ pub struct CheckpointStats {
     pub last: Option<(Term, Index)>,
     /// Why the last abandoned checkpoint was abandoned.
     pub last_abandoned: Option<String>,
+    /// GC passes finished (with or without an error).
+    pub gc_passes: u64,
+    /// Objects the GC passes deleted.
+    pub gc_deleted: u64,
+    /// Why the last GC pass stopped early, if it did.
+    pub gc_last_error: Option<String>,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -154,7 +177,7 @@ impl<E: KvEngine> Node<E> {
         self.checkpoint = Some(Checkpointing {
             point,
             io: Some(io),
-            upload: None,
+            job: Job::Taking,
             step: None,
             retry_at: None,
             failures: 0,
@@ -187,7 +210,7 @@ impl<E: KvEngine> Node<E> {
         match started {
             Ok((upload, step)) => {
                 let c = self.checkpoint.as_mut().expect("matched");
-                c.upload = Some(upload);
+                c.job = Job::Upload(Box::new(upload));
                 self.send_checkpoint_step(step);
             }
             Err(why) => self.end_checkpoint(now, UploadOutcome::Abandoned(why)),
@@ -203,11 +226,22 @@ impl<E: KvEngine> Node<E> {
         }
         let c = self.checkpoint.as_mut().expect("a checkpoint is running");
         c.io = None;
-        let upload = c.upload.as_mut().expect("uploading");
-        let progress = upload.on_result(result);
-        for warning in upload.take_warnings() {
-            tracing::warn!(%warning, "checkpoint");
-        }
+        let progress = match &mut c.job {
+            Job::Taking => panic!("an object result while taking the local checkpoint"),
+            Job::Upload(upload) => {
+                let progress = upload.on_result(result);
+                for warning in upload.take_warnings() {
+                    tracing::warn!(%warning, "checkpoint");
+                }
+                progress
+            }
+            Job::Gc(gc) => match gc.on_result(result) {
+                GcProgress::Next(op) => Progress::Next(UploadStep::Object(op)),
+                GcProgress::Retry(op) => Progress::Retry(UploadStep::Object(op)),
+                GcProgress::Finished(outcome) => return self.end_gc(now, outcome),
+            },
+        };
+        let c = self.checkpoint.as_mut().expect("a checkpoint is running");
         match progress {
             Progress::Next(step) => {
                 c.failures = 0;
@@ -217,6 +251,14 @@ impl<E: KvEngine> Node<E> {
                 c.failures += 1;
                 if c.failures >= STEP_FAILURES_MAX {
                     let why = format!("gave up after {} attempts of {step:?}", c.failures);
+                    if matches!(c.job, Job::Gc(_)) {
+                        return self.end_gc(now, GcOutcome {
+                            plan: None,
+                            deleted: 0,
+                            error: Some(why),
+                            warnings: Vec::new(),
+                        });
+                    }
                     return self.end_checkpoint(now, UploadOutcome::Abandoned(why));
                 }
                 let backoff = self
@@ -278,6 +320,7 @@ impl<E: KvEngine> Node<E> {
             term: point.term,
             index: point.index,
         });
+        let gc_keep = self.config.bucket.as_ref().map_or(0, |b| b.gc_keep);
         match outcome {
             UploadOutcome::Done {
                 latest_moved,
@@ -298,6 +341,19 @@ impl<E: KvEngine> Node<E> {
                 self.checkpoint_not_before = None;
                 self.checkpoint_stats.completed += 1;
                 self.checkpoint_stats.last = Some((point.term, point.index));
+                if gc_keep > 0 {
+                    let (gc, op) = GcRun::start(gc_keep, false);
+                    self.checkpoint = Some(Checkpointing {
+                        point,
+                        io: None,
+                        job: Job::Gc(Box::new(gc)),
+                        step: None,
+                        retry_at: None,
+                        failures: 0,
+                    });
+                    self.send_checkpoint_step(UploadStep::Object(op));
+                    return;
+                }
             }
             UploadOutcome::Abandoned(why) => {
                 tracing::warn!(why = %why, "checkpoint abandoned; the previous one stays the newest");
@@ -306,16 +362,47 @@ impl<E: KvEngine> Node<E> {
                 self.checkpoint_stats.last_abandoned = Some(why);
             }
         }
+        // Entries applied during the upload may have made the next one due.
+        self.maybe_checkpoint(now);
     }
 
-    /// The node stopped serving mid-checkpoint: free the folder, nothing
-    /// more.
+    fn end_gc(&mut self, now: Time, outcome: GcOutcome) {
+        self.checkpoint = None;
+        let stats = &mut self.checkpoint_stats;
+        stats.gc_passes += 1;
+        stats.gc_deleted += outcome.deleted as u64;
+        stats.gc_last_error.clone_from(&outcome.error);
+        for warning in outcome
+            .warnings
+            .iter()
+            .chain(outcome.plan.iter().flat_map(|p| &p.warnings))
+        {
+            tracing::warn!(%warning, "bucket GC");
+        }
+        match (&outcome.error, &outcome.plan) {
+            (Some(why), _) => tracing::warn!(why = %why, deleted = outcome.deleted, "bucket GC stopped early"),
+            (None, Some(plan)) => tracing::info!(
+                deleted = outcome.deleted,
+                deleted_bytes = plan.deleted_bytes,
+                kept_checkpoints = plan.kept_checkpoints.len(),
+                "bucket GC pass done"
+            ),
+            (None, None) => {}
+        }
+        // Entries applied during the pass may have made the next one due.
+        self.maybe_checkpoint(now);
+    }
+
+    /// The node stopped serving mid-checkpoint: free the folder (a GC pass
+    /// has already dropped it), nothing more.
     fn checkpoint_dropped(&mut self) {
         if let Some(c) = self.checkpoint.take() {
-            self.actions.push_back(Action::DropCheckpoint {
-                term: c.point.term,
-                index: c.point.index,
-            });
+            if !matches!(c.job, Job::Gc(_)) {
+                self.actions.push_back(Action::DropCheckpoint {
+                    term: c.point.term,
+                    index: c.point.index,
+                });
+            }
         }
     }
 }

@@ -24,6 +24,8 @@ struct Rig {
     taken: Vec<(Term, Index)>,
     dropped: Vec<(Term, Index)>,
     hold_files: bool,
+    /// Keep object deletes (GC) back too.
+    hold_deletes: bool,
     held: Vec<Action>,
     fail_take: bool,
     next_req: u64,
@@ -56,6 +58,7 @@ impl Rig {
             taken: Vec::new(),
             dropped: Vec::new(),
             hold_files: false,
+            hold_deletes: false,
             held: Vec::new(),
             fail_take: false,
             next_req: 0,
@@ -85,6 +88,10 @@ impl Rig {
                 self.node
                     .handle_io(now, IoDone::WalSynced { io, term, through });
             }
+            action @ Action::Object {
+                op: ObjectOp::Delete { .. },
+                ..
+            } if self.hold_deletes => self.held.push(action),
             Action::Object { io, term, op } => {
                 let result = self.bucket.execute(op);
                 self.node
@@ -150,6 +157,7 @@ impl Rig {
 
     fn release_held(&mut self) {
         self.hold_files = false;
+        self.hold_deletes = false;
         for action in std::mem::take(&mut self.held) {
             self.execute(action);
         }
@@ -252,13 +260,16 @@ fn writes_keep_flowing_while_a_checkpoint_uploads_and_only_one_runs() {
     assert_eq!(r.taken.len(), 1, "no second checkpoint while one runs");
     assert!(r.node.is_checkpointing());
     r.release_held();
+    // Far more than 2 entries were applied meanwhile: the next checkpoint
+    // starts as soon as the first one is done (and here completes at once).
     assert!(!r.node.is_checkpointing());
-    assert_eq!(r.latest().unwrap().index, Index(2));
-    // Far more than 2 entries were applied since: the next write triggers
-    // the next checkpoint at once.
-    r.put("z");
     assert_eq!(r.taken.len(), 2);
-    assert_eq!(r.latest().unwrap().index, Index(14));
+    assert_eq!(r.latest().unwrap().index, Index(13));
+    r.put("y");
+    assert_eq!(r.taken.len(), 2, "one entry since: not due");
+    r.put("z");
+    assert_eq!(r.taken.len(), 3);
+    assert_eq!(r.latest().unwrap().index, Index(15));
 }
 
 #[test]
@@ -332,4 +343,69 @@ fn a_fenced_node_writes_nothing_more_for_its_checkpoint() {
     let (term, index) = r.taken[0];
     let manifest_key = layout::checkpoint_manifest_key(term, index);
     assert!(r.bucket.iter().all(|(k, _)| k != manifest_key));
+}
+
+#[test]
+fn each_checkpoint_is_followed_by_a_gc_pass_keeping_the_newest() {
+    // Default gc_keep: 3.
+    let mut r = Rig::new(3, 0);
+    for i in 0..30 {
+        r.put(&format!("k{i}"));
+    }
+    let stats = r.node.checkpoint_stats().clone();
+    assert_eq!(stats.completed, 10, "{stats:?}");
+    assert_eq!(stats.gc_passes, 10);
+    assert_eq!(stats.gc_last_error, None);
+    assert!(stats.gc_deleted > 0);
+    let manifests: Vec<String> = r
+        .bucket
+        .iter()
+        .map(|(k, _)| k.to_owned())
+        .filter(|k| layout::parse_checkpoint_manifest_key(k).is_some())
+        .collect();
+    assert_eq!(manifests.len(), 3, "{manifests:?}");
+    // WAL objects covered by the oldest kept checkpoint are gone, except
+    // the first (it may be a fence); the rest are there.
+    let oldest = manifests
+        .iter()
+        .filter_map(|k| layout::parse_checkpoint_manifest_key(k))
+        .map(|(_, i)| i.0)
+        .min()
+        .unwrap();
+    let wal: Vec<u64> = r
+        .bucket
+        .iter()
+        .filter_map(|(k, _)| layout::parse_wal_key(k))
+        .map(|i| i.0)
+        .collect();
+    assert_eq!(wal[0], 1, "the first object (the start-up fence) stays");
+    assert!(wal[1] >= oldest, "covered objects are deleted: {wal:?}, oldest {oldest}");
+    assert_eq!(*wal.last().unwrap(), r.node.last_index().0);
+    assert!(r.all_ok());
+}
+
+#[test]
+fn no_checkpoint_starts_while_the_gc_pass_runs() {
+    let mut r = Rig::new(1, 0);
+    for k in ["a", "b", "c"] {
+        r.put(k);
+    }
+    assert_eq!(r.taken.len(), 3);
+    // The fourth checkpoint's pass has something to delete: hold it there.
+    r.hold_deletes = true;
+    r.put("d");
+    assert_eq!(r.taken.len(), 4);
+    assert!(!r.held.is_empty(), "the pass waits on a delete");
+    assert!(r.node.is_checkpointing());
+    r.put("e");
+    r.put("f");
+    assert_eq!(r.taken.len(), 4, "no checkpoint during the pass");
+    assert!(r.all_ok() && r.replies.len() == 6, "writes flow meanwhile");
+    r.release_held();
+    // The pass ends; "e" and "f" made the next checkpoint due: it runs now.
+    assert!(!r.node.is_checkpointing());
+    assert_eq!(r.taken.len(), 5);
+    assert_eq!(r.node.checkpoint_stats().gc_passes, 5);
+    r.put("g");
+    assert_eq!(r.taken.len(), 6);
 }

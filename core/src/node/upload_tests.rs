@@ -18,6 +18,7 @@ fn node() -> Node<MemEngine> {
             retry_backoff_max_ns: 80 * MS,
             checkpoint_every_entries: 0,
             checkpoint_interval_ns: 0,
+            gc_keep: 0,
         }),
         ..NodeConfig::default()
     };
