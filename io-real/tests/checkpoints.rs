@@ -311,7 +311,9 @@ async fn a_half_engine_folder_refuses_the_start() {
 async fn background_gc_keeps_three_checkpoints_and_the_bucket_stays_restorable() {
     let data = tempfile::tempdir().unwrap();
     let bucket = tempfile::tempdir().unwrap();
-    let node = Node::open(config(data.path(), bucket.path(), 40)).await.expect("open");
+    let node = Node::open(config(data.path(), bucket.path(), 40))
+        .await
+        .expect("open");
     let keys = write_keys(&node, 0, 400).await;
     let s = store(bucket.path());
     wait_for_checkpoint(&*s, 400).await;
@@ -328,9 +330,98 @@ async fn background_gc_keeps_three_checkpoints_and_the_bucket_stays_restorable()
     assert_eq!(manifests, 3, "10 checkpoints, 3 kept");
     node.close().await.expect("close");
     let wal = wal_objects(&*s).await;
-    assert!(wal.len() < 200, "covered WAL objects were deleted ({} left)", wal.len());
+    assert!(
+        wal.len() < 200,
+        "covered WAL objects were deleted ({} left)",
+        wal.len()
+    );
     std::fs::remove_dir_all(data.path()).unwrap();
-    let node = Node::open(config(data.path(), bucket.path(), 0)).await.expect("reopen");
+    let node = Node::open(config(data.path(), bucket.path(), 0))
+        .await
+        .expect("reopen");
     check_keys(&node, &keys).await;
     node.close().await.expect("close");
+}
+
+/// Timing, not a check (ignored; run in release mode): load 1 M keys of
+/// 64-byte keys and 256-byte values in 128-put txns, then report how long
+/// the checkpoint of them took to upload and how long a restore into an
+/// empty folder takes.
+///
+/// `cargo test --release -p t4-io-real --test checkpoints -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing: run in release mode by hand"]
+async fn timing_checkpoint_and_restore_of_a_million_keys() {
+    use t4_core::kv::{Op, PutRequest, RequestOp, TxnRequest};
+    const KEYS: usize = 1_000_000;
+    const PER_TXN: usize = 128;
+    const WRITERS: usize = 16;
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let txns = KEYS.div_ceil(PER_TXN);
+    // The checkpoint falls due with the last txn.
+    let mut c = config(data.path(), bucket.path(), txns as u64);
+    c.gc_keep = 0;
+    let node = Node::open(c).await.expect("open");
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = w;
+            while t < txns {
+                let success = (t * PER_TXN..((t + 1) * PER_TXN).min(KEYS))
+                    .map(|i| RequestOp {
+                        op: Some(Op::RequestPut(PutRequest {
+                            key: format!("{i:064}").into_bytes(),
+                            value: vec![b'v'; 256],
+                            ..PutRequest::default()
+                        })),
+                    })
+                    .collect();
+                node.txn(TxnRequest {
+                    success,
+                    ..TxnRequest::default()
+                })
+                .await
+                .expect("txn");
+                t += WRITERS;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let loaded = started.elapsed();
+    let s = store(bucket.path());
+    let ckpt_started = std::time::Instant::now();
+    let mut p = None;
+    for _ in 0..6000 {
+        p = latest(&*s).await;
+        if p.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p = p.expect("a checkpoint within 5 minutes");
+    let ckpt = ckpt_started.elapsed();
+    node.close().await.unwrap();
+    let m = manifest(&*s, &p).await;
+    let bytes: u64 = m.ssts.iter().chain(&m.meta_files).map(|f| f.size_bytes).sum();
+    let scratch = tempfile::tempdir().unwrap();
+    let restore_started = std::time::Instant::now();
+    let restored = checkpoint::restore(&*s, &scratch.path().join("db"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let restore = restore_started.elapsed();
+    assert_eq!(restored.manifest.index, p.index);
+    println!(
+        "1M keys: load {:.1} s; checkpoint (after the last write) {:.2} s, {} SSTs, {:.1} MB; restore {:.2} s",
+        loaded.as_secs_f64(),
+        ckpt.as_secs_f64(),
+        m.ssts.len(),
+        bytes as f64 / 1e6,
+        restore.as_secs_f64()
+    );
 }

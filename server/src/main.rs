@@ -127,6 +127,19 @@ struct RunArgs {
         value_parser = parse_duration
     )]
     lease_checkpoint_interval: Duration,
+    /// Bucket mode: upload a checkpoint of the engine this often, in
+    /// minutes, if anything was written since the last one (0: not by time).
+    #[arg(long, env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
+    checkpoint_interval_min: u64,
+    /// Bucket mode: also upload a checkpoint once this many log entries
+    /// were applied since the last one (0: not by count).
+    #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
+    checkpoint_entries: u64,
+    /// Bucket mode: after each checkpoint, delete what only checkpoints
+    /// older than the newest N need (as `t4 gc --keep N`; 0: never, leave it
+    /// to `t4 gc`).
+    #[arg(long, env = "T4_GC_KEEP", default_value_t = 3)]
+    gc_keep: usize,
     #[command(flatten)]
     bucket: bucket_args::BucketArgs,
     /// Acknowledge a write only once its WAL object is in the bucket
@@ -239,6 +252,12 @@ fn main() -> ExitCode {
                 lease_checkpoint_interval: Some(args.lease_checkpoint_interval)
                     .filter(|d| !d.is_zero()),
                 object_store,
+                checkpoint_interval: Some(Duration::from_secs(
+                    args.checkpoint_interval_min.saturating_mul(60),
+                ))
+                .filter(|d| !d.is_zero()),
+                checkpoint_entries: args.checkpoint_entries,
+                gc_keep: args.gc_keep,
             }))
         }),
         Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),

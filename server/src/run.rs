@@ -53,6 +53,12 @@ pub struct RunOptions {
     pub lease_checkpoint_interval: Option<Duration>,
     /// The bucket the log is also durable in; `None`: local mode.
     pub object_store: Option<t4_io_real::object::StoreConfig>,
+    /// Bucket mode: checkpoint interval; `None`: not by time.
+    pub checkpoint_interval: Option<Duration>,
+    /// Bucket mode: checkpoint every this many entries; 0: not by count.
+    pub checkpoint_entries: u64,
+    /// Bucket mode: checkpoints the background GC keeps; 0: no GC.
+    pub gc_keep: usize,
 }
 
 /// Runs the server until a shutdown signal.
@@ -89,6 +95,9 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     config.watch_progress_notify_interval = opts.watch_progress_notify_interval;
     config.lease_checkpoint_interval = opts.lease_checkpoint_interval;
     config.object_store.clone_from(&opts.object_store);
+    config.checkpoint_interval = opts.checkpoint_interval;
+    config.checkpoint_entries = opts.checkpoint_entries;
+    config.gc_keep = opts.gc_keep;
     let node = Node::open(config).await.map_err(|e| match e {
         t4_io_real::OpenError::DataDir { path, source } => format!(
             "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",

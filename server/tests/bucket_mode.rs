@@ -677,3 +677,85 @@ async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
         "{status:?}"
     );
 }
+
+/// `t4 run --checkpoint-entries N` uploads checkpoints; `t4 restore
+/// checkpoint` prepares a new data directory from the newest one (and
+/// refuses to overwrite one), and `t4 run` on it serves every write,
+/// including those after the checkpoint (from the bucket's WAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_checkpoint_prepares_a_data_dir_that_serves_every_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bucket = root.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let mut flags = dir_flags(&bucket);
+    flags.extend(["--checkpoint-entries".to_owned(), "25".to_owned()]);
+    let mut server = start(&root.path().join("a"), &flags);
+    let endpoint = server.endpoint();
+    ready(&mut server).await;
+    let acked: Acked = Arc::default();
+    writer(endpoint, 0, 120, Arc::clone(&acked)).await;
+    assert_eq!(acked.lock().unwrap().len(), 120);
+    // Wait until a checkpoint covers most of it.
+    let store = DirStore::open(&bucket).expect("store");
+    let mut newest = None;
+    for _ in 0..200 {
+        newest = t4_io_real::checkpoint::read_latest(&store)
+            .await
+            .expect("latest");
+        if newest.as_ref().is_some_and(|p| p.index.0 >= 100) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let newest = newest.expect("a checkpoint was uploaded");
+    assert!(newest.index.0 >= 100, "{newest:?}");
+    server.terminate();
+
+    let restored = root.path().join("restored");
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["restore".into(), "checkpoint".into()];
+        args.extend(dir_flags(&bucket));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Command::new(env!("CARGO_BIN_EXE_t4"))
+            .args(&args)
+            .output()
+            .expect("t4 runs")
+    };
+    let out = run(&["--data-dir", restored.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&newest.manifest_key), "{stdout}");
+    assert!(
+        restored.join("db").join("CURRENT").exists(),
+        "the engine is in place"
+    );
+    assert!(
+        !restored.join("wal").exists(),
+        "no WAL: the bucket's is replayed"
+    );
+    // Never over a data dir with anything in it.
+    let again = run(&["--data-dir", restored.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    // A key that names no checkpoint is refused before anything happens.
+    let other = root.path().join("other");
+    let bad = run(&[
+        "--data-dir",
+        other.to_str().unwrap(),
+        "--checkpoint",
+        "wal/1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(!other.exists());
+
+    let mut server = start(&restored, &dir_flags(&bucket));
+    let mut client = ready(&mut server).await;
+    let (found, _) = all_under(&mut client, "w0/").await;
+    let expected = acked.lock().unwrap().clone();
+    assert_eq!(found, expected, "every acknowledged write, at its revision");
+    server.terminate();
+}

@@ -252,12 +252,15 @@ impl<E: KvEngine> Node<E> {
                 if c.failures >= STEP_FAILURES_MAX {
                     let why = format!("gave up after {} attempts of {step:?}", c.failures);
                     if matches!(c.job, Job::Gc(_)) {
-                        return self.end_gc(now, GcOutcome {
-                            plan: None,
-                            deleted: 0,
-                            error: Some(why),
-                            warnings: Vec::new(),
-                        });
+                        return self.end_gc(
+                            now,
+                            GcOutcome {
+                                plan: None,
+                                deleted: 0,
+                                error: Some(why),
+                                warnings: Vec::new(),
+                            },
+                        );
                     }
                     return self.end_checkpoint(now, UploadOutcome::Abandoned(why));
                 }
@@ -380,7 +383,9 @@ impl<E: KvEngine> Node<E> {
             tracing::warn!(%warning, "bucket GC");
         }
         match (&outcome.error, &outcome.plan) {
-            (Some(why), _) => tracing::warn!(why = %why, deleted = outcome.deleted, "bucket GC stopped early"),
+            (Some(why), _) => {
+                tracing::warn!(why = %why, deleted = outcome.deleted, "bucket GC stopped early")
+            }
             (None, Some(plan)) => tracing::info!(
                 deleted = outcome.deleted,
                 deleted_bytes = plan.deleted_bytes,

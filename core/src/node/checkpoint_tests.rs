@@ -379,7 +379,10 @@ fn each_checkpoint_is_followed_by_a_gc_pass_keeping_the_newest() {
         .map(|i| i.0)
         .collect();
     assert_eq!(wal[0], 1, "the first object (the start-up fence) stays");
-    assert!(wal[1] >= oldest, "covered objects are deleted: {wal:?}, oldest {oldest}");
+    assert!(
+        wal[1] >= oldest,
+        "covered objects are deleted: {wal:?}, oldest {oldest}"
+    );
     assert_eq!(*wal.last().unwrap(), r.node.last_index().0);
     assert!(r.all_ok());
 }

@@ -62,6 +62,26 @@ pub struct GcArgs {
 pub enum RestoreCommand {
     /// List the bucket's checkpoints, newest first.
     List(RestoreListArgs),
+    /// Prepare a new data directory from a checkpoint (the newest usable
+    /// one, or `--checkpoint`): files downloaded and checked against the
+    /// manifest's sizes and hashes. `t4 run --data-dir D` with the same
+    /// bucket flags then replays the bucket's WAL after it.
+    Checkpoint(RestoreCheckpointArgs),
+}
+
+/// Flags of `t4 restore checkpoint`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreCheckpointArgs {
+    #[command(flatten)]
+    bucket: BucketArgs,
+    /// The data directory to create; it must not exist or be empty.
+    #[arg(long, env = "T4_DATA_DIR")]
+    data_dir: std::path::PathBuf,
+    /// The manifest key of the checkpoint to restore (as `t4 restore list`
+    /// prints it); default: the newest usable one, falling back to older
+    /// ones when it is damaged.
+    #[arg(long, value_name = "MANIFEST_KEY")]
+    checkpoint: Option<String>,
 }
 
 /// Flags of `t4 restore list`.
@@ -99,6 +119,11 @@ pub fn gc(args: &GcArgs) -> Result<(), String> {
 pub fn restore(command: &RestoreCommand) -> Result<(), String> {
     match command {
         RestoreCommand::List(args) => block_on(restore::list(&args.bucket, args.json)),
+        RestoreCommand::Checkpoint(args) => block_on(restore::checkpoint(
+            &args.bucket,
+            &args.data_dir,
+            args.checkpoint.as_deref(),
+        )),
     }
 }
 

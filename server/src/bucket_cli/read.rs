@@ -67,6 +67,11 @@ impl Bucket {
         })
     }
 
+    /// The store itself.
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.store
+    }
+
     /// Where the bucket is (`s3://bucket/prefix/ at …`, `dir:/path`).
     pub fn describe(&self) -> &str {
         &self.describe

@@ -168,3 +168,65 @@ fn print_text(r: &RestoreListReport) {
         println!("warning: {w}");
     }
 }
+
+/// `t4 restore checkpoint`: a new data directory holding a checkpoint's
+/// engine (and no WAL: the node replays the bucket's WAL after the
+/// checkpoint when it starts). Refuses a data directory that has anything
+/// in it; a failed restore leaves no engine behind.
+pub async fn checkpoint(
+    args: &BucketArgs,
+    data_dir: &std::path::Path,
+    only: Option<&str>,
+) -> Result<(), String> {
+    if let Some(key) = only {
+        if t4_core::bucket::layout::parse_checkpoint_manifest_key(key).is_none() {
+            return Err(format!(
+                "{key:?} is not a checkpoint manifest key (checkpoint/<term>/<index>/manifest.json)"
+            ));
+        }
+    }
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(format!(
+                    "{} is not empty; refusing to overwrite it",
+                    data_dir.display()
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", data_dir.display())),
+    }
+    let bucket = Bucket::open(args).await?;
+    let engine_dir = t4_io_real::Config::new(data_dir).engine_dir();
+    let started = std::time::Instant::now();
+    let restored = t4_io_real::checkpoint::restore(bucket.store(), &engine_dir, only)
+        .await
+        .map_err(|e| format!("cannot restore from {}: {e}", bucket.describe()))?
+        .ok_or_else(|| {
+            format!(
+                "{} holds no usable checkpoint; `t4 run` on an empty data directory replays its WAL instead",
+                bucket.describe()
+            )
+        })?;
+    for warning in &restored.skipped {
+        eprintln!("warning: {warning}");
+    }
+    let m = &restored.manifest;
+    println!(
+        "restored {} into {} in {:.1} s: term {}, index {}, revision {}, {} bytes",
+        m.key(),
+        data_dir.display(),
+        started.elapsed().as_secs_f64(),
+        m.term.0,
+        m.index.0,
+        m.revision.0,
+        restored.bytes
+    );
+    println!(
+        "start it with `t4 run --data-dir {}` and the same bucket flags: it replays the bucket's WAL after index {}",
+        data_dir.display(),
+        m.index.0
+    );
+    Ok(())
+}

@@ -33,7 +33,13 @@ fn manifest(term: u64, index: u64, ssts: &[u8]) -> CheckpointManifest {
             .iter()
             .map(|&n| FileRef::sst(&format!("00000{n}.sst"), 1, &sha(n)))
             .collect(),
-        meta_files: vec![FileRef::meta(Term(term), Index(index), "CURRENT", 1, &sha(99))],
+        meta_files: vec![FileRef::meta(
+            Term(term),
+            Index(index),
+            "CURRENT",
+            1,
+            &sha(99),
+        )],
         created_unix_ms: 0,
     }
 }
@@ -43,7 +49,11 @@ fn manifest(term: u64, index: u64, ssts: &[u8]) -> CheckpointManifest {
 fn bucket() -> MemBucket {
     let mut b = MemBucket::new();
     put(&mut b, LEADER_LOCK, Bytes::from_static(b"{}"));
-    for (term, index, ssts) in [(1, 10, vec![1, 2]), (1, 20, vec![2, 3]), (2, 30, vec![3, 4])] {
+    for (term, index, ssts) in [
+        (1, 10, vec![1, 2]),
+        (1, 20, vec![2, 3]),
+        (2, 30, vec![3, 4]),
+    ] {
         let m = manifest(term, index, &ssts);
         for f in m.ssts.iter().chain(&m.meta_files) {
             put(&mut b, &f.key, Bytes::from_static(b"x"));
@@ -55,7 +65,14 @@ fn bucket() -> MemBucket {
         MANIFEST_LATEST,
         LatestPointer::to_checkpoint(Term(2), Index(30)).encode(),
     );
-    for (first, last, term) in [(1, 5, 1), (6, 12, 1), (13, 19, 1), (20, 25, 2), (26, 31, 2), (32, 33, 2)] {
+    for (first, last, term) in [
+        (1, 5, 1),
+        (6, 12, 1),
+        (13, 19, 1),
+        (20, 25, 2),
+        (26, 31, 2),
+        (32, 33, 2),
+    ] {
         let entries: Vec<Entry> = (first..=last)
             .map(|i| Entry::barrier(Term(term), Index(i)))
             .collect();
@@ -147,7 +164,10 @@ fn it_reads_the_listing_pointer_manifests_and_needed_headers() {
         .collect();
     assert!(matches!(ops[0], ObjectOp::List { .. }));
     assert_eq!(gets[0], MANIFEST_LATEST);
-    assert_eq!(gets.iter().filter(|k| k.ends_with("manifest.json")).count(), 3);
+    assert_eq!(
+        gets.iter().filter(|k| k.ends_with("manifest.json")).count(),
+        3
+    );
     assert!(gets.iter().any(|k| k.starts_with("wal/")), "{gets:?}");
 }
 
