@@ -9,7 +9,9 @@
 //! - inputs: [`Node::handle_client`], [`Node::handle_io`], [`Node::handle_timeout`],
 //!   each taking `now`; [`Node::recover`] once at start-up;
 //! - outputs, drained after **every** input: [`Node::poll_action`] until it
-//!   returns `None`, then [`Node::poll_timeout`].
+//!   returns `None`, then [`Node::poll_wal_read`] (bucket mode's start-up
+//!   only; its answer is an input, so drain actions again after it), then
+//!   [`Node::poll_timeout`].
 //!
 //! # The local-mode commit pipeline
 //!
@@ -50,6 +52,13 @@
 //! at its next index is fenced. The pipeline, outages and fencing are
 //! described in the `upload` module; how a node claims, catches up from and
 //! fences the bucket before serving ([`Node::start_bucket`]) in `startup`.
+//!
+//! With [`BucketConfig::sync_upload`] off (async mode, `--wal-sync-upload=false`)
+//! a batch applies and is acknowledged once fsynced, as in local mode, and
+//! applied entries are uploaded in the background, one object per segment
+//! sealed by age or size (the `async_upload` module). The trade-off: a node
+//! lost with its disk loses the acknowledged writes not uploaded yet (up to
+//! a segment's age), and so does a node taken over while it still runs.
 //!
 //! Every I/O action carries an [`IoId`] and the term it was issued in; a
 //! completion that does not match the batch in flight is stale and dropped.
@@ -100,7 +109,8 @@ pub struct NodeConfig {
     /// driver draws it; core draws no entropy.
     pub seed: u64,
     /// `Some` when the node's log is durable in a bucket too (single node
-    /// with a bucket, sync mode: ARCHITECTURE §3.4); `None` in local mode.
+    /// with a bucket, sync or async mode: ARCHITECTURE §3.4); `None` in
+    /// local mode.
     pub bucket: Option<BucketConfig>,
 }
 
@@ -125,6 +135,24 @@ pub struct BucketConfig {
     /// After each completed checkpoint, run a GC pass keeping this many
     /// checkpoints (`0`: no background GC; `t4 gc` does it). Default 3.
     pub gc_keep: usize,
+    /// `true` (default): a write is acknowledged once its WAL object is in
+    /// the bucket (the `upload` module). `false`: once fsynced; applied
+    /// entries are uploaded in the background by segment (the
+    /// `async_upload` module), and a node lost with its disk loses the
+    /// writes not uploaded yet.
+    pub sync_upload: bool,
+    /// Async mode: a segment is sealed and uploaded at the latest this long
+    /// after its first entry applied. T4's default: 10 s.
+    pub segment_max_age_ns: u64,
+    /// Async mode: a segment is sealed once its entries take this many
+    /// bytes (an entry is never split, so it may pass this by one entry).
+    /// T4's default: 50 MB.
+    pub segment_max_bytes: u64,
+    /// Async mode: bytes of applied entries not yet in the bucket at which
+    /// new writes are refused with [`Error::Unavailable`] until uploads
+    /// catch up (an outage never grows memory without bound). Default:
+    /// 256 MiB.
+    pub async_backlog_bytes_max: u64,
 }
 
 impl BucketConfig {
@@ -149,6 +177,10 @@ impl Default for BucketConfig {
             checkpoint_every_entries: 0,
             checkpoint_interval_ns: 15 * 60 * 1_000_000_000,
             gc_keep: 3,
+            sync_upload: true,
+            segment_max_age_ns: 10_000_000_000,
+            segment_max_bytes: 50_000_000,
+            async_backlog_bytes_max: 256 * 1024 * 1024,
         }
     }
 }
@@ -269,6 +301,14 @@ pub enum IoDone {
         /// `None` on success.
         error: Option<String>,
     },
+    /// A [`WalReadRequest`] (from [`Node::poll_wal_read`]) finished: the
+    /// entries `from..=through`, in order, or why they could not be read.
+    WalRead {
+        /// Id of the action.
+        io: IoId,
+        /// The entries, or what went wrong.
+        result: Result<Vec<Entry>, String>,
+    },
 }
 
 /// What the node asks its driver to do. Plain data, executed in the order
@@ -299,7 +339,9 @@ pub enum Action {
     /// Persist the engine (everything applied so far becomes durable in it),
     /// then delete WAL segments whose entries all lie below `below`; report
     /// [`IoDone::WalTrimmed`]. `below - 1` has been applied when this is
-    /// emitted, so after the persist no entry below it is needed for recovery.
+    /// emitted, so after the persist no entry below it is needed for recovery
+    /// (in async bucket mode it is in the bucket too: the start-up may need
+    /// the entries the bucket lacks).
     TrimWal {
         /// Id of this action.
         io: IoId,
@@ -422,7 +464,8 @@ pub struct Node<E: KvEngine> {
     /// The batch whose sync is outstanding (at most one: group commit).
     in_flight: Option<InFlight>,
     next_io: u64,
-    /// Applied index at the last `TrimWal`.
+    /// Applied index at the last `TrimWal` (async bucket mode: the
+    /// uploaded index, if lower).
     trimmed_at: Index,
     trim_in_flight: bool,
     health: Health,
@@ -447,6 +490,9 @@ pub struct Node<E: KvEngine> {
     /// After an abandoned checkpoint: no new one before this.
     checkpoint_not_before: Option<Time>,
     checkpoint_stats: checkpoint::CheckpointStats,
+    /// Bucket mode, async: segments of applied entries on their way to the
+    /// bucket (see the `async_upload` module).
+    async_upload: async_upload::AsyncUpload,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -474,6 +520,7 @@ impl<E: KvEngine> Node<E> {
             checkpointed: (Index(meta.applied_index), Time(0)),
             checkpoint_not_before: None,
             checkpoint_stats: checkpoint::CheckpointStats::default(),
+            async_upload: async_upload::AsyncUpload::default(),
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -556,10 +603,15 @@ impl<E: KvEngine> Node<E> {
         self.bucket_down.as_deref()
     }
 
-    /// Whether nothing is queued or in flight (used for a graceful shutdown).
+    /// Whether nothing is queued or in flight (used for a graceful shutdown;
+    /// in async bucket mode, also every applied entry is in the bucket: see
+    /// [`Node::flush_uploads`]).
     #[must_use]
     pub fn is_idle(&self) -> bool {
-        self.queued.is_empty() && self.in_flight.is_none() && !self.trim_in_flight
+        self.queued.is_empty()
+            && self.in_flight.is_none()
+            && !self.trim_in_flight
+            && self.upload_backlog_empty()
     }
 
     // ----- inputs -----
@@ -667,7 +719,13 @@ impl<E: KvEngine> Node<E> {
             IoDone::Object { io, result, .. } if self.is_checkpoint_io(io) => {
                 self.on_checkpoint_io(now, result);
             }
-            IoDone::CheckpointTaken { io, result } => self.on_checkpoint_taken(now, io, result),
+            IoDone::Object { io, result, .. } if self.is_segment_io(io) => {
+                self.on_segment_io(now, result);
+            }
+            IoDone::CheckpointTaken { io, result } => {
+                self.on_checkpoint_taken_after_upload(now, io, result);
+            }
+            IoDone::WalRead { io, result } => self.on_wal_read(now, io, result),
             IoDone::Object { io, term, result } => self.on_object_done(now, io, term, result),
             IoDone::WalReset { io, error } => self.on_wal_reset(now, io, error),
             IoDone::WalTrimmed { io, error } => {
@@ -686,6 +744,7 @@ impl<E: KvEngine> Node<E> {
     pub fn handle_timeout(&mut self, now: Time) {
         self.retry_startup_if_due(now);
         self.retry_upload_if_due(now);
+        self.on_segment_timer(now);
         self.retry_checkpoint_if_due(now);
         self.maybe_checkpoint(now);
         if matches!(self.health, Health::Serving) && self.startup.is_none() {
@@ -723,6 +782,7 @@ impl<E: KvEngine> Node<E> {
             lease,
             self.watches.poll_timeout(),
             self.upload_retry_at(),
+            self.segment_timer(),
             self.startup_retry_at(),
             self.checkpoint_timer(),
         ]
@@ -778,6 +838,9 @@ impl<E: KvEngine> Node<E> {
             return Err(Error::Unavailable(format!(
                 "object store unreachable ({why}); retry later"
             )));
+        }
+        if let Some(full) = self.backlog_refusal() {
+            return Err(full);
         }
         mvcc::validate_write(write, self.config.max_txn_ops)?;
         if encoded_len(write) > self.config.request_bytes_max {
@@ -910,10 +973,11 @@ impl<E: KvEngine> Node<E> {
             "a sync completion covers exactly its batch"
         );
         assert!(batch.upload.is_none(), "a batch is synced once");
-        if self.config.bucket.is_some() {
+        if self.config.bucket.as_ref().is_some_and(|b| b.sync_upload) {
             // Sync mode: durable means "in the bucket too"; apply on upload.
             return self.start_upload(now);
         }
+        // Local mode, and async bucket mode (uploads follow the apply).
         self.apply_batch(now);
     }
 
@@ -942,14 +1006,18 @@ impl<E: KvEngine> Node<E> {
             }
         }
         self.db_size_bytes = self.engine.size_bytes();
+        self.pump_segment_uploads();
         self.maybe_trim();
         self.maybe_checkpoint(now);
         self.flush_batch();
     }
 
-    /// Keeps the in-memory halves (lessor, watch hub) in step with an
-    /// applied entry.
+    /// Keeps the in-memory halves (lessor, watch hub, and in async bucket
+    /// mode the open upload segment) in step with an applied entry.
     fn after_apply(&mut self, now: Time, entry: &Entry, applied: &mvcc::Applied) {
+        if self.is_async_upload() {
+            self.segment_append(now, entry);
+        }
         match (&entry.payload, &applied.result) {
             (Some(Payload::LeaseGrant(_)), Ok(WriteResponse::LeaseGrant(g))) => {
                 self.lessor.on_granted(now, g.id, g.ttl);
@@ -963,16 +1031,17 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn maybe_trim(&mut self) {
-        let applied = Index(self.store.meta().applied_index);
-        if self.trim_in_flight || applied.0 < self.trimmed_at.0 + self.config.trim_every_entries {
+        // The applied index; in async bucket mode no further than uploaded.
+        let bound = self.trim_bound();
+        if self.trim_in_flight || bound.0 < self.trimmed_at.0 + self.config.trim_every_entries {
             return;
         }
         let io = self.io_id();
         self.trim_in_flight = true;
-        self.trimmed_at = applied;
+        self.trimmed_at = bound;
         self.actions.push_back(Action::TrimWal {
             io,
-            below: applied.next(),
+            below: bound.next(),
         });
     }
 
@@ -1029,10 +1098,15 @@ fn payload_len(payload: &Payload) -> usize {
 }
 
 mod admission;
+mod async_upload;
 pub mod checkpoint;
 mod startup;
 mod upload;
 
+pub use startup::WalReadRequest;
+
+#[cfg(test)]
+mod async_upload_tests;
 #[cfg(test)]
 mod checkpoint_tests;
 #[cfg(test)]

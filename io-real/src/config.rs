@@ -33,8 +33,11 @@ pub struct Config {
     pub node_id: String,
     /// Read consistency. Default: linearizable.
     pub read_consistency: ReadConsistency,
-    /// WAL segment rotation threshold in bytes (T4 `SegmentMaxSize`).
-    /// Default: 50 MB.
+    /// WAL segment rotation threshold in bytes (T4 `SegmentMaxSize`), for
+    /// the local WAL's files and, in bucket mode with
+    /// [`Config::wal_sync_upload`] off, for the segments uploaded in the
+    /// background (as in T4, where the uploaded object is the local
+    /// segment: one knob says how large a segment grows). Default: 50 MB.
     pub segment_max_size: u64,
     /// Maximum encoded size of one write request (etcd
     /// `--max-request-bytes`). Default: 1.5 MiB.
@@ -71,9 +74,9 @@ pub struct Config {
     /// the client) before its watchers stop receiving live events and later
     /// catch up from history. Default: 1024.
     pub watch_stream_buffer_max: usize,
-    /// The bucket the log is also durable in (single node, sync mode: a
-    /// write is acknowledged once fsynced and uploaded); `None`: local mode.
-    /// Default: `None`.
+    /// The bucket the log is also durable in (single node; see
+    /// [`Config::wal_sync_upload`] for when a write is acknowledged);
+    /// `None`: local mode. Default: `None`.
     pub object_store: Option<StoreConfig>,
     /// Timeouts and retries of object-store operations.
     pub object_retry: RetryConfig,
@@ -91,6 +94,19 @@ pub struct Config {
     /// checkpoints and deletes what only older ones needed; `0`: no
     /// background GC. Default: 3.
     pub gc_keep: usize,
+    /// Bucket mode: acknowledge a write only once its WAL object is in the
+    /// bucket (`true`, T4's `WALSyncUpload` default), or once fsynced, with
+    /// applied entries uploaded in the background every
+    /// [`Config::segment_max_age`] or [`Config::segment_max_size`] bytes
+    /// (`false`). Asynchronous upload is faster and loses, with the machine
+    /// and its disk, the writes not uploaded yet (up to
+    /// `segment_max_age`); and a node that another takes over while it
+    /// still runs loses its writes since its last upload. Default: `true`.
+    pub wal_sync_upload: bool,
+    /// Bucket mode, asynchronous upload: the longest an applied entry waits
+    /// before its segment is sealed and uploaded (T4 `SegmentMaxAge`).
+    /// Default: 10 s.
+    pub segment_max_age: Duration,
 }
 
 impl Config {
@@ -124,6 +140,8 @@ impl Config {
             checkpoint_interval: Some(Duration::from_secs(15 * 60)),
             checkpoint_entries: 0,
             gc_keep: 3,
+            wal_sync_upload: true,
+            segment_max_age: Duration::from_secs(10),
         }
     }
 

@@ -21,7 +21,10 @@
 //! In bucket mode, object-store operations (`Action::Object`) run as tasks
 //! on the tokio runtime the node was opened on, concurrently; each reports
 //! back as an event. The store bounds every operation with timeouts and
-//! retries ([`crate::object::Retrying`]), so every task ends.
+//! retries ([`crate::object::Retrying`]), so every task ends. A start-up
+//! with asynchronous upload may ask for local WAL entries back
+//! ([`t4_core::Node::poll_wal_read`]): they are read on the node thread,
+//! which owns the [`Wal`], and fed back at once.
 //!
 //! Why the fsync is not on a thread of its own: handing every batch to
 //! another thread and its completion back costs two thread wake-ups per
@@ -156,8 +159,9 @@ pub(crate) struct Bucket {
 }
 
 /// How long a closing node waits for work in flight (an upload retried
-/// through an outage) before it stops anyway; what it fsynced is replayed
-/// and uploaded at the next start.
+/// through an outage; with asynchronous upload, the segments not yet in
+/// the bucket) before it stops anyway; what it fsynced is replayed and
+/// uploaded at the next start.
 const CLOSE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// A `TrimWal` for the trim thread: persist the engine, then report
@@ -500,6 +504,9 @@ impl NodeThread {
                     .handle_io(now, IoDone::CheckpointTaken { io, result });
             }
             Event::Close(done) => {
+                // Asynchronous upload: what is acknowledged goes to the
+                // bucket before the node stops (within CLOSE_WAIT_MAX).
+                self.node.flush_uploads(now);
                 self.published.closed.store(true, Ordering::Release);
                 self.closing = Some(done);
                 self.closing_since = Some(Instant::now());
@@ -508,6 +515,24 @@ impl NodeThread {
     }
 
     fn execute_actions(&mut self) {
+        loop {
+            self.execute_polled_actions();
+            // Bucket mode's start-up may want local WAL entries back (async
+            // upload); the answer gives the node more to do.
+            let Some(read) = self.node.poll_wal_read() else {
+                break;
+            };
+            let result = self
+                .wal
+                .read_range(read.from, read.through)
+                .map_err(|e| e.to_string());
+            let io = read.io;
+            self.node
+                .handle_io(self.clock.now(), IoDone::WalRead { io, result });
+        }
+    }
+
+    fn execute_polled_actions(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
                 Action::AppendWal { io, term, entries } => self.append_wal(io, term, &entries),

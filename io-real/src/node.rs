@@ -800,6 +800,10 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
             checkpoint_every_entries: config.checkpoint_entries,
             checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
             gc_keep: config.gc_keep,
+            sync_upload: config.wal_sync_upload,
+            segment_max_age_ns: nanos(config.segment_max_age),
+            // One knob for both segment kinds, as in T4 (see the field).
+            segment_max_bytes: config.segment_max_size,
             ..BucketConfig::default()
         }),
         ..NodeConfig::default()

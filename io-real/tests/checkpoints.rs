@@ -372,7 +372,7 @@ async fn timing_checkpoint_and_restore_of_a_million_keys() {
             while t < txns {
                 let success = (t * PER_TXN..((t + 1) * PER_TXN).min(KEYS))
                     .map(|i| RequestOp {
-                        op: Some(Op::RequestPut(PutRequest {
+                        op: Some(Op::Put(PutRequest {
                             key: format!("{i:064}").into_bytes(),
                             value: vec![b'v'; 256],
                             ..PutRequest::default()
@@ -407,7 +407,12 @@ async fn timing_checkpoint_and_restore_of_a_million_keys() {
     let ckpt = ckpt_started.elapsed();
     node.close().await.unwrap();
     let m = manifest(&*s, &p).await;
-    let bytes: u64 = m.ssts.iter().chain(&m.meta_files).map(|f| f.size_bytes).sum();
+    let bytes: u64 = m
+        .ssts
+        .iter()
+        .chain(&m.meta_files)
+        .map(|f| f.size_bytes)
+        .sum();
     let scratch = tempfile::tempdir().unwrap();
     let restore_started = std::time::Instant::now();
     let restored = checkpoint::restore(&*s, &scratch.path().join("db"), None)

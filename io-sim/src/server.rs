@@ -498,7 +498,12 @@ impl Server {
                             let timeout = self.config.object_timeout;
                             madsim::task::spawn(async move {
                                 let mut result = s3.execute(op, timeout).await;
-                                if lie && matches!(result, Err(t4_core::object::ObjectError::Retryable(_))) {
+                                if lie
+                                    && matches!(
+                                        result,
+                                        Err(t4_core::object::ObjectError::Retryable(_))
+                                    )
+                                {
                                     // The bug: a failed upload taken for a landed one.
                                     result = Ok(t4_core::object::ObjectReply::Put {
                                         etag: t4_core::object::ETag("\"bug\"".into()),
@@ -543,6 +548,22 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalReset { io, error });
                     }
+                }
+            }
+            // A start-up with asynchronous upload may want local WAL
+            // entries back (no WAL sync is pending then).
+            if let Some(read) = self.node.poll_wal_read() {
+                let result = self.wal.read_range(read.from, read.through);
+                let now = self.clock.now();
+                self.node.handle_io(
+                    now,
+                    IoDone::WalRead {
+                        io: read.io,
+                        result,
+                    },
+                );
+                if sync.is_none() && !late_sync {
+                    continue;
                 }
             }
             self.publish();

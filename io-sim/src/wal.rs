@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use madsim::time::Instant;
 use t4_core::log::Entry;
-use t4_core::wal::{encode_entries, plan_replay, CutKind, SegmentHeader, SegmentImage};
+use t4_core::wal::{
+    decode_segment, encode_entries, plan_replay, CutKind, SegmentHeader, SegmentImage,
+};
 use t4_core::{Index, Term};
 
 use crate::disk::Disk;
@@ -98,6 +100,10 @@ pub struct SimWal {
     current_len: usize,
     /// `false` until an append creates a segment (also after a stale open).
     has_current: bool,
+    /// Every segment lies below the index the WAL was opened from: the
+    /// next append removes them first (kept until then for
+    /// [`SimWal::read_range`]).
+    stale: bool,
     next_index: Index,
     term: Term,
     /// Appended, not yet synced (moved to the ledger by a sync).
@@ -171,6 +177,7 @@ impl SimWal {
             segments: names.into(),
             current_len: usize::try_from(plan.last_len).expect("segment length"),
             has_current: false,
+            stale: false,
             next_index: from,
             term,
             unsynced: Vec::new(),
@@ -183,11 +190,9 @@ impl SimWal {
             }
             Some(_) => {
                 // Everything on disk is below `from`, already in the engine:
-                // start afresh so that the next segment does not leave a hole
-                // after the old ones.
-                for (_, name) in wal.segments.drain(..) {
-                    disk.remove(&name);
-                }
+                // the next append starts afresh so that its segment does not
+                // leave a hole after the old ones.
+                wal.stale = true;
             }
             None => {}
         }
@@ -211,6 +216,12 @@ impl SimWal {
             first.index, self.next_index.0,
             "WAL append must continue the log"
         );
+        if self.stale {
+            for (_, name) in self.segments.drain(..) {
+                self.disk.remove(&name);
+            }
+            self.stale = false;
+        }
         if !self.has_current || self.current_len >= self.segment_bytes_max {
             self.start_segment(first.index_id())?;
         }
@@ -275,12 +286,54 @@ impl SimWal {
             self.disk.remove(&name);
         }
         self.has_current = false;
+        self.stale = false;
         self.current_len = 0;
         self.next_index = next;
         self.term = term;
         self.unsynced.clear();
         self.ledger.lock().split_off(&next.0);
         Ok(())
+    }
+
+    /// The entries `from..=through`, read back from the segment files (a
+    /// start-up with asynchronous upload: applied entries the bucket lacks).
+    ///
+    /// # Errors
+    /// The segments do not hold them all, or one does not decode.
+    pub fn read_range(&self, from: Index, through: Index) -> Result<Vec<Entry>, WalError> {
+        let count = self.segments.len();
+        let mut entries: Vec<Entry> = Vec::new();
+        for (i, (first, name)) in self.segments.iter().enumerate() {
+            let next_first = self.segments.get(i + 1).map(|(f, _)| *f);
+            if next_first.is_some_and(|n| n <= from) {
+                continue;
+            }
+            if *first > through {
+                break;
+            }
+            let bytes = self
+                .disk
+                .read(name)
+                .ok_or_else(|| format!("{name} is gone"))?;
+            let decoded = decode_segment(&bytes, i + 1 == count)
+                .map_err(|e| format!("{name} at byte {}: {}", e.offset(), e.reason()))?;
+            entries.extend(
+                decoded
+                    .entries
+                    .into_iter()
+                    .filter(|e| (from.0..=through.0).contains(&e.index)),
+            );
+        }
+        let held = entries.first().map(|e| e.index) == Some(from.0)
+            && entries.last().map(|e| e.index) == Some(through.0)
+            && entries.len() as u64 == through.0 - from.0 + 1;
+        if !held {
+            return Err(format!(
+                "the WAL does not hold entries {from}..={through} ({} of them found)",
+                entries.len()
+            ));
+        }
+        Ok(entries)
     }
 
     /// Number of segment files.

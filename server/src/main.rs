@@ -99,7 +99,9 @@ struct RunArgs {
     /// Stable, unique node name (default: the hostname).
     #[arg(long, env = "T4_NODE_ID")]
     node_id: Option<String>,
-    /// WAL segment rotation threshold in bytes.
+    /// WAL segment rotation threshold in bytes; with
+    /// `--wal-sync-upload=false`, also the size at which a segment is
+    /// uploaded (one knob, as T4's SegmentMaxSize).
     #[arg(long, env = "T4_SEGMENT_MAX_SIZE", default_value_t = 50_000_000)]
     segment_max_size: u64,
     /// Database size in bytes above which writes that need space fail and
@@ -142,11 +144,29 @@ struct RunArgs {
     gc_keep: usize,
     #[command(flatten)]
     bucket: bucket_args::BucketArgs,
-    /// Acknowledge a write only once its WAL object is in the bucket
-    /// (`true`, the default); `false` (upload in the background) is not
-    /// implemented yet.
+    /// Bucket mode: acknowledge a write only once its WAL object is in the
+    /// bucket (`true`, the default), or once fsynced, uploading in the
+    /// background every --segment-max-age-sec or --segment-max-size
+    /// (`false`: faster; losing the machine with its disk loses the writes
+    /// not uploaded yet). Needs a bucket.
     #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
     wal_sync_upload: bool,
+    /// With --wal-sync-upload=false: the longest, in seconds, a write waits
+    /// before its segment is uploaded.
+    #[arg(long, env = "T4_SEGMENT_MAX_AGE_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    segment_max_age_sec: u64,
+}
+
+/// Why the upload flags cannot be used together with the bucket flags
+/// given (`has_bucket`), if they cannot.
+fn check_upload_flags(args: &RunArgs, has_bucket: bool) -> Result<(), String> {
+    if !args.wal_sync_upload && !has_bucket {
+        return Err("--wal-sync-upload=false needs a bucket (--s3-bucket or \
+                    --object-store-dir): without one there is nothing to upload"
+            .into());
+    }
+    Ok(())
 }
 
 /// A duration as etcd's flags take it (Go's `time.ParseDuration`: `10m`,
@@ -229,13 +249,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => init_logging(&args.log_level, args.log_format).and_then(|()| {
             let object_store = args.bucket.store_config();
-            if object_store.is_some() && !args.wal_sync_upload {
-                return Err(
-                    "--wal-sync-upload=false (asynchronous WAL upload) is not implemented yet; \
-                     leave it at true"
-                        .into(),
-                );
-            }
+            check_upload_flags(&args, object_store.is_some())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -258,6 +272,8 @@ fn main() -> ExitCode {
                 .filter(|d| !d.is_zero()),
                 checkpoint_entries: args.checkpoint_entries,
                 gc_keep: args.gc_keep,
+                wal_sync_upload: args.wal_sync_upload,
+                segment_max_age: Duration::from_secs(args.segment_max_age_sec),
             }))
         }),
         Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),
@@ -308,5 +324,37 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(args.lease_checkpoint_interval, Duration::from_secs(300));
+        assert!(args.wal_sync_upload);
+        assert_eq!(args.segment_max_age_sec, 10);
+    }
+
+    /// `--wal-sync-upload=false` works with a bucket and is refused
+    /// without one (it would silently mean nothing).
+    #[test]
+    fn async_upload_needs_a_bucket() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["t4", "run"].iter().chain(extra)).expect("flags parse");
+            let Command::Run(args) = cli.command else {
+                panic!("run expected")
+            };
+            let has_bucket = args.bucket.store_config().is_some();
+            check_upload_flags(&args, has_bucket)
+        };
+        let why = parse(&["--wal-sync-upload=false"]).expect_err("no bucket");
+        assert!(why.contains("needs a bucket"), "{why}");
+        parse(&["--wal-sync-upload=false", "--object-store-dir", "b"]).expect("a bucket");
+        parse(&[
+            "--wal-sync-upload=false",
+            "--segment-max-age-sec",
+            "2",
+            "--s3-bucket",
+            "b",
+        ])
+        .expect("an S3 bucket");
+        parse(&[]).expect("sync mode, local");
+        assert!(
+            Cli::try_parse_from(["t4", "run", "--segment-max-age-sec", "0"]).is_err(),
+            "an age of 0 would seal every entry alone"
+        );
     }
 }

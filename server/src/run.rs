@@ -59,6 +59,11 @@ pub struct RunOptions {
     pub checkpoint_entries: u64,
     /// Bucket mode: checkpoints the background GC keeps; 0: no GC.
     pub gc_keep: usize,
+    /// Bucket mode: acknowledge after the upload (`true`) or after the
+    /// fsync, uploading in the background (`false`).
+    pub wal_sync_upload: bool,
+    /// Bucket mode, background upload: the longest a segment stays open.
+    pub segment_max_age: Duration,
 }
 
 /// Runs the server until a shutdown signal.
@@ -98,6 +103,8 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     config.checkpoint_interval = opts.checkpoint_interval;
     config.checkpoint_entries = opts.checkpoint_entries;
     config.gc_keep = opts.gc_keep;
+    config.wal_sync_upload = opts.wal_sync_upload;
+    config.segment_max_age = opts.segment_max_age;
     let node = Node::open(config).await.map_err(|e| match e {
         t4_io_real::OpenError::DataDir { path, source } => format!(
             "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",

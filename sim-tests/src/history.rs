@@ -59,6 +59,26 @@ pub struct Op {
     pub ret: Return,
 }
 
+/// When and how one call was answered, whatever the answer means for the
+/// linearizability checker. [`Op`] keeps only what the checker needs (an
+/// answer that does not settle a write's outcome, such as a `Timeout`, is
+/// recorded there as [`Return::Unknown`] without a return time); timing
+/// checks ("no call hangs", "writes fail fast during an outage") need the
+/// answer itself and when it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The client that made the call.
+    pub client: usize,
+    /// Whether it was a write.
+    pub write: bool,
+    /// When it was issued.
+    pub call_at: u64,
+    /// When an answer arrived; `None`: none did before the client gave up.
+    pub answered_at: Option<u64>,
+    /// `Ok(())` or the error answered; `None` when no answer came.
+    pub result: Option<Result<(), Error>>,
+}
+
 /// How a watch ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchEnd {

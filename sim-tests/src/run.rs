@@ -776,7 +776,7 @@ async fn liveness_probe(node: SocketAddr, rec: Arc<Recorder>) -> Result<(), Stri
 
 /// Every acknowledged put (alone or in a txn's success branch) is in the
 /// final log at the acknowledged revision.
-fn check_acknowledged(truth: &Truth, ops: &[Op], violations: &mut Vec<String>) {
+pub(crate) fn check_acknowledged(truth: &Truth, ops: &[Op], violations: &mut Vec<String>) {
     for op in ops {
         let (Call::Write(req), Return::Write(Ok(resp))) = (&op.call, &op.ret) else {
             continue;

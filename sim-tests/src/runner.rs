@@ -22,25 +22,38 @@ use crate::run::{run, RunConfig, RunReport};
 /// A malformed variable.
 #[must_use]
 pub fn seeds_from_env(default: std::ops::Range<u64>) -> Vec<u64> {
-    if let Ok(one) = std::env::var("SIM_SEED") {
-        return vec![one.trim().parse().expect("SIM_SEED must be a number")];
+    seeds_from_vars("SIM_SEED", "SIM_SEEDS", default)
+}
+
+/// The seeds to run: variable `one` (exactly that seed), else `many`
+/// (`A..B`, `N` for `0..N`, or `a,b,c`), else `default`.
+///
+/// # Panics
+/// A malformed variable.
+#[must_use]
+pub fn seeds_from_vars(one: &str, many: &str, default: std::ops::Range<u64>) -> Vec<u64> {
+    if let Ok(seed) = std::env::var(one) {
+        return vec![seed
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{one} must be a number"))];
     }
-    let Ok(spec) = std::env::var("SIM_SEEDS") else {
+    let Ok(spec) = std::env::var(many) else {
         return default.collect();
     };
     let spec = spec.trim();
     if let Some((a, b)) = spec.split_once("..") {
-        let a: u64 = a.parse().expect("SIM_SEEDS=A..B");
-        let b: u64 = b.parse().expect("SIM_SEEDS=A..B");
+        let a: u64 = a.parse().unwrap_or_else(|_| panic!("{many}=A..B"));
+        let b: u64 = b.parse().unwrap_or_else(|_| panic!("{many}=A..B"));
         return (a..b).collect();
     }
     if spec.contains(',') {
         return spec
             .split(',')
-            .map(|s| s.trim().parse().expect("SIM_SEEDS=a,b,c"))
+            .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{many}=a,b,c")))
             .collect();
     }
-    (0..spec.parse().expect("SIM_SEEDS=N")).collect()
+    (0..spec.parse().unwrap_or_else(|_| panic!("{many}=N"))).collect()
 }
 
 /// `SIM_VERBOSE=1` (or a single `SIM_SEED`) prints one line per seed.

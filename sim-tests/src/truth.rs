@@ -330,6 +330,16 @@ impl Truth {
             .and_then(|v| v.kv.clone())
     }
 
+    /// Every key present at `revision`, in key order (what a range over
+    /// the whole key space at that revision returns).
+    #[must_use]
+    pub fn state_at(&self, revision: i64) -> Vec<KeyValue> {
+        self.versions
+            .keys()
+            .filter_map(|key| self.value_at(key, revision))
+            .collect()
+    }
+
     /// The revision of the first put that wrote `value` to `key` (values
     /// are unique in our workloads, so this names the write).
     #[must_use]

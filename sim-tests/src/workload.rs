@@ -18,7 +18,7 @@ use t4_core::{ClientRequest, Error, Response};
 use t4_io_sim::client::Client;
 use t4_io_sim::proto::{Reply, Request, WatchUp};
 
-use crate::history::{Call, Op, Return, WatchEnd, WatchRecord};
+use crate::history::{Answer, Call, Op, Return, WatchEnd, WatchRecord};
 
 /// What every client shares: the history, the watch records, the trace hash.
 #[derive(Debug)]
@@ -41,6 +41,9 @@ pub struct Recorded {
     pub watches: Vec<WatchRecord>,
     /// Leases granted by lease clients.
     pub leases: Vec<LeaseRecord>,
+    /// Every recorded call's answer and its time, in completion order (not
+    /// part of the trace hash: [`Recorded::ops`] already is).
+    pub answers: Vec<Answer>,
     /// Hash of every event in order (determinism check).
     pub trace: u64,
 }
@@ -83,6 +86,14 @@ impl Recorder {
     fn push_op(&self, op: Op) {
         self.trace(("op", &op));
         self.inner.lock().expect("recorder lock").ops.push(op);
+    }
+
+    fn push_answer(&self, answer: Answer) {
+        self.inner
+            .lock()
+            .expect("recorder lock")
+            .answers
+            .push(answer);
     }
 
     fn push_watch(&self, w: WatchRecord) {
@@ -173,9 +184,27 @@ pub(crate) async fn recorded_call(
         Call::Write(w) => Request::Core(ClientRequest::Write(w.clone())),
     };
     let answer = client.call(req, timeout).await;
+    rec.push_answer(Answer {
+        client: id,
+        write: matches!(call, Call::Write(_)),
+        call_at,
+        answered_at: answer.is_some().then(|| rec.now()),
+        result: answer
+            .as_ref()
+            .map(|a| a.as_ref().map(|_| ()).map_err(Clone::clone)),
+    });
     let ret = match (answer, &call) {
         (None, _) => Return::Unknown,
         (Some(Ok(Reply::Range(r))), Call::Range(_)) => Return::Range(Ok(r)),
+        // A read refused because the node cannot serve (starting, fenced,
+        // failed) says nothing about the state, and the model never gives
+        // such an answer: it constrains nothing.
+        (
+            Some(Err(
+                Error::Unavailable(_) | Error::Fenced(_) | Error::Internal(_) | Error::Timeout(_),
+            )),
+            Call::Range(_),
+        ) => Return::Unknown,
         (Some(Err(e)), Call::Range(_)) => Return::Range(Err(e)),
         (Some(Ok(Reply::Core(Response::Write(w)))), Call::Write(_)) => Return::Write(Ok(w)),
         // An internal error or a timeout may come after the write reached

@@ -36,6 +36,56 @@
 //! must not serve reads. A refused start leaves the node failed
 //! ([`Node::failure`] says why); nothing in the bucket was changed except
 //! possibly the lock.
+//!
+//! # Applied state against the bucket
+//!
+//! Every writer starts by replaying the whole bucket and fencing after it,
+//! and a term is claimed once, so the bucket's log at index `i` with term
+//! `t` is the log of the writer of term `t` up to `i`. The engine applied
+//! up to `X` with term `T(X)` ([`Meta::applied_term`](crate::mvcc::Meta)):
+//! a bucket entry at or before `X` with a term above `T(X)`, or one at `X`
+//! with another term, is another writer's entry at an index this node
+//! applied differently. Applied state cannot be undone: the start is
+//! refused ("diverges from the bucket"). This holds in both modes (in a
+//! consistent sync-mode history it never fires).
+//!
+//! # Async mode: the engine ahead of the bucket
+//!
+//! With asynchronous upload the engine may hold entries the bucket lacks
+//! (applied and acknowledged, not uploaded when the node stopped; a trim or
+//! a checkpoint persisted them). When the bucket's WAL ends at `B < X`:
+//!
+//! - sync mode refuses the start ("state beyond the bucket's end": there an
+//!   applied entry was always uploaded first, so the bucket lost it or is
+//!   another bucket);
+//! - async mode asks the driver for local WAL entries `B + 1 ..= X`
+//!   ([`Node::poll_wal_read`], answered by
+//!   [`IoDone::WalRead`](crate::node::IoDone::WalRead)); the local WAL still
+//!   holds them, since it is never trimmed past the last uploaded index.
+//!   They must end with term `T(X)` and start with a term no lower than the
+//!   bucket's last entry's (a higher bucket term is a takeover: refused as
+//!   above). They then lead the fence object: `B + 1 ..= X`, the local tail,
+//!   the barrier. They are not applied again when it lands.
+//!
+//! Why a read on demand rather than handing every local WAL entry to
+//! [`Node::recover`]: the start-up learns only from the bucket which
+//! entries it lacks, usually none, and at most what the upload backlog held
+//! ([`BucketConfig::async_backlog_bytes_max`](crate::node::BucketConfig::async_backlog_bytes_max),
+//! plus the writes pending then), while the local WAL may hold far more
+//! (everything since the last trim, up to `trim_every_entries` entries
+//! and a local segment). Memory stays proportional to what must be
+//! uploaded, and `recover` keeps one meaning in every mode.
+//!
+//! Why a request polled apart from [`Action`]s: it is needed once, at
+//! start-up, and only in async mode; a new `Action` variant would be the
+//! more uniform shape (and converting to one is mechanical: the request
+//! becomes the variant, [`Node::poll_wal_read`] goes), but every driver and
+//! test rig matches `Action` exhaustively, so it was kept out of the enum
+//! while those rigs are being changed by others.
+//!
+//! A local tail that the bucket contradicts yields to the bucket in both
+//! modes. In async mode it may have been acknowledged: those writes are the
+//! zombie's writes after a takeover, lost by design (see `async_upload`).
 
 use std::collections::VecDeque;
 
@@ -51,7 +101,19 @@ use crate::log::Entry;
 use crate::mvcc;
 use crate::node::Action;
 use crate::object::{ObjectError, ObjectOp, ObjectReply, ObjectResult, LIST_KEYS_MAX};
-use crate::types::{Index, IoId, Time};
+use crate::types::{Index, IoId, Term, Time};
+
+/// Local WAL entries the start-up needs back ([`Node::poll_wal_read`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalReadRequest {
+    /// Id to answer with, in [`IoDone::WalRead`](crate::node::IoDone::WalRead).
+    pub io: IoId,
+    /// The first entry wanted.
+    pub from: Index,
+    /// The last entry wanted (the engine's applied index). Nothing else
+    /// touches the WAL until the answer.
+    pub through: Index,
+}
 
 /// Where a start-up stands.
 #[derive(Debug)]
@@ -64,6 +126,8 @@ pub(super) struct Startup {
     op: ObjectOp,
     retry_at: Option<Time>,
     failures: u32,
+    /// The engine's applied index and term when the start-up began.
+    engine_applied: (Index, Term),
 }
 
 #[derive(Debug)]
@@ -81,10 +145,17 @@ enum Step {
         last_key: Option<String>,
     },
     /// Downloading the objects still in `queue`; `bucket_end` is the last
-    /// index of the objects fetched so far.
+    /// index (and its term) of the objects fetched so far.
     Fetch {
         queue: VecDeque<Index>,
-        bucket_end: Index,
+        bucket_end: (Index, Term),
+    },
+    /// Async mode: reading back the applied entries after `bucket_end`
+    /// that the bucket lacks; `request` until the driver polled it.
+    ReadWal {
+        read_io: IoId,
+        bucket_end: (Index, Term),
+        request: Option<WalReadRequest>,
     },
     /// Uploading the local tail and the barrier; `verify` after a 412.
     Fence {
@@ -113,6 +184,8 @@ impl<E: KvEngine> Node<E> {
         let op = ObjectOp::Get {
             key: layout::LEADER_LOCK.to_owned(),
         };
+        let meta = self.store.meta();
+        let engine_applied = (Index(meta.applied_index), Term(meta.applied_term));
         self.startup = Some(Startup {
             me,
             step: Step::ReadLock { expect: None },
@@ -120,6 +193,7 @@ impl<E: KvEngine> Node<E> {
             op,
             retry_at: None,
             failures: 0,
+            engine_applied,
         });
         self.send_startup_op();
     }
@@ -344,16 +418,21 @@ impl<E: KvEngine> Node<E> {
                 ));
             }
         }
-        self.fetch_next(now, queue, Index(0));
+        self.fetch_next(now, queue, (Index(0), Term(0)));
     }
 
-    fn fetch_next(&mut self, now: Time, queue: VecDeque<Index>, bucket_end: Index) {
+    fn fetch_next(&mut self, now: Time, queue: VecDeque<Index>, bucket_end: (Index, Term)) {
         if let Some(&first) = queue.front() {
             self.startup_step(Step::Fetch { queue, bucket_end });
             return self.send_startup_op_of(ObjectOp::Get {
                 key: layout::wal_key(first),
             });
         }
+        if bucket_end.0 < self.last_index && self.is_async_upload() {
+            // Applied, maybe acknowledged, not uploaded: upload it first.
+            return self.read_wal(bucket_end);
+        }
+        let bucket_end = bucket_end.0;
         // Fencing at the next index would leave a hole in the bucket if
         // this node's state went further than the bucket's WAL.
         if bucket_end < self.last_index {
@@ -366,14 +445,14 @@ impl<E: KvEngine> Node<E> {
                 self.last_index
             ));
         }
-        self.start_fence(now);
+        self.start_fence(now, Vec::new());
     }
 
     fn on_fetched(
         &mut self,
         now: Time,
         mut queue: VecDeque<Index>,
-        bucket_end: Index,
+        bucket_end: (Index, Term),
         body: &[u8],
     ) {
         let first = queue.pop_front().expect("fetching an object");
@@ -393,16 +472,138 @@ impl<E: KvEngine> Node<E> {
                 first.0 - 1
             ));
         }
-        let last = entries
-            .last()
-            .expect("decoded objects are not empty")
-            .index_id();
+        if let Some(why) = self.contradicts_engine(&entries) {
+            return self.refuse_start(why);
+        }
+        let last = entries.last().expect("decoded objects are not empty");
+        let last = (last.index_id(), last.term_id());
         for entry in entries.into_iter().filter(|e| e.index_id() >= next) {
             if let Err(EngineError(why)) = self.replay_bucket_entry(entry) {
                 return self.refuse_start(format!("applying {key} failed: {why}"));
             }
         }
         self.fetch_next(now, queue, bucket_end.max(last));
+    }
+
+    /// Why the bucket's `entries` contradict what the engine had applied
+    /// when the start-up began, if they do (see the module docs).
+    fn contradicts_engine(&self, entries: &[Entry]) -> Option<String> {
+        let (applied, applied_term) = self.startup.as_ref().expect("starting").engine_applied;
+        let entry = entries.iter().find(|e| {
+            e.index_id() <= applied
+                && (e.term_id() > applied_term
+                    || (e.index_id() == applied && e.term_id() != applied_term))
+        })?;
+        Some(format!(
+            "this node's state diverges from the bucket at index {}: the bucket has an entry of \
+             term {} there, but this node applied entries up to index {applied} with term \
+             {applied_term} at the last: another writer took the bucket over and wrote different \
+             entries at indexes this node had applied (with asynchronous upload, its writes not \
+             uploaded before the takeover are lost); move the local data directory away to \
+             restore from the bucket",
+            entry.index, entry.term
+        ))
+    }
+
+    /// Async mode, the engine ahead of the bucket: asks the driver for the
+    /// applied entries the bucket lacks.
+    fn read_wal(&mut self, bucket_end: (Index, Term)) {
+        let read_io = self.io_id();
+        let (from, through) = (bucket_end.0.next(), self.last_index);
+        tracing::info!(
+            from = from.0,
+            through = through.0,
+            "the engine is ahead of the bucket (asynchronous upload): reading the entries back \
+             from the local WAL to upload them"
+        );
+        let s = self.startup.as_mut().expect("starting");
+        s.step = Step::ReadWal {
+            read_io,
+            bucket_end,
+            request: Some(WalReadRequest {
+                io: read_io,
+                from,
+                through,
+            }),
+        };
+        s.io = None;
+    }
+
+    /// Async bucket mode's start-up, the engine ahead of the bucket: the
+    /// local WAL entries to read back and upload (at or below the engine's
+    /// applied index, so [`Node::recover`] did not receive them). Returns
+    /// each request once; answer it with [`IoDone::WalRead`](crate::node::IoDone::WalRead).
+    /// Poll after draining [`Node::poll_action`]; `None` at any other time.
+    pub fn poll_wal_read(&mut self) -> Option<WalReadRequest> {
+        match self.startup.as_mut().map(|s| &mut s.step) {
+            Some(Step::ReadWal { request, .. }) => request.take(),
+            _ => None,
+        }
+    }
+
+    /// The driver read the local WAL back (see `read_wal`).
+    pub(super) fn on_wal_read(&mut self, now: Time, io: IoId, result: Result<Vec<Entry>, String>) {
+        let bucket_end = match self.startup.as_ref().map(|s| &s.step) {
+            Some(Step::ReadWal {
+                read_io,
+                bucket_end,
+                ..
+            }) if *read_io == io => *bucket_end,
+            _ => {
+                tracing::debug!(io = io.0, "dropping a stale WAL read completion");
+                return;
+            }
+        };
+        let (from, through) = (bucket_end.0.next(), self.last_index);
+        let (_, applied_term) = self.startup.as_ref().expect("starting").engine_applied;
+        let missing = |why: String| {
+            format!(
+                "this node applied entries {from}..={through} that the bucket's WAL (ending at \
+                 index {}) lacks (acknowledged before upload in async mode), and {why}; they \
+                 cannot be uploaded: move the local data directory away to restore from the \
+                 bucket (losing them)",
+                bucket_end.0
+            )
+        };
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(error) => {
+                return self.refuse_start(missing(format!(
+                    "the local WAL cannot give them back: {error}"
+                )))
+            }
+        };
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == from.0 + i as u64);
+        let ends = entries.last().map(Entry::index_id);
+        if !contiguous || ends != Some(through) {
+            let held = match (entries.first(), entries.last()) {
+                (Some(a), Some(b)) => format!("entries {}..={}", a.index, b.index),
+                _ => "nothing".to_owned(),
+            };
+            return self.refuse_start(missing(format!("the local WAL gave back {held}")));
+        }
+        let (first, last) = (&entries[0], &entries[entries.len() - 1]);
+        if last.term_id() != applied_term {
+            return self.refuse_start(missing(format!(
+                "the local WAL has term {} at index {through} where the engine applied term \
+                 {applied_term}",
+                last.term
+            )));
+        }
+        if first.term_id() < bucket_end.1 {
+            return self.refuse_start(format!(
+                "this node's state diverges from the bucket after index {}: the bucket's entry \
+                 there has term {}, this node's entry {from} term {}: another writer took the \
+                 bucket over and wrote entries this node lacks while this node applied others \
+                 (with asynchronous upload, its writes not uploaded before the takeover are \
+                 lost); move the local data directory away to restore from the bucket",
+                bucket_end.0, bucket_end.1, first.term
+            ));
+        }
+        self.start_fence(now, entries);
     }
 
     /// Applies one entry from the bucket during start-up, reconciling the
@@ -417,6 +618,16 @@ impl<E: KvEngine> Node<E> {
         match self.local_tail.front() {
             Some(local) if local.index_id() == index && *local == entry => {
                 self.local_tail.pop_front();
+            }
+            Some(_) if self.is_async_upload() => {
+                tracing::warn!(
+                    from = index.0,
+                    dropped = self.local_tail.len(),
+                    "the local WAL's tail differs from the bucket: dropping it (another writer took \
+                     over before it was uploaded; with asynchronous upload it may have been \
+                     acknowledged, and is lost)"
+                );
+                self.local_tail.clear();
             }
             Some(_) => {
                 tracing::warn!(
@@ -433,21 +644,32 @@ impl<E: KvEngine> Node<E> {
         Ok(())
     }
 
-    /// Uploads the local tail and a barrier of our term at the next index.
-    fn start_fence(&mut self, now: Time) {
+    /// Uploads `applied` (async mode: applied entries the bucket lacks,
+    /// ending at the applied index; usually none), the local tail and a
+    /// barrier of our term as one object at the bucket's next index.
+    fn start_fence(&mut self, now: Time, applied: Vec<Entry>) {
         let _ = now;
         let next = self.last_index.next();
-        let mut entries: Vec<Entry> = self.local_tail.iter().cloned().collect();
-        if let Some(front) = entries.first() {
+        if let Some(back) = applied.last() {
+            assert_eq!(
+                back.index_id(),
+                self.last_index,
+                "entries read back end at the applied index"
+            );
+        }
+        let mut entries = applied;
+        let start = entries.first().map_or(next, Entry::index_id);
+        if let Some(front) = self.local_tail.front() {
             assert_eq!(
                 front.index_id(),
                 next,
                 "the local tail continues the replayed log"
             );
         }
-        let barrier = Index(next.0 + entries.len() as u64);
+        entries.extend(self.local_tail.iter().cloned());
+        let barrier = Index(start.0 + entries.len() as u64);
         entries.push(Entry::barrier(self.term, barrier));
-        let key = layout::wal_key(next);
+        let key = layout::wal_key(start);
         let body = wal_object::encode(self.term, &entries);
         let op = create_op(&key, &body);
         self.startup_step(Step::Fence {
@@ -514,7 +736,10 @@ impl<E: KvEngine> Node<E> {
         };
         debug_assert!(landed);
         self.local_tail.clear();
-        for entry in entries {
+        // Entries read back from the local WAL (async mode) are applied
+        // already.
+        let applied = self.last_index;
+        for entry in entries.into_iter().filter(|e| e.index_id() > applied) {
             let index = entry.index_id();
             if let Err(EngineError(why)) = self.store.apply(&self.engine, &entry) {
                 return self.refuse_start(format!("applying entry {index} failed: {why}"));
@@ -551,6 +776,9 @@ impl<E: KvEngine> Node<E> {
         }
         self.startup = None;
         self.trimmed_at = Index(self.store.meta().applied_index);
+        if self.is_async_upload() {
+            self.async_upload_serving();
+        }
         // The checkpoint interval counts from serving; entries replayed
         // from the bucket count toward the entry threshold.
         self.checkpointed.1 = now;

@@ -193,10 +193,13 @@ impl<E: KvEngine> Node<E> {
                     self.upload_landed(now);
                 } else {
                     let key = upload.key.clone();
-                    self.fence(format!(
-                        "another node wrote {key} in the bucket: it has taken over; \
-                         this node no longer acknowledges writes"
-                    ));
+                    self.fence(
+                        now,
+                        format!(
+                            "another node wrote {key} in the bucket: it has taken over; \
+                             this node no longer acknowledges writes"
+                        ),
+                    );
                 }
             }
             (Step::Verify, Err(ObjectError::NotFound)) => {
@@ -285,13 +288,19 @@ impl<E: KvEngine> Node<E> {
     }
 
     /// Another node owns the bucket: fail everything pending, for good.
-    fn fence(&mut self, why: String) {
+    /// In sync mode a batch is in flight (its upload found the other
+    /// writer); in async mode there may be none, and the backlog of applied
+    /// entries is dropped (`async_upload`).
+    pub(super) fn fence(&mut self, now: Time, why: String) {
         tracing::error!(%why, "fenced");
-        let batch = self.in_flight.take().expect("a batch is in flight");
-        let gave_up = batch.upload.as_ref().is_some_and(|u| u.gave_up);
+        let batch = self.in_flight.take();
+        let gave_up = batch
+            .as_ref()
+            .and_then(|b| b.upload.as_ref())
+            .is_some_and(|u| u.gave_up);
         let reqs: Vec<_> = batch
-            .entries
             .iter()
+            .flat_map(|b| b.entries.iter())
             .filter(|_| !gave_up)
             .filter_map(|(req, _)| *req)
             .chain(self.queued.drain(..).filter_map(|p| p.req))
@@ -303,5 +312,6 @@ impl<E: KvEngine> Node<E> {
         self.last_index = Index(self.store.meta().applied_index);
         self.bucket_down = None;
         self.health = Health::Fenced(why);
+        self.async_upload_fenced(now);
     }
 }

@@ -19,6 +19,7 @@ fn node() -> Node<MemEngine> {
             checkpoint_every_entries: 0,
             checkpoint_interval_ns: 0,
             gc_keep: 0,
+            ..BucketConfig::default()
         }),
         ..NodeConfig::default()
     };

@@ -43,6 +43,18 @@ pub enum WalError {
         /// The oldest index the WAL holds.
         first: Index,
     },
+    /// [`crate::wal::Wal::read_range`] was asked for entries through
+    /// `through`, but the segments end at `last`.
+    #[error("WAL in {} ends at index {last}, before index {through}", dir.display())]
+    EndsBefore {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The last index asked for.
+        through: Index,
+        /// The last index the WAL holds in the range (one before the range
+        /// when it holds none of it).
+        last: Index,
+    },
     /// A `*.wal` file whose name is not a 20-digit index.
     #[error("unexpected file {} in the WAL directory (segments are named <first index, 20 digits>.wal)", path.display())]
     UnexpectedFile {

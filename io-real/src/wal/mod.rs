@@ -62,8 +62,8 @@ use std::path::{Path, PathBuf};
 
 use t4_core::log::Entry;
 use t4_core::wal::{
-    encode_entries, entry_payload_len, ReplayPlan, SegmentHeader, FRAME_PAYLOAD_BYTES_MAX,
-    SEGMENT_HEADER_BYTES,
+    decode_segment, encode_entries, entry_payload_len, ReplayPlan, SegmentHeader,
+    FRAME_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
 use t4_core::{Index, Term};
 
@@ -373,6 +373,83 @@ impl Wal {
             "WAL: reset (the log continues from the bucket)"
         );
         Ok(())
+    }
+
+    /// Reads the entries `from..=through` back from the segment files, in
+    /// order: for a bucket-mode start-up with asynchronous upload, entries
+    /// the engine applied that the bucket lacks (the core's
+    /// `Node::poll_wal_read`). Reads only the segments that can hold them,
+    /// one file at a time, including segments wholly below the `from` the
+    /// WAL was opened with (they stay until the next append or trim).
+    /// Appends not yet synced are not this method's business: call it
+    /// before appending.
+    ///
+    /// # Errors
+    /// [`WalError::Behind`] when the oldest segment starts after `from`,
+    /// [`WalError::EndsBefore`] when the segments end before `through`,
+    /// [`WalError::Corrupt`], [`WalError::Io`].
+    ///
+    /// # Panics
+    /// `from` is 0 or after `through`.
+    pub fn read_range(&self, from: Index, through: Index) -> Result<Vec<Entry>, WalError> {
+        assert!(
+            from.0 >= 1 && from <= through,
+            "WAL read_range: bad range {from}..={through}"
+        );
+        let behind = |first| WalError::Behind {
+            dir: self.dir.clone(),
+            from,
+            first,
+        };
+        let oldest = self
+            .segments
+            .front()
+            .ok_or_else(|| behind(self.next_index))?;
+        if oldest.first_index > from {
+            return Err(behind(oldest.first_index));
+        }
+        let mut entries = Vec::new();
+        let count = self.segments.len();
+        for (i, segment) in self.segments.iter().enumerate() {
+            // Segment i holds indexes below segment i + 1's first index.
+            let next_first = self.segments.get(i + 1).map(|s| s.first_index);
+            if next_first.is_some_and(|n| n <= from) {
+                continue;
+            }
+            if segment.first_index > through {
+                break;
+            }
+            let bytes = fs::read(&segment.path).map_err(io_error(&segment.path))?;
+            // The newest may end in preallocated zeros: a tail, not damage.
+            let decoded =
+                decode_segment(&bytes, i + 1 == count).map_err(|e| WalError::Corrupt {
+                    path: segment.path.clone(),
+                    offset: e.offset(),
+                    reason: e.reason(),
+                })?;
+            entries.extend(
+                decoded
+                    .entries
+                    .into_iter()
+                    .filter(|e| (from.0..=through.0).contains(&e.index)),
+            );
+        }
+        let last = entries.last().map_or(Index(from.0 - 1), Entry::index_id);
+        if last < through {
+            return Err(WalError::EndsBefore {
+                dir: self.dir.clone(),
+                through,
+                last,
+            });
+        }
+        debug_assert!(
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == from.0 + i as u64),
+            "segments are contiguous (checked on open)"
+        );
+        Ok(entries)
     }
 
     /// Index of the last entry: the next append must start at
