@@ -26,9 +26,10 @@
 //!
 //! Writes keep flowing the whole time: the checkpoint shares nothing with
 //! the commit pipeline but the object store. Only one checkpoint runs at a
-//! time. Every entry at or below the checkpoint's index is already in the
-//! bucket (sync mode applies nothing before its upload), so the manifest
-//! never names state the bucket's WAL does not back.
+//! time. Every entry at or below the checkpoint's index is in the bucket
+//! before its manifest is written (sync mode applies nothing before its
+//! upload; async mode holds the upload until the bucket caught up), so a
+//! manifest never names state the bucket's WAL does not back.
 //!
 //! A node that is fenced or failed stops where it is: its results are
 //! dropped and nothing more is written. An abandoned checkpoint is tried

@@ -288,29 +288,40 @@ fn a_pointer_moved_between_read_and_write_is_read_again() {
 #[test]
 fn a_newer_checkpoint_landing_during_the_race_wins() {
     let mut bucket = MemBucket::new();
-    let mut injected = false;
-    let (outcome, _) = run(&mut bucket, point(1, 20), |_, step, r| {
-        if matches!(step, UploadStep::Object(ObjectOp::Get { key }) if key == MANIFEST_LATEST)
-            && !injected
-        {
-            injected = true;
-            // Another checkpointer wrote a newer pointer first; we saw none.
-            return Err(ObjectError::NotFound);
-        }
-        r
-    });
-    // Our IfAbsent create then succeeded since nobody actually wrote; the
-    // point is the flow ends. Now a real race: a newer pointer is there.
-    assert!(matches!(outcome, UploadOutcome::Done { .. }));
     let newer = LatestPointer::to_checkpoint(Term(1), Index(90));
-    bucket
-        .execute(ObjectOp::Put {
-            key: MANIFEST_LATEST.into(),
-            body: newer.encode(),
-            condition: PutCondition::None,
-        })
-        .unwrap();
-    let (outcome, _) = run(&mut bucket, point(1, 30), |_, _, r| r);
+    let (mut up, mut step) = CheckpointUpload::start(point(1, 30), &files(), 0).unwrap();
+    let mut raced = false;
+    let outcome = loop {
+        let op = match &step {
+            UploadStep::Object(op) => op.clone(),
+            UploadStep::File {
+                name,
+                key,
+                condition,
+            } => ObjectOp::Put {
+                key: key.clone(),
+                body: file_body(name),
+                condition: condition.clone(),
+            },
+        };
+        if matches!(&op, ObjectOp::Put { key, .. } if key == MANIFEST_LATEST) && !raced {
+            // We read no pointer; another checkpointer's newer one lands
+            // just before our If-None-Match create.
+            raced = true;
+            bucket
+                .execute(ObjectOp::Put {
+                    key: MANIFEST_LATEST.into(),
+                    body: newer.encode(),
+                    condition: PutCondition::None,
+                })
+                .unwrap();
+        }
+        match up.on_result(bucket.execute(op)) {
+            Progress::Next(s) | Progress::Retry(s) => step = s,
+            Progress::Finished(o) => break o,
+        }
+    };
+    assert!(raced);
     assert!(matches!(
         outcome,
         UploadOutcome::Done {
@@ -318,7 +329,7 @@ fn a_newer_checkpoint_landing_during_the_race_wins() {
             ..
         }
     ));
-    assert_eq!(latest(&mut bucket).index, Index(90));
+    assert_eq!(latest(&mut bucket), newer, "ours (30) does not replace 90");
 }
 
 #[test]
