@@ -133,7 +133,7 @@ impl GcRun {
                         )),
                     },
                     Err(ObjectError::NotFound) => {}
-                    other => return self.stop(format!("reading {MANIFEST_LATEST}: {other:?}")),
+                    other => return self.stop(format!("reading {MANIFEST_LATEST}: {}", answer(&other))),
                 }
                 let manifests = keys(&self.input.listing, |k| {
                     parse_checkpoint_manifest_key(k).is_some()
@@ -150,7 +150,7 @@ impl GcRun {
                         }
                     }
                     Err(ObjectError::NotFound) => {}
-                    other => return self.stop(format!("reading {key}: {other:?}")),
+                    other => return self.stop(format!("reading {key}: {}", answer(&other))),
                 }
                 self.read_manifests(queue)
             }
@@ -167,7 +167,7 @@ impl GcRun {
                     }
                     // Unregistered since the listing: it pins nothing.
                     Err(ObjectError::NotFound) => {}
-                    other => return self.stop(format!("reading {key}: {other:?}")),
+                    other => return self.stop(format!("reading {key}: {}", answer(&other))),
                 }
                 self.read_branches(queue)
             }
@@ -182,7 +182,7 @@ impl GcRun {
                         }
                     }
                     Err(ObjectError::NotFound) => {}
-                    other => return self.stop(format!("reading {key}: {other:?}")),
+                    other => return self.stop(format!("reading {key}: {}", answer(&other))),
                 }
                 self.read_wal_headers(queue)
             }
@@ -192,9 +192,9 @@ impl GcRun {
             (Phase::Delete(done), other) => {
                 let plan = self.plan.as_ref().expect("planned");
                 let key = plan.deletions[done].key.clone();
-                self.finish(done, Some(format!("deleting {key}: {other:?}")))
+                self.finish(done, Some(format!("deleting {key}: {}", answer(&other))))
             }
-            (phase, other) => self.stop(format!("{phase:?}: unexpected answer {other:?}")),
+            (phase, other) => self.stop(format!("{phase:?}: {}", answer(&other))),
         }
     }
 
@@ -279,6 +279,15 @@ impl GcRun {
     #[must_use]
     pub fn keep(&self) -> usize {
         self.keep
+    }
+}
+
+/// A store's answer for a message: the error as the store words it, or
+/// the reply that made no sense at this step.
+fn answer(result: &ObjectResult) -> String {
+    match result {
+        Err(e) => e.to_string(),
+        Ok(reply) => format!("unexpected answer {reply:?}"),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `t4 gc`: prune a bucket with core's GC plan ([`t4_core::bucket::gc`]).
 //!
 //! Reads the whole listing, `manifest/latest`, every checkpoint manifest,
-//! every branch registration and the WAL headers the plan needs; asks
-//! [`plan_gc`]; then deletes [`GcPlan::deletions`] one at a time **in plan
+//! every branch registration and the WAL headers the plan needs, and plans,
+//! through core's GC pass ([`GcRun`], as a dry run); then deletes [`GcPlan::deletions`] one at a time **in plan
 //! order** (manifests of dropped checkpoints first, WAL objects oldest
 //! first), which is what keeps a pass that stops half-way harmless: no
 //! listed manifest ever loses its files, and a fence object stays
@@ -17,14 +17,13 @@
 //! that cannot be read stops GC before any deletion: it pins a checkpoint
 //! nobody can name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
-use t4_core::bucket::gc::{plan_gc, wal_headers_needed, DeleteReason, GcInput, GcPlan, KeepReason};
-use t4_core::bucket::layout::{
-    parse_checkpoint_manifest_key, wal_key, LEADER_LOCK, MANIFEST_LATEST, SST_PREFIX,
-};
-use t4_core::bucket::wal_object;
+use t4_core::bucket::gc::{DeleteReason, GcPlan, KeepReason};
+use t4_core::bucket::gc_run::{GcProgress, GcRun};
+use t4_core::bucket::layout::{wal_key, LEADER_LOCK, SST_PREFIX};
+use t4_core::object::ObjectError;
 
 use super::print_json;
 use super::read::{Bucket, Read};
@@ -162,73 +161,36 @@ pub async fn run(args: &BucketArgs, keep: usize, dry_run: bool, json: bool) -> R
     Ok(())
 }
 
-/// Reads what the plan needs and makes it. Also returns who holds the
-/// leader lock, if anyone (for the warning about concurrent checkpoints).
+/// Reads what the plan needs and makes it, with core's own GC pass
+/// ([`GcRun`], the one the node runs after each checkpoint) as a dry run:
+/// the same reads and the same rules; the deletions are done by [`run`] so
+/// it can report each one. The store already retried what was worth
+/// retrying, so a retryable answer here ends the run. Also returns who
+/// holds the leader lock, if anyone (for the warning about concurrent
+/// checkpoints).
 async fn plan(bucket: &Bucket, keep: usize) -> Result<(GcPlan, Option<String>), String> {
-    let listing = bucket.list_all().await?;
-    let mut warnings = Vec::new();
-    let latest = match bucket.latest().await? {
-        Read::Ok(pointer) => Some(pointer),
-        Read::Missing => None,
-        Read::Bad(why) => {
-            warnings.push(format!(
-                "{MANIFEST_LATEST} could not be read ({why}): it keeps no checkpoint in this pass"
-            ));
-            None
+    let (mut pass, mut op) = GcRun::start(keep, true);
+    let outcome = loop {
+        let result = bucket.store().execute(op.clone()).await;
+        if let Err(ObjectError::Retryable(why)) = &result {
+            return Err(format!("{} {}: {why}", op.kind(), op.key()));
+        }
+        match pass.on_result(result) {
+            GcProgress::Next(next) | GcProgress::Retry(next) => op = next,
+            GcProgress::Finished(outcome) => break outcome,
         }
     };
-    let mut manifests = BTreeMap::new();
-    for object in &listing {
-        if parse_checkpoint_manifest_key(&object.key).is_some() {
-            // Unreadable or invalid: absent, which gc.rs treats as
-            // unreadable (kept while in the newest window, and warned about).
-            if let Read::Ok(m) = bucket.manifest(&object.key).await? {
-                manifests.insert(object.key.clone(), m);
-            }
-        }
-    }
-    let mut pinned = BTreeSet::new();
-    for (key, read) in bucket.branches(&listing).await? {
-        match read {
-            Read::Ok(branch) => {
-                pinned.insert(branch.manifest_key);
-            }
-            // Unregistered since the listing: it pins nothing any more.
-            Read::Missing => {}
-            Read::Bad(why) => {
-                return Err(format!(
-                    "branch registration {key} cannot be read ({why}): gc cannot tell which \
-                     checkpoint it pins, so it deletes nothing; repair or remove it first"
-                ))
-            }
-        }
-    }
+    let mut plan = match (outcome.plan, outcome.error) {
+        (Some(plan), None) => plan,
+        (_, Some(why)) => return Err(why),
+        (None, None) => unreachable!("a dry run that did not stop has a plan"),
+    };
+    plan.warnings.splice(0..0, outcome.warnings);
     let lock_holder = match bucket.lock().await? {
         Read::Ok(lock) => Some(format!("member {} (term {})", lock.leader_id, lock.term)),
         Read::Bad(_) => Some("a leader (the lock does not decode)".to_owned()),
         Read::Missing => None,
     };
-
-    let mut input = GcInput {
-        listing,
-        manifests,
-        latest,
-        pinned,
-        keep,
-        wal_terms: BTreeMap::new(),
-    };
-    for first in wal_headers_needed(&input) {
-        let key = wal_key(first);
-        // Unknown terms keep the object (a possible fence); gc.rs warns.
-        if let Read::Ok(term) = bucket
-            .read(&key, |body| wal_object::decode_term(&key, first, body))
-            .await?
-        {
-            input.wal_terms.insert(first, term);
-        }
-    }
-    let mut plan = plan_gc(&input);
-    plan.warnings.splice(0..0, warnings);
     Ok((plan, lock_holder))
 }
 
