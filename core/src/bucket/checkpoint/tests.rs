@@ -50,6 +50,22 @@ fn file_body(name: &str) -> Bytes {
     Bytes::from(format!("file:{name}"))
 }
 
+/// The operation a step asks for, as the driver would run it.
+fn op_of(step: &UploadStep) -> ObjectOp {
+    match step {
+        UploadStep::Object(op) => op.clone(),
+        UploadStep::File {
+            name,
+            key,
+            condition,
+        } => ObjectOp::Put {
+            key: key.clone(),
+            body: file_body(name),
+            condition: condition.clone(),
+        },
+    }
+}
+
 /// Runs the upload to the end against `bucket`; `fault` may replace the
 /// answer to the n-th step (0-based). Returns the outcome and every step.
 fn run(
@@ -61,18 +77,7 @@ fn run(
     let mut steps = Vec::new();
     for n in 0..200 {
         steps.push(step.clone());
-        let op = match &step {
-            UploadStep::Object(op) => op.clone(),
-            UploadStep::File {
-                name,
-                key,
-                condition,
-            } => ObjectOp::Put {
-                key: key.clone(),
-                body: file_body(name),
-                condition: condition.clone(),
-            },
-        };
+        let op = op_of(&step);
         let result = fault(n, &step, bucket.execute(op));
         match up.on_result(result) {
             Progress::Next(s) | Progress::Retry(s) => step = s,
@@ -292,18 +297,7 @@ fn a_newer_checkpoint_landing_during_the_race_wins() {
     let (mut up, mut step) = CheckpointUpload::start(point(1, 30), &files(), 0).unwrap();
     let mut raced = false;
     let outcome = loop {
-        let op = match &step {
-            UploadStep::Object(op) => op.clone(),
-            UploadStep::File {
-                name,
-                key,
-                condition,
-            } => ObjectOp::Put {
-                key: key.clone(),
-                body: file_body(name),
-                condition: condition.clone(),
-            },
-        };
+        let op = op_of(&step);
         if matches!(&op, ObjectOp::Put { key, .. } if key == MANIFEST_LATEST) && !raced {
             // We read no pointer; another checkpointer's newer one lands
             // just before our If-None-Match create.
@@ -344,18 +338,7 @@ fn an_unreadable_pointer_is_replaced_with_a_warning() {
         .unwrap();
     let (mut up, mut step) = CheckpointUpload::start(point(1, 5), &files(), 0).unwrap();
     loop {
-        let op = match &step {
-            UploadStep::Object(op) => op.clone(),
-            UploadStep::File {
-                key,
-                name,
-                condition,
-            } => ObjectOp::Put {
-                key: key.clone(),
-                body: file_body(name),
-                condition: condition.clone(),
-            },
-        };
+        let op = op_of(&step);
         match up.on_result(bucket.execute(op)) {
             Progress::Next(s) | Progress::Retry(s) => step = s,
             Progress::Finished(o) => {
