@@ -9,9 +9,7 @@
 //! - inputs: [`Node::handle_client`], [`Node::handle_io`], [`Node::handle_timeout`],
 //!   each taking `now`; [`Node::recover`] once at start-up;
 //! - outputs, drained after **every** input: [`Node::poll_action`] until it
-//!   returns `None`, then [`Node::poll_wal_read`] (bucket mode's start-up
-//!   only; its answer is an input, so drain actions again after it), then
-//!   [`Node::poll_timeout`].
+//!   returns `None`, then [`Node::poll_timeout`].
 //!
 //! # The local-mode commit pipeline
 //!
@@ -301,8 +299,8 @@ pub enum IoDone {
         /// `None` on success.
         error: Option<String>,
     },
-    /// A [`WalReadRequest`] (from [`Node::poll_wal_read`]) finished: the
-    /// entries `from..=through`, in order, or why they could not be read.
+    /// An [`Action::ReadWal`] finished: the entries `from..=through`, in
+    /// order, or why they could not be read.
     WalRead {
         /// Id of the action.
         io: IoId,
@@ -406,6 +404,18 @@ pub enum Action {
         term: Term,
         /// The checkpoint's index.
         index: Index,
+    },
+    /// Async bucket mode's start-up, the engine ahead of the bucket: read
+    /// back local WAL entries `from..=through` (at or below the engine's
+    /// applied index, so [`Node::recover`] did not receive them) and report
+    /// [`IoDone::WalRead`]. Nothing else touches the WAL until then.
+    ReadWal {
+        /// Id of this action.
+        io: IoId,
+        /// The first entry wanted.
+        from: Index,
+        /// The last entry wanted (the engine's applied index).
+        through: Index,
     },
     /// Release the answer to a client request. Emitted only once the
     /// request's durability condition holds (local mode: the WAL sync that
@@ -1102,8 +1112,6 @@ mod async_upload;
 pub mod checkpoint;
 mod startup;
 mod upload;
-
-pub use startup::WalReadRequest;
 
 #[cfg(test)]
 mod async_upload_tests;

@@ -23,7 +23,7 @@
 //! back as an event. The store bounds every operation with timeouts and
 //! retries ([`crate::object::Retrying`]), so every task ends. A start-up
 //! with asynchronous upload may ask for local WAL entries back
-//! ([`t4_core::Node::poll_wal_read`]): they are read on the node thread,
+//! ([`Action::ReadWal`]): they are read on the node thread,
 //! which owns the [`Wal`], and fed back at once.
 //!
 //! Why the fsync is not on a thread of its own: handing every batch to
@@ -515,24 +515,6 @@ impl NodeThread {
     }
 
     fn execute_actions(&mut self) {
-        loop {
-            self.execute_polled_actions();
-            // Bucket mode's start-up may want local WAL entries back (async
-            // upload); the answer gives the node more to do.
-            let Some(read) = self.node.poll_wal_read() else {
-                break;
-            };
-            let result = self
-                .wal
-                .read_range(read.from, read.through)
-                .map_err(|e| e.to_string());
-            let io = read.io;
-            self.node
-                .handle_io(self.clock.now(), IoDone::WalRead { io, result });
-        }
-    }
-
-    fn execute_polled_actions(&mut self) {
         while let Some(action) = self.node.poll_action() {
             match action {
                 Action::AppendWal { io, term, entries } => self.append_wal(io, term, &entries),
@@ -587,6 +569,16 @@ impl NodeThread {
                                 tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a local checkpoint");
                             }
                         });
+                }
+                Action::ReadWal { io, from, through } => {
+                    // Bucket mode's start-up (async upload): nothing else
+                    // touches the WAL until the answer.
+                    let result = self
+                        .wal
+                        .read_range(from, through)
+                        .map_err(|e| e.to_string());
+                    self.node
+                        .handle_io(self.clock.now(), IoDone::WalRead { io, result });
                 }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();

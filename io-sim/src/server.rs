@@ -539,6 +539,13 @@ impl Server {
                             .handle_io(now, IoDone::Object { io, term, result });
                     }
                     Action::DropCheckpoint { .. } => {}
+                    // A start-up with asynchronous upload (no WAL sync is
+                    // pending then).
+                    Action::ReadWal { io, from, through } => {
+                        let result = self.wal.read_range(from, through);
+                        let now = self.clock.now();
+                        self.node.handle_io(now, IoDone::WalRead { io, result });
+                    }
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;
                         let error = match self.node.engine().persist() {
@@ -548,22 +555,6 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalReset { io, error });
                     }
-                }
-            }
-            // A start-up with asynchronous upload may want local WAL
-            // entries back (no WAL sync is pending then).
-            if let Some(read) = self.node.poll_wal_read() {
-                let result = self.wal.read_range(read.from, read.through);
-                let now = self.clock.now();
-                self.node.handle_io(
-                    now,
-                    IoDone::WalRead {
-                        io: read.io,
-                        result,
-                    },
-                );
-                if sync.is_none() && !late_sync {
-                    continue;
                 }
             }
             self.publish();

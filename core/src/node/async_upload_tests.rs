@@ -133,14 +133,13 @@ impl Rig {
         loop {
             let actions = self.n.take_actions();
             if actions.is_empty() {
-                match self.n.poll_wal_read() {
-                    Some(req) => self.answer_wal_read(req),
-                    None => return,
-                }
-                continue;
+                return;
             }
             for action in actions {
                 match action {
+                    Action::ReadWal { io, from, through } => {
+                        self.answer_wal_read(io, from, through);
+                    }
                     Action::Object { io, term, op } => {
                         let result = self.bucket.execute(op);
                         self.n.handle_io(T0, IoDone::Object { io, term, result });
@@ -155,17 +154,17 @@ impl Rig {
         }
     }
 
-    fn answer_wal_read(&mut self, req: WalReadRequest) {
+    fn answer_wal_read(&mut self, io: IoId, from: Index, through: Index) {
         let entries = self
             .wal
             .iter()
-            .filter(|e| (req.from.0..=req.through.0).contains(&e.index))
+            .filter(|e| (from.0..=through.0).contains(&e.index))
             .cloned()
             .collect();
         self.n.handle_io(
             T0,
             IoDone::WalRead {
-                io: req.io,
+                io,
                 result: Ok(entries),
             },
         );
@@ -650,12 +649,23 @@ fn the_start_up_uploads_what_the_engine_applied_beyond_the_bucket() {
         r.n.handle_io(T0, IoDone::Object { io, term, result });
     }
     assert_eq!(r.n.term(), Term(2));
-    assert_eq!(r.n.take_actions(), vec![], "waiting for the local WAL");
-    let read = r.n.poll_wal_read().expect("entries 2..=3 are wanted back");
-    assert_eq!((read.from, read.through), (Index(2), Index(3)));
-    assert_eq!(r.n.poll_wal_read(), None, "asked once");
+    let actions = r.n.take_actions();
+    let [Action::ReadWal {
+        io: read_io,
+        from,
+        through,
+    }] = actions[..]
+    else {
+        panic!("entries 2..=3 are wanted back: {actions:?}")
+    };
+    assert_eq!((from, through), (Index(2), Index(3)));
+    assert_eq!(
+        r.n.take_actions(),
+        vec![],
+        "asked once; waiting for the local WAL"
+    );
     let io = r.io();
-    r.answer_wal_read(read);
+    r.answer_wal_read(read_io, from, through);
     let fence = [
         entry(1, 2, "a", "1"),
         entry(1, 3, "b", "2"),
@@ -773,7 +783,12 @@ fn the_start_up_refuses_a_bucket_that_contradicts_applied_entries() {
         "{why}"
     );
     assert!(!r.n.is_starting());
-    assert_eq!(r.n.poll_wal_read(), None);
+    assert!(
+        !r.n.take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::ReadWal { .. })),
+        "no WAL read after a refusal"
+    );
 }
 
 /// A local WAL that cannot give the entries back refuses the start, saying

@@ -152,6 +152,7 @@ impl Rig {
                     .handle_io(now, IoDone::Object { io, term, result });
             }
             Action::DropCheckpoint { term, index } => self.dropped.push((term, index)),
+            Action::ReadWal { .. } => panic!("sync mode never reads its WAL back"),
         }
     }
 

@@ -178,7 +178,8 @@ impl Sim {
                     | Action::ResetWal { .. }
                     | Action::TakeCheckpoint { .. }
                     | Action::UploadCheckpointFile { .. }
-                    | Action::DropCheckpoint { .. } => {
+                    | Action::DropCheckpoint { .. }
+                    | Action::ReadWal { .. } => {
                         unreachable!("these tests run in local mode")
                     }
                 }

@@ -59,7 +59,7 @@
 //!   applied entry was always uploaded first, so the bucket lost it or is
 //!   another bucket);
 //! - async mode asks the driver for local WAL entries `B + 1 ..= X`
-//!   ([`Node::poll_wal_read`], answered by
+//!   ([`Action::ReadWal`], answered by
 //!   [`IoDone::WalRead`](crate::node::IoDone::WalRead)); the local WAL still
 //!   holds them, since it is never trimmed past the last uploaded index.
 //!   They must end with term `T(X)` and start with a term no lower than the
@@ -75,13 +75,6 @@
 //! (everything since the last trim, up to `trim_every_entries` entries
 //! and a local segment). Memory stays proportional to what must be
 //! uploaded, and `recover` keeps one meaning in every mode.
-//!
-//! Why a request polled apart from [`Action`]s: it is needed once, at
-//! start-up, and only in async mode; a new `Action` variant would be the
-//! more uniform shape (and converting to one is mechanical: the request
-//! becomes the variant, [`Node::poll_wal_read`] goes), but every driver and
-//! test rig matches `Action` exhaustively, so it was kept out of the enum
-//! while those rigs are being changed by others.
 //!
 //! A local tail that the bucket contradicts yields to the bucket in both
 //! modes. In async mode it may have been acknowledged: those writes are the
@@ -102,18 +95,6 @@ use crate::mvcc;
 use crate::node::Action;
 use crate::object::{ObjectError, ObjectOp, ObjectReply, ObjectResult, LIST_KEYS_MAX};
 use crate::types::{Index, IoId, Term, Time};
-
-/// Local WAL entries the start-up needs back ([`Node::poll_wal_read`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WalReadRequest {
-    /// Id to answer with, in [`IoDone::WalRead`](crate::node::IoDone::WalRead).
-    pub io: IoId,
-    /// The first entry wanted.
-    pub from: Index,
-    /// The last entry wanted (the engine's applied index). Nothing else
-    /// touches the WAL until the answer.
-    pub through: Index,
-}
 
 /// Where a start-up stands.
 #[derive(Debug)]
@@ -151,11 +132,10 @@ enum Step {
         bucket_end: (Index, Term),
     },
     /// Async mode: reading back the applied entries after `bucket_end`
-    /// that the bucket lacks; `request` until the driver polled it.
+    /// that the bucket lacks.
     ReadWal {
         read_io: IoId,
         bucket_end: (Index, Term),
-        request: Option<WalReadRequest>,
     },
     /// Uploading the local tail and the barrier; `verify` after a 412.
     Fence {
@@ -520,25 +500,13 @@ impl<E: KvEngine> Node<E> {
         s.step = Step::ReadWal {
             read_io,
             bucket_end,
-            request: Some(WalReadRequest {
-                io: read_io,
-                from,
-                through,
-            }),
         };
         s.io = None;
-    }
-
-    /// Async bucket mode's start-up, the engine ahead of the bucket: the
-    /// local WAL entries to read back and upload (at or below the engine's
-    /// applied index, so [`Node::recover`] did not receive them). Returns
-    /// each request once; answer it with [`IoDone::WalRead`](crate::node::IoDone::WalRead).
-    /// Poll after draining [`Node::poll_action`]; `None` at any other time.
-    pub fn poll_wal_read(&mut self) -> Option<WalReadRequest> {
-        match self.startup.as_mut().map(|s| &mut s.step) {
-            Some(Step::ReadWal { request, .. }) => request.take(),
-            _ => None,
-        }
+        self.actions.push_back(Action::ReadWal {
+            io: read_io,
+            from,
+            through,
+        });
     }
 
     /// The driver read the local WAL back (see `read_wal`).

@@ -378,7 +378,7 @@ impl Wal {
     /// Reads the entries `from..=through` back from the segment files, in
     /// order: for a bucket-mode start-up with asynchronous upload, entries
     /// the engine applied that the bucket lacks (the core's
-    /// `Node::poll_wal_read`). Reads only the segments that can hold them,
+    /// `Action::ReadWal`). Reads only the segments that can hold them,
     /// one file at a time, including segments wholly below the `from` the
     /// WAL was opened with (they stay until the next append or trim).
     /// Appends not yet synced are not this method's business: call it
