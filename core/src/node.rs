@@ -151,6 +151,11 @@ pub struct BucketConfig {
     /// catch up (an outage never grows memory without bound). Default:
     /// 256 MiB.
     pub async_backlog_bytes_max: u64,
+    /// How long a read of `leader-lock` naming this node lets it serve
+    /// linearizable reads, from the read's send time (the `read_lease`
+    /// module). A node that takes the bucket over waits
+    /// [`BucketConfig::takeover_hold_ns`] before serving. Default: 1 s.
+    pub read_lease_ns: u64,
 }
 
 impl BucketConfig {
@@ -163,6 +168,16 @@ impl BucketConfig {
         self.retry_backoff_min_ns
             .saturating_mul(1 << doublings)
             .min(self.retry_backoff_max_ns)
+    }
+
+    /// How long a node that took the bucket over from another writer waits,
+    /// after its claim was answered, before it serves: `3/2` of
+    /// [`BucketConfig::read_lease_ns`], so that the previous writer's read
+    /// lease has ended even if the two clocks' rates differ by up to 20 %
+    /// (see the `read_lease` module).
+    #[must_use]
+    pub fn takeover_hold_ns(&self) -> u64 {
+        self.read_lease_ns.saturating_add(self.read_lease_ns / 2)
     }
 }
 
@@ -179,6 +194,7 @@ impl Default for BucketConfig {
             segment_max_age_ns: 10_000_000_000,
             segment_max_bytes: 50_000_000,
             async_backlog_bytes_max: 256 * 1024 * 1024,
+            read_lease_ns: 1_000_000_000,
         }
     }
 }
@@ -229,6 +245,12 @@ pub enum ClientRequest {
     /// etcd `Alarm` with action `Get`: answered at once with
     /// [`Response::Alarm`].
     AlarmList,
+    /// A linearizable read is about to be served (one not covered by
+    /// [`Node::read_fast_until`]): answered [`Response::ReadReady`] once
+    /// the node can prove no other writer acknowledged a write before the
+    /// request arrived; the driver then reads the engine. Local mode: at
+    /// once. See the `read_lease` module.
+    LinearizableRead,
 }
 
 /// The answer to a [`ClientRequest`].
@@ -244,6 +266,8 @@ pub enum Response {
     LeaseLeases(LeaseLeasesResponse),
     /// The alarm list.
     Alarm(AlarmResponse),
+    /// A linearizable read may be served now.
+    ReadReady,
 }
 
 /// Completion of an I/O action, fed back with [`Node::handle_io`].
@@ -503,6 +527,9 @@ pub struct Node<E: KvEngine> {
     /// Bucket mode, async: segments of applied entries on their way to the
     /// bucket (see the `async_upload` module).
     async_upload: async_upload::AsyncUpload,
+    /// Bucket mode: the proof that linearizable reads are current (see the
+    /// `read_lease` module).
+    read_lease: read_lease::ReadLease,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -531,6 +558,7 @@ impl<E: KvEngine> Node<E> {
             checkpoint_not_before: None,
             checkpoint_stats: checkpoint::CheckpointStats::default(),
             async_upload: async_upload::AsyncUpload::default(),
+            read_lease: read_lease::ReadLease::default(),
             engine,
             store,
             // Local mode writes term 1; a recovered log may carry a higher one.
@@ -699,6 +727,7 @@ impl<E: KvEngine> Node<E> {
                 revision,
                 alarms: self.store.alarms().to_vec(),
             }),
+            ClientRequest::LinearizableRead => return self.on_linearizable_read(now, req),
         };
         self.reply(req, Ok(answer));
     }
@@ -729,6 +758,9 @@ impl<E: KvEngine> Node<E> {
             IoDone::Object { io, result, .. } if self.is_checkpoint_io(io) => {
                 self.on_checkpoint_io(now, result);
             }
+            IoDone::Object { io, result, .. } if self.is_read_lease_io(io) => {
+                self.on_read_lease_io(now, result);
+            }
             IoDone::Object { io, result, .. } if self.is_segment_io(io) => {
                 self.on_segment_io(now, result);
             }
@@ -753,6 +785,8 @@ impl<E: KvEngine> Node<E> {
     /// checkpoint entry, watchers catch up and get progress notifications.
     pub fn handle_timeout(&mut self, now: Time) {
         self.retry_startup_if_due(now);
+        self.serve_if_hold_over(now);
+        self.read_lease_on_timeout(now);
         self.retry_upload_if_due(now);
         self.on_segment_timer(now);
         self.retry_checkpoint_if_due(now);
@@ -794,7 +828,9 @@ impl<E: KvEngine> Node<E> {
             self.upload_retry_at(),
             self.segment_timer(),
             self.startup_retry_at(),
+            self.startup_hold_until(),
             self.checkpoint_timer(),
+            self.read_lease_timer(),
         ]
         .into_iter()
         .flatten()
@@ -1110,6 +1146,7 @@ fn payload_len(payload: &Payload) -> usize {
 mod admission;
 mod async_upload;
 pub mod checkpoint;
+mod read_lease;
 mod startup;
 mod upload;
 

@@ -181,6 +181,9 @@ pub(crate) struct Published {
     pub closed: AtomicBool,
     /// Another node took over the bucket: reads are refused too.
     pub fenced: AtomicBool,
+    /// [`t4_core::Node::read_fast_until`] in [`Clock`] nanoseconds (`0`:
+    /// every linearizable read asks the node; `u64::MAX`: none need to).
+    pub read_fast_until: AtomicU64,
     /// The current revision, for waiters ([`crate::Node::wait_for_revision`]).
     /// The node thread owns the only sender, so the channel closes when that
     /// thread ends in any way (a panic included) and waiters are released.
@@ -199,6 +202,7 @@ impl Published {
             term: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            read_fast_until: AtomicU64::new(0),
             revision_rx: rx,
         };
         (published, tx)
@@ -221,6 +225,8 @@ impl Published {
         self.term.store(node.term().0, Ordering::Release);
         self.fenced
             .store(node.fenced().is_some(), Ordering::Release);
+        self.read_fast_until
+            .store(node.read_fast_until().map_or(0, |t| t.0), Ordering::Release);
         revision_tx.send_if_modified(|rev| {
             let changed = *rev != meta.current_revision;
             *rev = meta.current_revision;

@@ -19,7 +19,7 @@ use t4_core::node::BucketConfig;
 use t4_core::watch::{StreamId, WatchConfig};
 use t4_core::{mvcc, ClientRequest, Error, Index, KvEngine, NodeConfig, NodeId, Response, Term};
 
-use crate::config::Config;
+use crate::config::{Config, ReadConsistency};
 use crate::driver::{self, Clock, Event, Published};
 use crate::engine::{RocksEngine, RocksOptions};
 use crate::snapshot::SnapshotStream;
@@ -82,6 +82,8 @@ struct Inner {
     /// `None` once closed, so the database is released and can be reopened
     /// (snapshots still being read keep it alive until they are dropped).
     engine: RwLock<Option<RocksEngine>>,
+    /// The clock the node thread gives the core (read-lease checks).
+    clock: Clock,
     events: mpsc::Sender<Event>,
     published: Arc<Published>,
     node_thread: Mutex<Option<thread::JoinHandle<()>>>,
@@ -227,6 +229,7 @@ impl Node {
                 config,
                 member_id,
                 engine: RwLock::new(Some(engine)),
+                clock,
                 events,
                 published,
                 node_thread: Mutex::new(Some(handle)),
@@ -387,7 +390,13 @@ impl Node {
     /// # Errors
     /// Invalid request, compacted or future revision, storage failure.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        // mvcc::range validates the request itself.
+        let serializable =
+            req.serializable || self.inner.config.read_consistency == ReadConsistency::Serializable;
+        if !serializable {
+            self.confirm_linearizable_read().await?;
+        }
+        // mvcc::range validates the request itself. The snapshot is taken
+        // after the confirmation (see core's `read_lease` module).
         let snapshot = self.engine()?.snapshot();
         mvcc::range(&snapshot, &req)
     }
@@ -443,6 +452,22 @@ impl Node {
             Response::Write(resp) => Ok(resp),
             other => Err(Error::Internal(format!(
                 "a write was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits until a linearizable read may be served: at once in local mode
+    /// or while the bucket-mode read lease holds (published by the node
+    /// thread), else the node confirms it still owns the bucket.
+    async fn confirm_linearizable_read(&self) -> Result<(), Error> {
+        let until = self.inner.published.read_fast_until.load(Ordering::Acquire);
+        if self.inner.clock.now().0 < until {
+            return Ok(());
+        }
+        match self.request(ClientRequest::LinearizableRead).await? {
+            Response::ReadReady => Ok(()),
+            other => Err(Error::Internal(format!(
+                "a read confirmation was answered with {other:?}"
             ))),
         }
     }

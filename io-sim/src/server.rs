@@ -31,10 +31,13 @@ use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::sleep;
 use t4_core::bucket::lock::Member;
+use t4_core::kv::RangeRequest;
 use t4_core::mvcc;
 use t4_core::object::ObjectResult;
 use t4_core::watch::{StreamId, WatchInput, WatchOutput};
-use t4_core::{Action, Index, IoDone, IoId, Node, NodeConfig, ReqId, Term};
+use t4_core::{
+    Action, ClientRequest, Index, IoDone, IoId, Node, NodeConfig, ReqId, Response, Term,
+};
 
 use crate::clock::{ClockConfig, SimClock};
 use crate::disk::Disk;
@@ -58,6 +61,9 @@ pub struct Bugs {
     /// error (a 5xx, a timeout) as done (so a write can be acknowledged
     /// whose object is not in the bucket).
     pub upload_failure_is_success: bool,
+    /// The driver serves every linearizable read from local state without
+    /// the read lease (so a resumed zombie answers from stale state).
+    pub read_without_lease: bool,
 }
 
 /// How one node process runs.
@@ -257,6 +263,7 @@ pub async fn serve(ctx: ServerContext) {
         config,
         status: ctx.status.clone(),
         waiting: BTreeMap::new(),
+        reads: BTreeMap::new(),
         streams: BTreeMap::new(),
         next_req: 1,
         last_revision: 0,
@@ -325,6 +332,8 @@ struct Server {
     status: StatusCell,
     /// Client requests the node has not answered: where the answer goes.
     waiting: BTreeMap<ReqId, (SocketAddr, u64)>,
+    /// Linearizable reads waiting for the node's `ReadReady`.
+    reads: BTreeMap<ReqId, (SocketAddr, u64, RangeRequest)>,
     streams: BTreeMap<StreamId, madsim::net::Sender>,
     next_req: u64,
     last_revision: i64,
@@ -333,6 +342,7 @@ struct Server {
 impl Server {
     async fn run(&mut self) {
         loop {
+            let was_starting = self.node.is_starting();
             let deadline = self.node.poll_timeout();
             let timer = async {
                 match deadline {
@@ -350,9 +360,9 @@ impl Server {
             self.drain_inbound().await;
             let now = self.clock.now();
             if self.node.poll_timeout().is_some_and(|at| at <= now) {
+                // (The start-up's takeover hold ends here.)
                 self.node.handle_timeout(now);
             }
-            let was_starting = self.node.is_starting();
             self.execute().await;
             if was_starting && !self.node.is_starting() {
                 match self.node.failure() {
@@ -396,13 +406,21 @@ impl Server {
         match inbound {
             Inbound::Request(from, msg) => match msg.req {
                 Request::Range(req) => {
-                    let result = if let Some(why) = self.node.fenced() {
-                        Err(t4_core::Error::Fenced(why.to_owned()))
-                    } else if self.node.is_starting() {
-                        Err(t4_core::Error::Unavailable("node is starting".into()))
-                    } else {
-                        mvcc::range(self.node.engine(), &req).map(Reply::Range)
-                    };
+                    // As io-real: a serializable read, or a linearizable one
+                    // the read lease covers, is served at once; any other
+                    // asks the node, which confirms it still owns the
+                    // bucket first (the reply is served in `execute`).
+                    let leased = self.config.bugs.read_without_lease
+                        || self.node.read_fast_until().is_some_and(|until| now < until);
+                    if !req.serializable && !leased {
+                        let id = ReqId(self.next_req);
+                        self.next_req += 1;
+                        self.reads.insert(id, (from, msg.id, req));
+                        self.node
+                            .handle_client(now, id, ClientRequest::LinearizableRead);
+                        return;
+                    }
+                    let result = self.serve_range(&req);
                     self.send_reply(from, msg.id, result).await;
                 }
                 Request::Core(req) => {
@@ -445,6 +463,15 @@ impl Server {
             let mut late_sync = false;
             while let Some(action) = self.node.poll_action() {
                 match action {
+                    Action::Reply { req, result } if self.reads.contains_key(&req) => {
+                        let (to, id, range) = self.reads.remove(&req).expect("checked");
+                        let result = match result {
+                            Ok(Response::ReadReady) => self.serve_range(&range),
+                            Ok(other) => panic!("a read was answered {other:?}"),
+                            Err(e) => Err(e),
+                        };
+                        self.send_reply(to, id, result).await;
+                    }
                     Action::Reply { req, result } => {
                         let Some((to, id)) = self.waiting.remove(&req) else {
                             continue;
@@ -595,6 +622,18 @@ impl Server {
                 .handle_io(now, IoDone::WalFailed { io, term, error }),
         }
         self.status.update(|s| s.phase = Phase::Replying);
+    }
+
+    /// A range read from the node's engine, unless the node must not serve
+    /// reads (fenced, starting).
+    fn serve_range(&self, req: &RangeRequest) -> Result<Reply, t4_core::Error> {
+        if let Some(why) = self.node.fenced() {
+            Err(t4_core::Error::Fenced(why.to_owned()))
+        } else if self.node.is_starting() {
+            Err(t4_core::Error::Unavailable("node is starting".into()))
+        } else {
+            mvcc::range(self.node.engine(), req).map(Reply::Range)
+        }
     }
 
     async fn send_reply(&mut self, to: SocketAddr, id: u64, result: Result<Reply, t4_core::Error>) {

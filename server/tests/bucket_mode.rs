@@ -312,6 +312,38 @@ async fn paused_node_is_fenced_after_takeover() {
     );
 }
 
+/// The zombie's first request after it resumes is a read of a key the new
+/// node has overwritten: the read lease has run out, so it reads the lock,
+/// finds the new writer and refuses the read instead of answering the old
+/// value (before the read lease it answered `v1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_zombie_refuses_reads_before_any_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let flags = dir_flags(&tmp.path().join("bucket"));
+    let mut zombie = start(&tmp.path().join("data-a"), &flags);
+    let mut za = ready(&mut zombie).await;
+    za.put("k", "v1", None).await.expect("put on A");
+    let got = za.get("k", None).await.expect("a linearizable read on A");
+    assert_eq!(got.kvs()[0].value(), b"v1");
+    zombie.signal("STOP");
+
+    let mut successor = start(&tmp.path().join("data-b"), &flags);
+    let mut sb = ready(&mut successor).await;
+    sb.put("k", "v2", None).await.expect("put on B");
+
+    zombie.signal("CONT");
+    let get = within("the zombie's read", za.get("k", None)).await;
+    let status = status_of(get.expect_err("the zombie must not answer v1"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("fenced"), "{status:?}");
+    assert!(
+        status.message().contains("another node took over"),
+        "{status:?}"
+    );
+    let got = sb.get("k", None).await.expect("B reads");
+    assert_eq!(got.kvs()[0].value(), b"v2");
+}
+
 /// How a `t4` run that should exit by itself ended.
 struct Exited {
     status: ExitStatus,

@@ -6,7 +6,7 @@
 //! | scenario | what happens | what must hold besides the common checks |
 //! |---|---|---|
 //! | [`Scenario::DiskLoss`] | under load, the node's disk is lost at a random moment; the node restarts empty on the bucket | — |
-//! | [`Scenario::Zombie`] | node `a` is paused, node `b` takes the bucket over and serves its own clients, `a` resumes and its clients go on | `a` ends fenced; every write `a` acknowledged is in the log before `b`'s fence barrier; a write sent to `a` at the end is refused; `a`'s reads after its pause are not checked (a known gap: [`ScenarioConfig::check_zombie_reads`]) |
+//! | [`Scenario::Zombie`] | node `a` is paused, node `b` takes the bucket over and serves its own clients, `a` resumes and its clients go on | `a` ends fenced; every write `a` acknowledged is in the log before `b`'s fence barrier; a write sent to `a` at the end is refused; `a`'s reads after its pause are linearizable with everything else (its read lease has run out, so it reads the lock and learns it was taken over) |
 //! | [`Scenario::Outage`] | one or two S3 outages (503s or a black hole, drawn per outage) longer than `unavailable_after`, under load | no call hangs; writes called during an outage and answered before its end fail with `Timeout` / `Unavailable`, at once once the node noticed; after each outage a probe write succeeds within a bound; the node never restarted |
 //! | [`Scenario::LostResponses`] | lost answers, late landings and 500s after applying at high rates, and crashes of the node at random moments | the node is never fenced (by its own late landings) |
 //!
@@ -50,8 +50,10 @@
 //! [`ANSWER_SLACK`]**. The driver's [`OBJECT_TIMEOUT`] does not add to it —
 //! the node gives up on a late upload by its own timer, even mid-attempt.
 //! Once `2U` have passed since the outage began the node refuses new writes
-//! at once (and an outage that long has made some write fail). After the
-//! outage a write succeeds within [`RECOVERY_MAX`].
+//! at once (and an outage that long has made some call fail). A
+//! linearizable read waits for a read of the lock (the read lease) for at
+//! most `U`, then is refused `Unavailable`. After the outage a write
+//! succeeds within [`RECOVERY_MAX`].
 
 mod checks;
 mod scenarios;
@@ -117,13 +119,6 @@ pub struct ScenarioConfig {
     pub bugs: Bugs,
     /// Linearizability checker budget.
     pub check: CheckConfig,
-    /// Zombie scenario: check the reads the zombie answered after its
-    /// pause too. Off by default: a resumed zombie serves reads from its
-    /// stale state until its next upload tells it it was fenced (a known
-    /// gap of single-node bucket mode, see the README), so its reads after
-    /// the pause are left out of the history (and counted as
-    /// `zombie-reads-unchecked`).
-    pub check_zombie_reads: bool,
 }
 
 impl ScenarioConfig {
@@ -134,7 +129,6 @@ impl ScenarioConfig {
             seed,
             scenario,
             bugs: Bugs::default(),
-            check_zombie_reads: false,
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()

@@ -30,6 +30,8 @@ fn config() -> NodeConfig {
             segment_max_age_ns: 10 * SEC,
             segment_max_bytes: 1 << 20,
             async_backlog_bytes_max: 1 << 30,
+            // No takeover hold: these tests run on one instant.
+            read_lease_ns: 0,
             ..BucketConfig::default()
         }),
         trim_every_entries: 1_000_000,

@@ -109,6 +109,8 @@ pub(super) struct Startup {
     failures: u32,
     /// The engine's applied index and term when the start-up began.
     engine_applied: (Index, Term),
+    /// After a takeover: serve no earlier than this.
+    hold_until: Option<Time>,
 }
 
 #[derive(Debug)]
@@ -146,6 +148,9 @@ enum Step {
     },
     /// Waiting for the driver's `ResetWal`.
     Reset { reset_io: IoId },
+    /// Took the bucket over from another writer: waiting until its read
+    /// lease has certainly ended before serving (`read_lease` module).
+    Hold { until: Time },
 }
 
 impl<E: KvEngine> Node<E> {
@@ -174,6 +179,7 @@ impl<E: KvEngine> Node<E> {
             retry_at: None,
             failures: 0,
             engine_applied,
+            hold_until: None,
         });
         self.send_startup_op();
     }
@@ -248,7 +254,7 @@ impl<E: KvEngine> Node<E> {
                     }
                 };
                 if expect.as_ref() == Some(&current) {
-                    return self.lock_won(current);
+                    return self.lock_won(now, current);
                 }
                 let claim = lock::claim(Some((&current, &etag)), &self.startup_me());
                 self.claim_lock(claim);
@@ -258,7 +264,7 @@ impl<E: KvEngine> Node<E> {
                 let claim = lock::claim(None, &self.startup_me());
                 self.claim_lock(claim);
             }
-            (Step::Claim { claim }, Ok(ObjectReply::Put { .. })) => self.lock_won(claim.lock),
+            (Step::Claim { claim }, Ok(ObjectReply::Put { .. })) => self.lock_won(now, claim.lock),
             (Step::Claim { .. }, Err(ObjectError::PreconditionFailed | ObjectError::NotFound)) => {
                 // Someone wrote the lock since we read it: read it again.
                 self.read_lock(None);
@@ -334,7 +340,9 @@ impl<E: KvEngine> Node<E> {
         self.send_startup_op_of(op);
     }
 
-    fn lock_won(&mut self, lock: LeaderLock) {
+    /// The claim of `lock` landed (its answer, or the read-back that
+    /// showed it, came at `now`).
+    fn lock_won(&mut self, now: Time, lock: LeaderLock) {
         assert!(
             lock.term >= self.term,
             "a won lock never lowers the term: {} -> {}",
@@ -342,6 +350,19 @@ impl<E: KvEngine> Node<E> {
             lock.term
         );
         tracing::info!(term = lock.term.0, "took the bucket's lock");
+        // Term 1 is a bootstrap (the lock was created); any later term took
+        // the lock over from a writer that may still be alive, whose read
+        // lease must end before we acknowledge anything.
+        if lock.term > Term(1) {
+            let hold = self
+                .config
+                .bucket
+                .as_ref()
+                .expect("bucket mode")
+                .takeover_hold_ns();
+            self.startup.as_mut().expect("starting").hold_until = Some(now.plus_nanos(hold));
+        }
+        self.read_lease_holder(lock.leader_id.clone());
         self.term = lock.term;
         self.list_wal();
     }
@@ -392,7 +413,7 @@ impl<E: KvEngine> Node<E> {
             if first > next {
                 return self.refuse_start(format!(
                     "the bucket's WAL starts at index {first} but this node's state ends at index \
-                     {}: entries {next}..{} are missing (restoring a checkpoint is not implemented yet)",
+                     {}: entries {next}..{} are missing (GC removed them after a newer checkpoint: move this data directory aside and start on an empty one to restore that checkpoint)",
                     next.0 - 1,
                     first.0 - 1
                 ));
@@ -742,6 +763,36 @@ impl<E: KvEngine> Node<E> {
         if let Some(error) = error {
             return self.refuse_start(format!("resetting the local WAL failed: {error}"));
         }
+        let hold_until = self.startup.as_ref().and_then(|s| s.hold_until);
+        match hold_until {
+            Some(until) if now < until => {
+                tracing::info!(
+                    hold_ms = (until.0 - now.0) / 1_000_000,
+                    "caught up; waiting for the previous writer's read lease to end before serving"
+                );
+                self.startup_step(Step::Hold { until });
+            }
+            _ => self.serve(now),
+        }
+    }
+
+    /// When the start-up's hold ends (for the node's timer).
+    pub(super) fn startup_hold_until(&self) -> Option<Time> {
+        match self.startup.as_ref().map(|s| &s.step) {
+            Some(Step::Hold { until }) => Some(*until),
+            _ => None,
+        }
+    }
+
+    /// Serves once the start-up's hold is over.
+    pub(super) fn serve_if_hold_over(&mut self, now: Time) {
+        if self.startup_hold_until().is_some_and(|until| until <= now) {
+            self.serve(now);
+        }
+    }
+
+    /// The start-up is complete: serve.
+    fn serve(&mut self, now: Time) {
         self.startup = None;
         self.trimmed_at = Index(self.store.meta().applied_index);
         if self.is_async_upload() {

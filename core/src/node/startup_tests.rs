@@ -11,7 +11,7 @@ use crate::bucket::lock::{LeaderLock, Member};
 use crate::bucket::{layout, wal_object};
 use crate::engine::MemEngine;
 use crate::kv::{PutRequest, RangeRequest};
-use crate::object::{MemBucket, ObjectOp, ObjectReply, PutCondition};
+use crate::object::{MemBucket, ObjectError, ObjectOp, ObjectReply, PutCondition};
 
 type Bucket = Rc<RefCell<MemBucket>>;
 
@@ -28,6 +28,12 @@ struct Rig {
     replies: BTreeMap<ReqId, Result<Response, Error>>,
     hold_uploads: bool,
     next_req: u64,
+    /// The node's clock (the start-up's takeover hold advances it).
+    now: Time,
+    /// Reads of `leader-lock` executed so far.
+    lock_reads: usize,
+    /// Answer reads of `leader-lock` with a retryable error.
+    lock_reads_fail: bool,
 }
 
 fn me(id: &str) -> Member {
@@ -61,9 +67,26 @@ impl Rig {
             replies: BTreeMap::new(),
             hold_uploads: false,
             next_req: 0,
+            now: Time(0),
+            lock_reads: 0,
+            lock_reads_fail: false,
         };
         rig.pump();
+        rig.wait_out_the_hold();
         rig
+    }
+
+    /// After a takeover the start-up holds back (the previous writer's
+    /// read lease): let the clock run until it serves.
+    fn wait_out_the_hold(&mut self) {
+        while self.node.is_starting() {
+            let Some(at) = self.node.poll_timeout() else {
+                return;
+            };
+            self.now = self.now.max(at);
+            self.node.handle_timeout(self.now);
+            self.pump();
+        }
     }
 
     fn pump(&mut self) {
@@ -79,7 +102,7 @@ impl Rig {
     }
 
     fn execute(&mut self, action: Action) {
-        let now = Time(0);
+        let now = self.now;
         match action {
             Action::AppendWal { entries, .. } => self.wal.extend(entries),
             Action::SyncWal { io, term, through } => {
@@ -90,7 +113,13 @@ impl Rig {
                 if self.hold_uploads
                     && matches!(&op, ObjectOp::Put { key, .. } if key.starts_with("wal/")) => {}
             Action::Object { io, term, op } => {
-                let result = self.bucket.borrow_mut().execute(op);
+                let lock_read = matches!(&op, ObjectOp::Get { key } if key == layout::LEADER_LOCK);
+                self.lock_reads += usize::from(lock_read);
+                let result = if lock_read && self.lock_reads_fail {
+                    Err(ObjectError::Retryable("the store is down".into()))
+                } else {
+                    self.bucket.borrow_mut().execute(op)
+                };
                 self.node
                     .handle_io(now, IoDone::Object { io, term, result });
             }
@@ -125,9 +154,26 @@ impl Rig {
             ..PutRequest::default()
         });
         self.node
-            .handle_client(Time(0), req, ClientRequest::Write(write));
+            .handle_client(self.now, req, ClientRequest::Write(write));
         self.pump();
         self.replies.remove(&req)
+    }
+
+    /// A linearizable read at `self.now`: its answer, if any yet.
+    fn read(&mut self) -> Option<Result<Response, Error>> {
+        self.next_req += 1;
+        let req = ReqId(self.next_req);
+        self.node
+            .handle_client(self.now, req, ClientRequest::LinearizableRead);
+        self.pump();
+        self.replies.remove(&req)
+    }
+
+    /// Moves the clock to `at` and runs the timers due.
+    fn advance_to(&mut self, at: Time) {
+        self.now = at;
+        self.node.handle_timeout(at);
+        self.pump();
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -392,4 +438,165 @@ fn state_ahead_of_the_bucket_refuses_the_start() {
     let c = Rig::start("a", engine, Vec::new(), &empty);
     let why = c.node.failure().expect("refused");
     assert!(why.contains("missing"), "{why}");
+}
+
+// ----- the read lease (see the `read_lease` module) -----
+
+const MS: u64 = 1_000_000;
+
+fn ready(reply: Option<Result<Response, Error>>) -> bool {
+    matches!(reply, Some(Ok(Response::ReadReady)))
+}
+
+/// Reads in the lease's first half need no lock read; one in its second
+/// half is answered at once and renews it; past its end a read waits for
+/// the lock read.
+#[test]
+fn reads_within_the_lease_need_no_lock_read() {
+    let b = bucket();
+    let mut a = Rig::start("a", MemEngine::new(), Vec::new(), &b);
+    let after_start = a.lock_reads;
+    assert_eq!(
+        a.node.read_fast_until(),
+        None,
+        "no lease before a lock read"
+    );
+    assert!(ready(a.read()), "the lock names a: ready");
+    assert_eq!(a.lock_reads, after_start + 1);
+    assert_eq!(a.node.read_fast_until(), Some(Time(500 * MS)));
+    a.now = Time(400 * MS);
+    assert!(ready(a.read()));
+    assert_eq!(a.lock_reads, after_start + 1, "first half: no lock read");
+    a.now = Time(700 * MS);
+    assert!(ready(a.read()));
+    assert_eq!(a.lock_reads, after_start + 2, "second half: renewed");
+    assert_eq!(a.node.read_fast_until(), Some(Time(1_200 * MS)));
+}
+
+/// A bootstrap serves at once; a takeover holds back 3/2 of the lease after
+/// its claim, refusing writes meanwhile.
+#[test]
+fn a_takeover_waits_out_the_previous_read_lease() {
+    let b = bucket();
+    let a = Rig::start("a", MemEngine::new(), Vec::new(), &b);
+    assert_eq!(a.now, Time(0), "bootstrap: no hold");
+    let engine = MemEngine::new();
+    let mut n = Node::new(config(), engine.clone()).expect("open");
+    n.recover(Time(0), Vec::new()).expect("recover");
+    n.start_bucket(Time(0), me("b"));
+    let mut c = Rig {
+        node: n,
+        engine,
+        bucket: Rc::clone(&b),
+        wal: Vec::new(),
+        replies: BTreeMap::new(),
+        hold_uploads: false,
+        next_req: 0,
+        now: Time(0),
+        lock_reads: 0,
+        lock_reads_fail: false,
+    };
+    c.pump();
+    assert!(c.node.is_starting(), "caught up, holding");
+    assert!(matches!(c.put("k", "v"), Some(Err(Error::Unavailable(_)))));
+    assert!(matches!(c.read(), Some(Err(Error::Unavailable(_)))));
+    assert_eq!(c.node.poll_timeout(), Some(Time(1_500 * MS)));
+    c.advance_to(Time(1_499 * MS));
+    assert!(c.node.is_starting());
+    c.advance_to(Time(1_500 * MS));
+    assert!(!c.node.is_starting());
+    assert!(is_ok(c.put("k", "v")));
+    assert!(ready(c.read()));
+}
+
+/// The zombie: a resumed node whose lease ran out reads the lock, finds
+/// the new writer and refuses the read (and is fenced: nothing was in
+/// flight).
+#[test]
+fn a_taken_over_node_refuses_reads() {
+    let b = bucket();
+    let mut old = Rig::start("old", MemEngine::new(), Vec::new(), &b);
+    assert!(is_ok(old.put("before", "1")));
+    assert!(ready(old.read()));
+    let mut new = Rig::start("new", MemEngine::new(), Vec::new(), &b);
+    assert!(is_ok(new.put("after", "2")));
+    // Within its lease the old node still answers (the new one held back
+    // until the lease was over, so that read was current when it arrived).
+    old.now = Time(300 * MS);
+    assert!(ready(old.read()));
+    old.now = Time(2_000 * MS);
+    let answer = old.read();
+    assert!(
+        matches!(&answer, Some(Err(Error::Fenced(why))) if why.contains("new")),
+        "{answer:?}"
+    );
+    assert!(
+        old.node.fenced().is_some(),
+        "nothing in flight: fenced at once"
+    );
+    assert_eq!(old.node.read_fast_until(), None);
+    assert!(matches!(old.put("x", "3"), Some(Err(Error::Fenced(_)))));
+}
+
+/// A sync-mode upload in flight when the lock shows a new writer may still
+/// land before its fence: reads are refused, but the node is not fenced
+/// until the upload decides.
+#[test]
+fn an_upload_in_flight_decides_the_fence() {
+    let b = bucket();
+    let mut old = Rig::start("old", MemEngine::new(), Vec::new(), &b);
+    old.hold_uploads = true;
+    assert_eq!(old.put("pending", "1"), None, "upload in flight");
+    let _new = Rig::start("new", MemEngine::new(), Vec::new(), &b);
+    old.now = Time(2_000 * MS);
+    assert!(matches!(old.read(), Some(Err(Error::Fenced(_)))));
+    assert_eq!(old.node.fenced(), None, "the upload in flight decides");
+    assert!(
+        matches!(old.read(), Some(Err(Error::Fenced(_)))),
+        "and reads stay refused"
+    );
+}
+
+/// Lock reads that fail are retried while reads wait; a read that waited
+/// `unavailable_after` is answered Unavailable; when the store answers
+/// again reads flow.
+#[test]
+fn failed_lock_reads_make_reads_unavailable_then_recover() {
+    let b = bucket();
+    let mut a = Rig::start("a", MemEngine::new(), Vec::new(), &b);
+    a.lock_reads_fail = true;
+    assert_eq!(a.read(), None, "waiting for the lock read");
+    let first = a.lock_reads;
+    a.advance_to(Time(1_000 * MS));
+    assert!(a.lock_reads > first, "retried with backoff");
+    let unavailable_after = BucketConfig::default().unavailable_after_ns;
+    a.advance_to(Time(unavailable_after));
+    let answered = std::mem::take(&mut a.replies);
+    assert!(
+        answered
+            .values()
+            .all(|r| matches!(r, Err(Error::Unavailable(_))))
+            && answered.len() == 1,
+        "{answered:?}"
+    );
+    a.lock_reads_fail = false;
+    a.now = Time(unavailable_after + 1);
+    assert!(ready(a.read()));
+    assert_eq!(a.node.failure(), None, "a store outage is not a failure");
+}
+
+/// Local mode: every read is served at once.
+#[test]
+fn local_mode_reads_need_no_lease() {
+    let mut n = Node::new(NodeConfig::default(), MemEngine::new()).expect("open");
+    n.recover(Time(0), Vec::new()).expect("recover");
+    assert_eq!(n.read_fast_until(), Some(Time(u64::MAX)));
+    n.handle_client(Time(0), ReqId(1), ClientRequest::LinearizableRead);
+    assert!(matches!(
+        n.take_actions().as_slice(),
+        [Action::Reply {
+            result: Ok(Response::ReadReady),
+            ..
+        }]
+    ));
 }

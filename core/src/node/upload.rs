@@ -311,6 +311,7 @@ impl<E: KvEngine> Node<E> {
         // The unapplied batch is not part of the log any more.
         self.last_index = Index(self.store.meta().applied_index);
         self.bucket_down = None;
+        self.refuse_waiting_reads(&why);
         self.health = Health::Fenced(why);
         self.async_upload_fenced(now);
     }
