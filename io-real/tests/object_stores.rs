@@ -4,8 +4,8 @@
 //! cannot see: the S3 prefix join, errors at open, moto's HTTP answers mapped
 //! to outcomes, the directory store's races between stores and processes
 //! on one folder (creates, deletes, `IfMatch`), its bounded wait for a key
-//! lock held elsewhere, path traversal, and the retry wrapper's timing
-//! under paused time.
+//! lock held elsewhere, unreadable object files, path traversal, and the
+//! retry wrapper's timing under paused time.
 //!
 //! The S3 tests need moto: `scripts/setup` installs it. Without it they fail
 //! (they do not skip) and say so.
@@ -26,7 +26,7 @@ use t4_core::object::{
 use t4_core::testkit::object_conformance;
 use t4_io_real::object::{
     open_store, CreateWith, DirOptions, DirStore, MemStore, ObjectStore, OpenStoreError,
-    RetryConfig, Retrying, S3Config, S3Credentials, S3Store, StoreConfig,
+    RetryConfig, Retrying, S3Config, S3Credentials, S3Store, StoreConfig, UNREADABLE_ETAG,
 };
 
 // ---------------------------------------------------------------------------
@@ -898,6 +898,126 @@ async fn directory_store_if_match_races_delete_and_create() {
         }
         eprintln!("{way:?}: the IfMatch won {swapped} of {DIR_RACE_ROUNDS} times");
     }
+}
+
+/// Object files that cannot be read (truncated header, bad magic, body
+/// length not matching the header, no permission) do not fail listings:
+/// they are listed with their size on disk and an ETag no `IfMatch`
+/// matches; a get names the file and the damage; a create fails as on any
+/// existing key; a plain put repairs one and a delete removes one.
+#[tokio::test]
+async fn directory_store_lists_unreadable_objects() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("bucket");
+    let store = DirStore::open(&root).expect("open");
+    for i in 1..=6 {
+        put_ok(
+            &store,
+            &format!("wal/{i}"),
+            "a WAL batch",
+            PutCondition::IfAbsent,
+        )
+        .await;
+    }
+    let file = |i: u32| root.join(format!("wal.d/{i}.o"));
+    std::fs::write(file(2), b"short").expect("truncate");
+    std::fs::write(file(3), [7u8; 64]).expect("bad magic");
+    let mut longer = std::fs::read(file(4)).expect("read");
+    longer.extend_from_slice(b"appended");
+    std::fs::write(file(4), &longer).expect("append");
+    std::fs::set_permissions(file(5), std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    // Root reads any file: then the permission case is an ordinary object.
+    let unreadable_5 = std::fs::File::open(file(5)).is_err();
+
+    let first = listed(&store, "wal/").await;
+    let keys: Vec<&str> = first.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["wal/1", "wal/2", "wal/3", "wal/4", "wal/5", "wal/6"]);
+    let unreadable = ETag(UNREADABLE_ETAG.to_owned());
+    for (info, (bad, size)) in first.iter().zip([
+        (false, 11),
+        (true, 5),
+        (true, 64),
+        (true, 32 + 11 + 8),
+        (unreadable_5, if unreadable_5 { 32 + 11 } else { 11 }),
+        (false, 11),
+    ]) {
+        assert_eq!(info.etag == unreadable, bad, "{info:?}");
+        assert_eq!(info.size_bytes, size, "{info:?}");
+    }
+    // Paging one key at a time passes over them too.
+    let mut paged = Vec::new();
+    loop {
+        let op = ObjectOp::List {
+            prefix: "wal/".into(),
+            start_after: paged.last().cloned(),
+            max_keys: 1,
+        };
+        match store.execute(op).await {
+            Ok(ObjectReply::Listed { objects, truncated }) => {
+                paged.extend(objects.into_iter().map(|o| o.key));
+                if !truncated {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(paged, keys);
+
+    for (key, why) in [
+        ("wal/2", "shorter than the header"),
+        ("wal/3", "bad magic"),
+        ("wal/4", "header says 11 body bytes"),
+    ] {
+        match store.execute(get_op(key)).await {
+            Err(ObjectError::Failed(message)) => {
+                assert!(message.contains("corrupt object file"), "{message}");
+                assert!(message.contains(why), "{message}");
+                assert!(
+                    message.contains(&format!("wal.d/{}.o", &key[4..])),
+                    "{message}"
+                );
+            }
+            other => panic!("get {key}: {other:?}"),
+        }
+        assert_eq!(
+            store
+                .execute(put_op(key, "x", PutCondition::IfAbsent))
+                .await,
+            Err(ObjectError::PreconditionFailed),
+            "{key} exists"
+        );
+        match store
+            .execute(put_op(key, "x", PutCondition::IfMatch(unreadable.clone())))
+            .await
+        {
+            Err(ObjectError::Failed(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("IfMatch {key}: {other:?}"),
+        }
+    }
+    if unreadable_5 {
+        match store.execute(get_op("wal/5")).await {
+            Err(ObjectError::Failed(message)) => {
+                assert!(message.contains("ermission denied"), "{message}");
+            }
+            other => panic!("get wal/5: {other:?}"),
+        }
+    }
+    put_ok(&store, "wal/2", "repaired", PutCondition::None).await;
+    store
+        .execute(ObjectOp::Delete {
+            key: "wal/3".into(),
+        })
+        .await
+        .expect("delete");
+    let second = listed(&store, "wal/").await;
+    assert_eq!(
+        second.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        ["wal/1", "wal/2", "wal/4", "wal/5", "wal/6"]
+    );
+    assert_ne!(second[1].etag, unreadable, "repaired");
 }
 
 /// Takes the `flock` of `path` (creating the file) through a descriptor of

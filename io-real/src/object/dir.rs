@@ -51,6 +51,16 @@
 //! length and checksum. A file is never changed once it has its key's name:
 //! a put writes a new file and gives it the name.
 //!
+//! An object file that cannot be read (shorter than its header, bad magic,
+//! length not matching the header, no permission) does not fail a listing,
+//! as one damaged object would not fail an S3 listing: it is listed with
+//! its size on disk and the ETag [`UNREADABLE_ETAG`], which no put returns
+//! and no `IfMatch` matches. A get of it (or an `IfMatch` against it) fails
+//! with [`ObjectError::Failed`] naming the file and what is wrong; an
+//! `IfAbsent` put fails as for any existing object; a plain put or a delete
+//! replaces or removes it. A warning is logged for every such file a
+//! listing meets.
+//!
 //! # Writing: which operations lock
 //!
 //! Every put first writes header and body to a fresh temp file in
@@ -196,6 +206,10 @@ use super::ObjectStore;
 /// The longest key component this store accepts, in bytes (a file name is
 /// the component plus a 2-byte suffix; file systems allow 255).
 pub const DIR_KEY_COMPONENT_BYTES_MAX: usize = 250;
+
+/// The ETag listed for an object file that cannot be read (module docs).
+/// No put returns it, and an `IfMatch` never matches it.
+pub const UNREADABLE_ETAG: &str = "\"unreadable\"";
 
 const OBJECT_SUFFIX: &str = ".o";
 const DIR_SUFFIX: &str = ".d";
@@ -569,8 +583,8 @@ enum HeaderRead {
     Missing,
     /// The header, and the body's length (which matches it).
     Read(Header, u64),
-    /// A file that is not a readable object, and why.
-    Unreadable(ObjectError),
+    /// A file that is not a readable object: its size on disk and why.
+    Unreadable(u64, ObjectError),
 }
 
 /// Whether a directory entry name (without its suffix) is a component this
@@ -629,13 +643,16 @@ impl Dir {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => return HeaderRead::Missing,
-            Err(e) => return HeaderRead::Unreadable(io_error("open", path, &e)),
+            Err(e) => {
+                let size = fs::symlink_metadata(path).map_or(0, |m| m.len());
+                return HeaderRead::Unreadable(size, io_error("open", path, &e));
+            }
         };
         let file_bytes = match file.metadata() {
             Ok(m) => m.len(),
-            Err(e) => return HeaderRead::Unreadable(io_error("stat", path, &e)),
+            Err(e) => return HeaderRead::Unreadable(0, io_error("stat", path, &e)),
         };
-        let unreadable = HeaderRead::Unreadable;
+        let unreadable = |e: ObjectError| HeaderRead::Unreadable(file_bytes, e);
         let mut raw = [0u8; HEADER_BYTES];
         match file.read_exact(&mut raw) {
             Ok(()) => {}
@@ -700,7 +717,7 @@ impl Dir {
             HeaderRead::Read(..) => Err(ObjectError::PreconditionFailed),
             // Nothing matches a file that has no ETag; say why rather than
             // "precondition failed", which would send the caller to read it.
-            HeaderRead::Unreadable(why) => Err(why),
+            HeaderRead::Unreadable(_, why) => Err(why),
         }
     }
 
@@ -1038,7 +1055,14 @@ impl Walk<'_> {
                     }),
                     // Gone since the folder was read: deleted concurrently.
                     HeaderRead::Missing => {}
-                    HeaderRead::Unreadable(why) => return Err(why),
+                    HeaderRead::Unreadable(size_bytes, why) => {
+                        tracing::warn!(%key, "directory store: listing an unreadable object: {why}");
+                        self.found.push(ObjectInfo {
+                            key,
+                            size_bytes,
+                            etag: ETag(UNREADABLE_ETAG.to_owned()),
+                        });
+                    }
                 }
             }
         }
