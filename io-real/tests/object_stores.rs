@@ -2,8 +2,10 @@
 //! suite on the memory, directory and S3 stores (S3 = a moto server this
 //! test starts), each bare and behind the retry wrapper; plus what the suite
 //! cannot see: the S3 prefix join, errors at open, moto's HTTP answers mapped
-//! to outcomes, two directory stores racing on one folder, path traversal,
-//! and the retry wrapper's timing under paused time.
+//! to outcomes, the directory store's races between stores and processes
+//! on one folder (creates, deletes, `IfMatch`), its bounded wait for a key
+//! lock held elsewhere, unreadable object files, path traversal, and the
+//! retry wrapper's timing under paused time.
 //!
 //! The S3 tests need moto: `scripts/setup` installs it. Without it they fail
 //! (they do not skip) and say so.
@@ -23,8 +25,8 @@ use t4_core::object::{
 };
 use t4_core::testkit::object_conformance;
 use t4_io_real::object::{
-    open_store, DirStore, MemStore, ObjectStore, OpenStoreError, RetryConfig, Retrying, S3Config,
-    S3Credentials, S3Store, StoreConfig,
+    open_store, CreateWith, DirOptions, DirStore, MemStore, ObjectStore, OpenStoreError,
+    RetryConfig, Retrying, S3Config, S3Credentials, S3Store, StoreConfig, UNREADABLE_ETAG,
 };
 
 // ---------------------------------------------------------------------------
@@ -51,6 +53,26 @@ fn quick_retries() -> RetryConfig {
         attempt_timeout: Duration::from_secs(30),
         attempt_timeout_per_mib: Duration::from_secs(1),
     }
+}
+
+/// Every way the directory store can create objects (this machine's file
+/// system supports all three).
+const CREATE_WAYS: [CreateWith; 3] = [
+    CreateWith::HardLink,
+    CreateWith::RenameNoReplace,
+    CreateWith::KeyLock,
+];
+
+/// A directory store at `root` that creates objects `way`.
+fn dir_store(root: &Path, way: CreateWith) -> DirStore {
+    DirStore::open_with(
+        root,
+        DirOptions {
+            create_with: Some(way),
+            ..DirOptions::default()
+        },
+    )
+    .expect("open")
 }
 
 fn body(s: &str) -> Bytes {
@@ -261,16 +283,23 @@ async fn memory_store_conforms() {
     .await;
 }
 
-/// The directory store, bare and behind the retry wrapper, passes the suite.
+/// The directory store, bare and behind the retry wrapper, passes the suite,
+/// with each way of creating objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_store_conforms() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    conforms(Arc::new(
-        DirStore::open(tmp.path().join("bare")).expect("open"),
-    ))
-    .await;
+    let probed = DirStore::open(tmp.path().join("bare")).expect("open");
+    eprintln!("this file system creates with {:?}", probed.create_with());
+    conforms(Arc::new(probed)).await;
     let dir = DirStore::open(tmp.path().join("retrying")).expect("open");
     conforms(Arc::new(Retrying::new(dir, RetryConfig::default()))).await;
+    for way in CREATE_WAYS {
+        conforms(Arc::new(dir_store(
+            &tmp.path().join(format!("{way:?}")),
+            way,
+        )))
+        .await;
+    }
 }
 
 /// The S3 store against moto, bare and behind the retry wrapper (each under
@@ -527,14 +556,23 @@ async fn s3_tls_client_verifies_certificates() {
 
 /// Two directory stores on one folder (as two processes would have) race
 /// conditional puts: exactly one `IfAbsent` creator and at most one
-/// `IfMatch` replacer win each round, and the stored body is the winner's.
+/// `IfMatch` replacer win each round, and the stored body is the winner's;
+/// with each way of creating objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_directory_stores_race_on_one_folder() {
+    for way in CREATE_WAYS {
+        let started = Instant::now();
+        race_two_stores_on_one_folder(way).await;
+        eprintln!("{way:?}: {:?}", started.elapsed());
+    }
+}
+
+async fn race_two_stores_on_one_folder(way: CreateWith) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let stores: Vec<Arc<dyn ObjectStore>> = (0..2)
-        .map(|_| Arc::new(DirStore::open(tmp.path()).expect("open")) as Arc<dyn ObjectStore>)
+        .map(|_| Arc::new(dir_store(tmp.path(), way)) as Arc<dyn ObjectStore>)
         .collect();
-    const ROUNDS: usize = 20;
+    const ROUNDS: usize = 40;
     const RACERS_PER_STORE: usize = 4;
     for round in 0..ROUNDS {
         let key = format!("race/{round}/lock");
@@ -603,9 +641,18 @@ const PROCESS_RACE_KEYS: usize = 600;
 
 /// Two processes (this test binary, run twice as `dir_race_helper`) race
 /// `IfAbsent` puts on the same keys of one folder: every key is won by
-/// exactly one of them, and holds the winner's body.
+/// exactly one of them, and holds the winner's body; with each way of
+/// creating objects.
 #[test]
 fn directory_store_race_between_processes() {
+    for way in CREATE_WAYS {
+        let started = Instant::now();
+        race_between_processes(way);
+        eprintln!("{way:?}: {:?}", started.elapsed());
+    }
+}
+
+fn race_between_processes(way: CreateWith) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -626,6 +673,7 @@ fn directory_store_race_between_processes() {
                 .env("T4_DIR_RACE_DIR", tmp.path())
                 .env("T4_DIR_RACE_NAME", name)
                 .env("T4_DIR_RACE_START_MS", start_ms.to_string())
+                .env("T4_DIR_RACE_CREATE_WITH", format!("{way:?}"))
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("spawn the helper");
@@ -661,7 +709,7 @@ fn directory_store_race_between_processes() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let store = DirStore::open(tmp.path()).expect("open");
+    let store = dir_store(tmp.path(), way);
     for (key, winner) in &winner_of {
         match rt.block_on(store.execute(get_op(key))) {
             Ok(ObjectReply::Got { body: got, .. }) => assert_eq!(got, body(winner), "{key}"),
@@ -682,7 +730,12 @@ async fn dir_race_helper() {
         .expect("T4_DIR_RACE_START_MS")
         .parse()
         .expect("a number");
-    let store = Arc::new(DirStore::open(dir).expect("open"));
+    let way = std::env::var("T4_DIR_RACE_CREATE_WITH").expect("T4_DIR_RACE_CREATE_WITH");
+    let way = CREATE_WAYS
+        .into_iter()
+        .find(|w| format!("{w:?}") == way)
+        .expect("a way of creating");
+    let store = Arc::new(dir_store(Path::new(&dir), way));
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -701,6 +754,408 @@ async fn dir_race_helper() {
             (_, Err(ObjectError::PreconditionFailed)) => {}
             (i, other) => panic!("race/{i:04}: {other:?}"),
         }
+    }
+}
+
+/// Rounds of the two-store races below, per way of creating objects.
+const DIR_RACE_ROUNDS: usize = 60;
+
+/// A create racing a delete of the same key (two stores on one folder, the
+/// key alone in its folder, so the delete removes the folder the create
+/// needs): either the delete came first and the create's object stays, or
+/// the create failed (the old object was there) and the key ends missing.
+/// A concurrent reader sees a whole object or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_store_create_races_delete() {
+    for way in CREATE_WAYS {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = Arc::new(dir_store(tmp.path(), way));
+        let b = Arc::new(dir_store(tmp.path(), way));
+        let (mut created, mut refused) = (0, 0);
+        for round in 0..DIR_RACE_ROUNDS {
+            let key = format!("f{}/k", round % 3);
+            put_ok(&*a, &key, "old", PutCondition::None).await;
+            let delete = tokio::spawn({
+                let (a, key) = (Arc::clone(&a), key.clone());
+                async move { a.execute(ObjectOp::Delete { key }).await }
+            });
+            let create = tokio::spawn({
+                let (b, key) = (Arc::clone(&b), key.clone());
+                async move { b.execute(put_op(&key, "new", PutCondition::IfAbsent)).await }
+            });
+            let read = tokio::spawn({
+                let (b, key) = (Arc::clone(&b), key.clone());
+                async move { b.execute(get_op(&key)).await }
+            });
+            assert_eq!(
+                delete.await.expect("task"),
+                Ok(ObjectReply::Deleted),
+                "{way:?} round {round}"
+            );
+            let created_or_not = create.await.expect("task");
+            let after = a.execute(get_op(&key)).await;
+            match created_or_not {
+                Ok(ObjectReply::Put { etag }) => {
+                    created += 1;
+                    assert_eq!(
+                        after,
+                        Ok(ObjectReply::Got {
+                            body: body("new"),
+                            etag
+                        }),
+                        "{way:?} round {round}: the create came after the delete"
+                    );
+                }
+                Err(ObjectError::PreconditionFailed) => {
+                    refused += 1;
+                    assert_eq!(
+                        after,
+                        Err(ObjectError::NotFound),
+                        "{way:?} round {round}: the delete came after the refused create"
+                    );
+                }
+                other => panic!("{way:?} round {round}: create: {other:?}"),
+            }
+            match read.await.expect("task") {
+                Ok(ObjectReply::Got { body: got, .. }) => {
+                    assert!(got == body("old") || got == body("new"), "{got:?}");
+                }
+                Err(ObjectError::NotFound) => {}
+                other => panic!("{way:?} round {round}: get: {other:?}"),
+            }
+        }
+        eprintln!("{way:?}: the create won {created} times, lost {refused} times");
+    }
+}
+
+/// An `IfMatch` racing a delete and then a create of the same key (on
+/// another store on the folder) either lands before the delete or fails:
+/// it never overwrites the object created after the delete, which it never
+/// saw. And on a missing key an `IfMatch` racing a create never wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_store_if_match_races_delete_and_create() {
+    for way in CREATE_WAYS {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = Arc::new(dir_store(tmp.path(), way));
+        let b = Arc::new(dir_store(tmp.path(), way));
+        let mut swapped = 0;
+        for round in 0..DIR_RACE_ROUNDS {
+            let key = format!("f{}/k", round % 3);
+            let etag = put_ok(&*a, &key, "old", PutCondition::None).await;
+            let swap = tokio::spawn({
+                let (a, key, etag) = (Arc::clone(&a), key.clone(), etag.clone());
+                async move {
+                    a.execute(put_op(&key, "swapped", PutCondition::IfMatch(etag)))
+                        .await
+                }
+            });
+            let recreate = tokio::spawn({
+                let (b, key) = (Arc::clone(&b), key.clone());
+                async move {
+                    let deleted = b.execute(ObjectOp::Delete { key: key.clone() }).await;
+                    assert_eq!(deleted, Ok(ObjectReply::Deleted));
+                    b.execute(put_op(&key, "new", PutCondition::IfAbsent)).await
+                }
+            });
+            match swap.await.expect("task") {
+                Ok(ObjectReply::Put { .. }) => swapped += 1,
+                Err(ObjectError::PreconditionFailed | ObjectError::NotFound) => {}
+                other => panic!("{way:?} round {round}: IfMatch: {other:?}"),
+            }
+            let created = match recreate.await.expect("task") {
+                Ok(ObjectReply::Put { etag }) => etag,
+                other => panic!("{way:?} round {round}: the create after the delete: {other:?}"),
+            };
+            assert_eq!(
+                a.execute(get_op(&key)).await,
+                Ok(ObjectReply::Got {
+                    body: body("new"),
+                    etag: created
+                }),
+                "{way:?} round {round}: the object created last stays"
+            );
+
+            // The key missing: an IfMatch on the old ETag against a create.
+            b.execute(ObjectOp::Delete { key: key.clone() })
+                .await
+                .expect("delete");
+            let swap = tokio::spawn({
+                let (a, key) = (Arc::clone(&a), key.clone());
+                async move {
+                    a.execute(put_op(&key, "swapped", PutCondition::IfMatch(etag)))
+                        .await
+                }
+            });
+            let create = b.execute(put_op(&key, "new", PutCondition::IfAbsent)).await;
+            assert!(
+                matches!(create, Ok(ObjectReply::Put { .. })),
+                "{way:?} round {round}: {create:?}"
+            );
+            match swap.await.expect("task") {
+                Err(ObjectError::PreconditionFailed | ObjectError::NotFound) => {}
+                other => panic!("{way:?} round {round}: IfMatch on a missing key: {other:?}"),
+            }
+        }
+        eprintln!("{way:?}: the IfMatch won {swapped} of {DIR_RACE_ROUNDS} times");
+    }
+}
+
+/// Object files that cannot be read (truncated header, bad magic, body
+/// length not matching the header, no permission) do not fail listings:
+/// they are listed with their size on disk and an ETag no `IfMatch`
+/// matches; a get names the file and the damage; a create fails as on any
+/// existing key; a plain put repairs one and a delete removes one.
+#[tokio::test]
+async fn directory_store_lists_unreadable_objects() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("bucket");
+    let store = DirStore::open(&root).expect("open");
+    for i in 1..=6 {
+        put_ok(
+            &store,
+            &format!("wal/{i}"),
+            "a WAL batch",
+            PutCondition::IfAbsent,
+        )
+        .await;
+    }
+    let file = |i: u32| root.join(format!("wal.d/{i}.o"));
+    std::fs::write(file(2), b"short").expect("truncate");
+    std::fs::write(file(3), [7u8; 64]).expect("bad magic");
+    let mut longer = std::fs::read(file(4)).expect("read");
+    longer.extend_from_slice(b"appended");
+    std::fs::write(file(4), &longer).expect("append");
+    std::fs::set_permissions(file(5), std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    // Root reads any file: then the permission case is an ordinary object.
+    let unreadable_5 = std::fs::File::open(file(5)).is_err();
+
+    let first = listed(&store, "wal/").await;
+    let keys: Vec<&str> = first.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["wal/1", "wal/2", "wal/3", "wal/4", "wal/5", "wal/6"]);
+    let unreadable = ETag(UNREADABLE_ETAG.to_owned());
+    for (info, (bad, size)) in first.iter().zip([
+        (false, 11),
+        (true, 5),
+        (true, 64),
+        (true, 32 + 11 + 8),
+        (unreadable_5, if unreadable_5 { 32 + 11 } else { 11 }),
+        (false, 11),
+    ]) {
+        assert_eq!(info.etag == unreadable, bad, "{info:?}");
+        assert_eq!(info.size_bytes, size, "{info:?}");
+    }
+    // Paging one key at a time passes over them too.
+    let mut paged = Vec::new();
+    loop {
+        let op = ObjectOp::List {
+            prefix: "wal/".into(),
+            start_after: paged.last().cloned(),
+            max_keys: 1,
+        };
+        match store.execute(op).await {
+            Ok(ObjectReply::Listed { objects, truncated }) => {
+                paged.extend(objects.into_iter().map(|o| o.key));
+                if !truncated {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(paged, keys);
+
+    for (key, why) in [
+        ("wal/2", "shorter than the header"),
+        ("wal/3", "bad magic"),
+        ("wal/4", "header says 11 body bytes"),
+    ] {
+        match store.execute(get_op(key)).await {
+            Err(ObjectError::Failed(message)) => {
+                assert!(message.contains("corrupt object file"), "{message}");
+                assert!(message.contains(why), "{message}");
+                assert!(
+                    message.contains(&format!("wal.d/{}.o", &key[4..])),
+                    "{message}"
+                );
+            }
+            other => panic!("get {key}: {other:?}"),
+        }
+        assert_eq!(
+            store
+                .execute(put_op(key, "x", PutCondition::IfAbsent))
+                .await,
+            Err(ObjectError::PreconditionFailed),
+            "{key} exists"
+        );
+        match store
+            .execute(put_op(key, "x", PutCondition::IfMatch(unreadable.clone())))
+            .await
+        {
+            Err(ObjectError::Failed(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("IfMatch {key}: {other:?}"),
+        }
+    }
+    if unreadable_5 {
+        match store.execute(get_op("wal/5")).await {
+            Err(ObjectError::Failed(message)) => {
+                assert!(message.contains("ermission denied"), "{message}");
+            }
+            other => panic!("get wal/5: {other:?}"),
+        }
+    }
+    put_ok(&store, "wal/2", "repaired", PutCondition::None).await;
+    store
+        .execute(ObjectOp::Delete {
+            key: "wal/3".into(),
+        })
+        .await
+        .expect("delete");
+    let second = listed(&store, "wal/").await;
+    assert_eq!(
+        second.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        ["wal/1", "wal/2", "wal/4", "wal/5", "wal/6"]
+    );
+    assert_ne!(second[1].etag, unreadable, "repaired");
+}
+
+/// Takes the `flock` of `path` (creating the file) through a descriptor of
+/// its own, as another process would; released when the file is dropped.
+fn hold_flock(path: &Path) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .expect("open a key's lock file");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .expect("hold the key's lock");
+    file
+}
+
+/// Another process holding a key's lock (the test holds the `flock`
+/// itself): operations that need that lock (`IfMatch`, replacing, delete)
+/// fail as retryable after the bounded wait instead of hanging, also behind
+/// the retry wrapper; creates of any key, gets and lists go on, except that
+/// creates that take the key's lock themselves (the fallback) wait too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_store_waits_for_a_held_key_lock_only_so_long() {
+    const WAIT: Duration = Duration::from_millis(500);
+    for way in CREATE_WAYS {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = DirStore::open_with(
+            tmp.path(),
+            DirOptions {
+                lock_wait_max: WAIT,
+                create_with: Some(way),
+            },
+        )
+        .expect("open");
+        let etag = put_ok(&store, "leader-lock", "v1", PutCondition::IfAbsent).await;
+
+        let lock_file = hold_flock(&store.key_lock_path("leader-lock"));
+        let bounded = |what: &str, started: Instant, result: ObjectResult| {
+            let took = started.elapsed();
+            match result {
+                Err(ObjectError::Retryable(why)) => {
+                    assert!(why.contains("held by another writer"), "{what}: {why}")
+                }
+                other => panic!("{way:?} {what}: {other:?}"),
+            }
+            assert!(
+                took >= WAIT && took < WAIT * 10,
+                "{way:?} {what}: failed after {took:?}"
+            );
+        };
+        for (what, op) in [
+            (
+                "IfMatch",
+                put_op("leader-lock", "v2", PutCondition::IfMatch(etag.clone())),
+            ),
+            ("replace", put_op("leader-lock", "v2", PutCondition::None)),
+            (
+                "delete",
+                ObjectOp::Delete {
+                    key: "leader-lock".into(),
+                },
+            ),
+        ] {
+            let started = Instant::now();
+            bounded(what, started, store.execute(op).await);
+        }
+        let retrying = Retrying::new(store.clone(), quick_retries());
+        let started = Instant::now();
+        let result = retrying
+            .execute(put_op(
+                "leader-lock",
+                "v2",
+                PutCondition::IfMatch(etag.clone()),
+            ))
+            .await;
+        assert!(
+            matches!(&result, Err(ObjectError::Retryable(why)) if why.contains("gave up after 3 attempts")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < WAIT * 3 + Duration::from_secs(2));
+
+        // Creates go on: each takes an fsync or two, not a lock wait.
+        for i in 0..20 {
+            let started = Instant::now();
+            put_ok(&store, &format!("wal/{i}"), "batch", PutCondition::IfAbsent).await;
+            assert!(
+                started.elapsed() < WAIT,
+                "{way:?}: a create took {:?}",
+                started.elapsed()
+            );
+        }
+        put_ok(&store, "manifest/latest", "p", PutCondition::None).await;
+        assert_eq!(listed_keys(&store, "wal/").await.len(), 20);
+        match store.execute(get_op("leader-lock")).await {
+            Ok(ObjectReply::Got { body: got, .. }) => assert_eq!(got, body("v1")),
+            other => panic!("{other:?}"),
+        }
+        // A create of the held key fails at once: the object exists.
+        let started = Instant::now();
+        assert_eq!(
+            store
+                .execute(put_op("leader-lock", "v2", PutCondition::IfAbsent))
+                .await,
+            Err(ObjectError::PreconditionFailed)
+        );
+        assert!(started.elapsed() < WAIT, "{way:?}");
+        // A missing key whose lock is held: creates that need no lock go
+        // on; the fallback that takes it waits like the rest.
+        let fresh_lock = hold_flock(&store.key_lock_path("fresh"));
+        let started = Instant::now();
+        let create = store
+            .execute(put_op("fresh", "x", PutCondition::IfAbsent))
+            .await;
+        if way == CreateWith::KeyLock {
+            bounded("a create taking the lock", started, create);
+        } else {
+            assert!(
+                matches!(create, Ok(ObjectReply::Put { .. })),
+                "{way:?}: {create:?}"
+            );
+            assert!(started.elapsed() < WAIT, "{way:?}");
+        }
+        drop(fresh_lock);
+
+        // Released: the waits are over.
+        drop(lock_file);
+        put_ok(&store, "leader-lock", "v2", PutCondition::IfMatch(etag)).await;
+        store
+            .execute(ObjectOp::Delete {
+                key: "leader-lock".into(),
+            })
+            .await
+            .expect("delete");
+        assert!(
+            !store.key_lock_path("leader-lock").exists(),
+            "{way:?}: the lock file goes with its last holder"
+        );
     }
 }
 
@@ -762,6 +1217,12 @@ async fn directory_store_stays_in_its_folder() {
     // Deleting the last key under a folder removes the emptied folders.
     put_ok(&store, "sst/ab/cd/1.sst", "x", PutCondition::IfAbsent).await;
     assert!(root.join("sst.d/ab.d/cd.d/1.sst.o").is_file());
+    for folder in ["sst.d", "sst.d/ab.d", "sst.d/ab.d/cd.d"] {
+        assert!(
+            root.join(folder).join(".t4-durable").is_file(),
+            "{folder}: its entry was fsynced, and marked so"
+        );
+    }
     store
         .execute(ObjectOp::Delete {
             key: "sst/ab/cd/1.sst".into(),

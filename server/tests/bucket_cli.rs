@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_addr, Moto, Server};
+use common::{free_addr, FlockHolder, Moto, Server};
 use etcd_client::GetOptions;
 use serde_json::Value;
 use t4_core::bucket::branch::BranchRegistration;
@@ -598,40 +598,6 @@ async fn gc_deletes_what_the_dry_run_listed_and_keeps_fences_and_pins() {
     assert_eq!(status["ssts"]["count"], 4);
 }
 
-/// Another process holding the directory store's lock file, which every
-/// put and delete takes (gets and lists do not). Released on drop.
-struct StoreLockHolder(std::process::Child);
-
-impl StoreLockHolder {
-    /// Takes the lock of the store at `bucket` with `flock(1)` and waits
-    /// until it is held.
-    fn take(bucket: &Path) -> StoreLockHolder {
-        use std::io::BufRead;
-        // `-F`: no fork, so killing this child releases the lock.
-        let mut child = Command::new("flock")
-            .arg("-F")
-            .arg(bucket.join(".t4-lock"))
-            .args(["sh", "-c", "echo locked; exec sleep 600"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn flock (util-linux)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("read flock's output");
-        assert_eq!(line, "locked\n", "flock took the lock");
-        StoreLockHolder(child)
-    }
-}
-
-impl Drop for StoreLockHolder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A delete that fails stops gc at once: a non-zero exit, a message naming
 /// the object and how far it got, nothing deleted after it. Once the store
 /// answers again, the next gc does the whole plan.
@@ -644,7 +610,9 @@ async fn a_failed_delete_stops_gc() {
     let flags = with(&dir_flags(&bucket), &["--keep", "2"]);
     let before = listing(&store).await;
 
-    let holder = StoreLockHolder::take(&bucket);
+    // The first deletion's key locked: its delete waits, each attempt
+    // fails as retryable, and the retries give up.
+    let holder = FlockHolder::take(&store.key_lock_path(&fixture.deletions[0]));
     let started = Instant::now();
     let out = t4(&cmd("gc", &flags));
     drop(holder);

@@ -7,6 +7,9 @@
 //! - A node that was paused while another took the bucket over is fenced
 //!   when it resumes: its writes and reads fail, and none of its writes
 //!   reach the bucket.
+//! - A node stopped anywhere, even in the middle of a directory-store put,
+//!   does not hold up the takeover; only a stopped holder of the directory
+//!   store's `leader-lock` key lock delays it, until it lets go.
 //! - Bad flags, an unreachable store and a corrupt WAL object stop `t4 run`
 //!   with a message saying what is wrong, and change nothing in the bucket.
 //!
@@ -21,7 +24,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_addr, status_of, within, Moto, Server};
+use common::{free_addr, status_of, within, FlockHolder, Moto, Server};
 use etcd_client::GetOptions;
 use t4_core::object::{ObjectOp, ObjectReply, PutCondition};
 use t4_io_real::object::{DirStore, ObjectStore};
@@ -477,9 +480,9 @@ fn bucket_files(bucket: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         for entry in std::fs::read_dir(dir).expect("read bucket folder") {
             let path = entry.expect("entry").path();
             let rel = path.strip_prefix(root).expect("under root").to_path_buf();
-            // The store's own lock file and temp folder, and the leader lock
-            // every start takes.
-            if [".t4-lock", ".t4-tmp", "leader-lock.o"]
+            // The store's temp and lock folders (and the lock file of
+            // earlier versions), and the leader lock every start takes.
+            if [".t4-lock", ".t4-tmp", ".t4-locks", "leader-lock.o"]
                 .iter()
                 .any(|n| rel == Path::new(n))
             {
@@ -592,20 +595,16 @@ fn is_stopped(pid: u32) -> bool {
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
 }
 
-/// Whether process `pid` holds the `flock` on the file with inode `inode`
-/// (from `/proc/locks`; waiters, marked `->`, do not count).
-fn holds_flock(pid: u32, inode: u64) -> bool {
-    let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
-    locks.lines().filter(|l| !l.contains("->")).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(1) == Some(&"FLOCK")
-            && fields.get(4) == Some(&pid.to_string().as_str())
-            && fields
-                .get(5)
-                .and_then(|dev_inode| dev_inode.rsplit(':').next())
-                .and_then(|i| i.parse::<u64>().ok())
-                == Some(inode)
-    })
+/// Whether process `pid` has a file of the directory store's temp folder
+/// open: it is in the middle of a put (from writing the temp file until
+/// the object has its name, is fsynced and the put answers).
+fn is_inside_a_put(pid: u32, bucket: &Path) -> bool {
+    let temps = bucket.join(".t4-tmp");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&temps)))
 }
 
 /// A node paused under load, between two puts to the directory store, is
@@ -616,27 +615,96 @@ async fn node_paused_under_load_is_taken_over() {
     takeover_from_node_paused_under_load(false).await;
 }
 
-/// The same, with the node paused *in the middle of* a directory-store put,
-/// holding the store's lock.
+/// The same, with the node paused *in the middle of* a directory-store put
+/// (its WAL object written, maybe already under its key, maybe not yet
+/// fsynced or answered).
 ///
-/// Ignored: it fails today. The directory store holds an `flock` on
-/// `<bucket>/.t4-lock` for the condition check, rename and folder fsyncs of
-/// every put; a process stopped inside that window keeps the lock, so the
-/// successor's first put (its `leader-lock` claim) blocks until the paused
-/// process resumes or dies: each attempt times out after 11 s, and the
-/// start-up retries forever. Run it with `--ignored`.
+/// This used to hang: every put held a store-wide `flock` from its
+/// condition check to its folder fsyncs, so the successor's first put
+/// waited for the paused process. Creates now take no lock, and the
+/// successor's `If-Match` of `leader-lock` takes only that key's lock,
+/// which a node under write load never holds (the store's module docs say
+/// what a stopped process can still hold up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: a process stopped while holding the directory store's flock blocks every other process's puts"]
-async fn node_paused_holding_the_store_lock_is_taken_over() {
+async fn node_paused_in_the_middle_of_a_store_put_is_taken_over() {
     takeover_from_node_paused_under_load(true).await;
 }
 
-/// Writers on node A; A stopped (with or without the directory store's
-/// lock); node B started on the same bucket must serve every write A
-/// acknowledged, before or after it resumed; A resumed is fenced.
-async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
-    use std::os::unix::fs::MetadataExt;
+/// A process stopped while holding directory-store key locks (the test
+/// holds them with `flock(1)`, as such a process would) holds up a
+/// takeover only if one of them is `leader-lock`'s: with the locks of
+/// `manifest/latest` and of every WAL object held, B takes over and serves
+/// every acknowledged write; with `leader-lock`'s held, C's claim fails as
+/// retryable (after a bounded wait, again and again) and C serves only once
+/// the lock is released. That is the window the store's docs leave open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_waits_only_for_a_held_leader_lock_key_lock() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = tmp.path().join("bucket");
+    let flags = dir_flags(&bucket);
+    let mut a = start(&tmp.path().join("data-a"), &flags);
+    ready(&mut a).await;
+    let acked: Acked = Arc::default();
+    writer(a.endpoint(), 0, 20, Arc::clone(&acked)).await;
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(acked.len(), 20);
+    a.signal("STOP");
 
+    let store = DirStore::open(&bucket).expect("open the bucket folder");
+    let wal_keys: Vec<String> = match store
+        .execute(ObjectOp::List {
+            prefix: "wal/".into(),
+            start_after: None,
+            max_keys: 1000,
+        })
+        .await
+    {
+        Ok(ObjectReply::Listed { objects, .. }) => objects.into_iter().map(|o| o.key).collect(),
+        other => panic!("list wal/: {other:?}"),
+    };
+    assert!(!wal_keys.is_empty());
+    let others: Vec<FlockHolder> = wal_keys
+        .iter()
+        .map(String::as_str)
+        .chain(["manifest/latest"])
+        .map(|key| FlockHolder::take(&store.key_lock_path(key)))
+        .collect();
+    let mut b = start(&tmp.path().join("data-b"), &flags);
+    let mut sb = ready(&mut b).await;
+    assert_recovered(&mut sb, &acked, "takeover with other keys locked").await;
+    drop(others);
+
+    let leader_lock = FlockHolder::take(&store.key_lock_path("leader-lock"));
+    let mut c = start(&tmp.path().join("data-c"), &flags);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.log().contains("held by another writer") {
+        assert!(
+            Instant::now() < deadline,
+            "C's claim did not report the held lock; log:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let serving = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut client = etcd_client::Client::connect([c.endpoint()], None)
+            .await
+            .ok()?;
+        client.get("probe", None).await.ok()
+    })
+    .await;
+    assert!(
+        !matches!(serving, Ok(Some(_))),
+        "C serves while leader-lock's lock is held"
+    );
+    drop(leader_lock);
+    let mut sc = ready(&mut c).await;
+    assert_recovered(&mut sc, &acked, "takeover once leader-lock's lock is free").await;
+}
+
+/// Writers on node A; A stopped (inside a directory-store put or between
+/// puts); node B started on the same bucket must serve every write A
+/// acknowledged, before or after it resumed; A resumed is fenced.
+async fn takeover_from_node_paused_under_load(inside_a_put: bool) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bucket = tmp.path().join("bucket");
     let flags = dir_flags(&bucket);
@@ -652,10 +720,7 @@ async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    // Stop A at a moment it holds (or does not hold) the store's lock.
-    let lock_inode = std::fs::metadata(bucket.join(".t4-lock"))
-        .expect("the store's lock file")
-        .ino();
+    // Stop A at a moment it is (or is not) inside a put.
     let pid = zombie.pid();
     let mut tries = 0;
     loop {
@@ -663,7 +728,7 @@ async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
         while !is_stopped(pid) {
             std::thread::yield_now();
         }
-        if holds_flock(pid, lock_inode) == holding_store_lock {
+        if is_inside_a_put(pid, &bucket) == inside_a_put {
             break;
         }
         zombie.signal("CONT");
@@ -671,7 +736,7 @@ async fn takeover_from_node_paused_under_load(holding_store_lock: bool) {
         assert!(tries < 2000, "never caught A in the wanted state");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    eprintln!("A stopped (holding the store's lock: {holding_store_lock}) after {tries} tries");
+    eprintln!("A stopped (inside a put: {inside_a_put}) after {tries} tries");
 
     let mut successor = start(&tmp.path().join("data-b"), &flags);
     let mut sb = ready(&mut successor).await;

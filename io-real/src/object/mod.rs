@@ -50,7 +50,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use t4_core::object::{ObjectError, ObjectOp, ObjectReply, ObjectResult};
 
-pub use dir::{DirStore, DIR_KEY_COMPONENT_BYTES_MAX};
+pub use dir::{CreateWith, DirOptions, DirStore, DIR_KEY_COMPONENT_BYTES_MAX, UNREADABLE_ETAG};
 pub use mem::MemStore;
 pub use retry::{RetryConfig, Retrying};
 pub use s3::{S3Config, S3Credentials, S3Store, DEFAULT_REGION};

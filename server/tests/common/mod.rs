@@ -366,3 +366,41 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Another process holding an `flock` (`flock(1)`), as a stopped process
+/// holding a directory store's key lock would. Released on drop.
+pub struct FlockHolder(Child);
+
+impl FlockHolder {
+    /// Takes the lock of `path` (creating the file) and waits until it is
+    /// held.
+    pub fn take(path: &Path) -> FlockHolder {
+        // `-F`: no fork, so killing this child releases the lock.
+        let mut child = Command::new("flock")
+            .arg("-F")
+            .arg(path)
+            .args(["sh", "-c", "echo locked; exec sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn flock (util-linux)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read flock's output");
+        assert_eq!(
+            line,
+            "locked\n",
+            "flock took the lock of {}",
+            path.display()
+        );
+        FlockHolder(child)
+    }
+}
+
+impl Drop for FlockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
