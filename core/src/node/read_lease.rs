@@ -58,7 +58,8 @@
 //!   refused [`Error::Fenced`] from then on. The node is fenced at once
 //!   unless a sync-mode upload is in flight: that upload may still land
 //!   before the new writer's fence, and then its writes are in the log and
-//!   must be acknowledged, so it finishes first (the next upload collides).
+//!   must be acknowledged, so it finishes first: if it lands the node is
+//!   fenced right after applying it, if it collides the upload fences.
 //! - A failed lock read is retried with the upload backoff while reads
 //!   wait; a read that waited [`BucketConfig::unavailable_after_ns`] is
 //!   answered [`Error::Unavailable`].
@@ -281,6 +282,11 @@ impl<E: KvEngine> Node<E> {
         if !upload_in_flight && !matches!(self.health, Health::Fenced(_)) {
             self.fence(now, why);
         }
+    }
+
+    /// Why the read lease found another writer in the lock, if it did.
+    pub(super) fn superseded_by(&self) -> Option<String> {
+        self.read_lease.superseded.clone()
     }
 
     /// Fenced: waiting reads are refused, the lease is gone.

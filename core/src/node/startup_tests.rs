@@ -34,6 +34,8 @@ struct Rig {
     lock_reads: usize,
     /// Answer reads of `leader-lock` with a retryable error.
     lock_reads_fail: bool,
+    /// The last WAL-object upload `hold_uploads` kept back.
+    held: Option<Action>,
 }
 
 fn me(id: &str) -> Member {
@@ -70,6 +72,7 @@ impl Rig {
             now: Time(0),
             lock_reads: 0,
             lock_reads_fail: false,
+            held: None,
         };
         rig.pump();
         rig.wait_out_the_hold();
@@ -109,9 +112,12 @@ impl Rig {
                 self.node
                     .handle_io(now, IoDone::WalSynced { io, term, through });
             }
-            Action::Object { op, .. }
+            Action::Object { ref op, .. }
                 if self.hold_uploads
-                    && matches!(&op, ObjectOp::Put { key, .. } if key.starts_with("wal/")) => {}
+                    && matches!(op, ObjectOp::Put { key, .. } if key.starts_with("wal/")) =>
+            {
+                self.held = Some(action);
+            }
             Action::Object { io, term, op } => {
                 let lock_read = matches!(&op, ObjectOp::Get { key } if key == layout::LEADER_LOCK);
                 self.lock_reads += usize::from(lock_read);
@@ -495,6 +501,7 @@ fn a_takeover_waits_out_the_previous_read_lease() {
         now: Time(0),
         lock_reads: 0,
         lock_reads_fail: false,
+        held: None,
     };
     c.pump();
     assert!(c.node.is_starting(), "caught up, holding");

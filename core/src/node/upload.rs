@@ -234,6 +234,14 @@ impl<E: KvEngine> Node<E> {
             tracing::info!(%why, "the object store answers again; accepting writes");
         }
         self.apply_batch(now);
+        // The read lease saw another writer while this upload was in
+        // flight: it landed (before that writer's fence), so it applied and
+        // was acknowledged; nothing more is written.
+        if let Some(why) = self.superseded_by() {
+            if matches!(self.health, Health::Serving) {
+                self.fence(now, why);
+            }
+        }
     }
 
     /// An attempt failed without an answer that settles the batch: back
