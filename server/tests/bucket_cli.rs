@@ -789,26 +789,50 @@ async fn damage_is_reported_and_gc_stays_safe() {
         "{text}"
     );
 
-    // keep 1: the newest readable is (1,20); the unreadable (2,30) is newer,
-    // so kept too; (1,10) goes. No SST is deleted (a kept manifest is
-    // unreadable).
+    // keep 1: (1,20) lacks an SST, so it cannot be restored and does not
+    // count; the newest restorable one is (1,10), kept; the unreadable
+    // (2,30) and the incomplete (1,20) are newer, so kept too. Nothing is
+    // deleted (no SST either: a kept manifest is unreadable).
     let json = t4(&cmd("gc --keep 1 --json", &flags)).json();
-    let kinds: BTreeSet<&str> = json["deletions"]
+    assert_eq!(
+        json["deletions"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+    let reasons: Vec<(i64, Vec<&str>)> = json["kept_checkpoints"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["kind"].as_str().unwrap())
+        .map(|k| {
+            let r = k["reasons"].as_array().unwrap();
+            (
+                k["index"].as_i64().unwrap(),
+                r.iter().map(|x| x.as_str().unwrap()).collect(),
+            )
+        })
         .collect();
-    assert_eq!(kinds, BTreeSet::from(["checkpoint"]), "{json}");
+    assert_eq!(
+        reasons,
+        [
+            (30, vec!["unreadable"]),
+            (20, vec!["incomplete"]),
+            (10, vec!["newest"])
+        ],
+        "{json}"
+    );
     let warnings = str_list(&json["warnings"]);
     assert!(
         warnings.iter().any(|w| w.contains("could not be read")),
         "{warnings:?}"
     );
+    assert!(
+        warnings.iter().any(|w| w.contains("cannot be restored")),
+        "{warnings:?}"
+    );
     let after = keys(&store).await;
     assert!(after.contains(&m30.key()), "the unreadable newest is kept");
     assert!(after.contains(&m20.key()));
-    assert!(!after.contains(&checkpoint_manifest_key(Term(1), Index(10))));
+    assert!(after.contains(&checkpoint_manifest_key(Term(1), Index(10))));
 
     // A pointer to a checkpoint that is not there.
     put(

@@ -10,12 +10,16 @@
 //! # Rules
 //!
 //! Checkpoints (ordered by `(index, term)`):
-//! - kept: the newest `keep` whose manifest could be read and validated;
-//!   the one `manifest/latest` points to; every one pinned by a branch; and
-//!   any unreadable one newer than the oldest of the newest `keep` (or all
-//!   unreadable ones while fewer than `keep` are readable): a manifest we
-//!   cannot read is left for an operator, and does not count toward `keep`,
-//!   so a damaged newest checkpoint never costs the good one before it;
+//! - kept: the newest `keep` that can be restored (the manifest could be
+//!   read and validated, and every file it names is listed); the one
+//!   `manifest/latest` points to; every one pinned by a branch; and any
+//!   unreadable or incomplete one newer than the oldest of the newest
+//!   `keep` (or all of them while fewer than `keep` are restorable): such a
+//!   checkpoint is left for an operator, and does not count toward `keep`,
+//!   so a damaged newest checkpoint never costs the good one before it (the
+//!   simulator's GC race found a zombie finishing its GC pass after a
+//!   takeover and deleting an SST the new writer's newest checkpoint
+//!   reused, and the next pass then deleting the only restorable one);
 //! - every other checkpoint's folder is deleted, manifest first;
 //! - a folder without a manifest is an upload that never finished or one
 //!   still in progress: deleted only when older than the oldest kept
@@ -112,6 +116,11 @@ pub enum KeepReason {
     Pinned,
     /// Its manifest could not be read; left for an operator.
     Unreadable,
+    /// Its manifest names a file the bucket lacks (a writer that was taken
+    /// over finished it after GC took a file it reused, or a GC racing it
+    /// took one): it cannot be restored, so it does not count among the
+    /// newest, and is kept for an operator while it is newer than those.
+    Incomplete,
 }
 
 /// A checkpoint GC keeps.
@@ -244,13 +253,32 @@ fn choose_checkpoints(input: &GcInput) -> Checkpoints {
         None => false,
     };
     let readable_count = all.iter().filter(|c| readable(c.2)).count();
-    // Readable checkpoints still to keep as the newest; while some are,
-    // an unreadable one is newer than the oldest of the newest `keep`.
+    let present: BTreeSet<&str> = input.listing.iter().map(|o| o.key.as_str()).collect();
+    let missing_file = |key: &str| {
+        input.manifests.get(key).and_then(|m| {
+            m.file_keys()
+                .find(|f| !present.contains(f))
+                .map(str::to_owned)
+        })
+    };
+    // Restorable checkpoints still to keep as the newest; while some are,
+    // an unreadable or incomplete one is newer than the oldest of the
+    // newest `keep`.
     let mut newest_left = input.keep;
     let mut reasons: BTreeMap<&str, BTreeSet<KeepReason>> = BTreeMap::new();
     for &(_, _, key) in &all {
         if readable(key) {
-            if newest_left > 0 {
+            if let Some(missing) = missing_file(key) {
+                warnings.push(format!(
+                    "checkpoint {key} cannot be restored: {missing} is not in the bucket"
+                ));
+                if newest_left > 0 {
+                    reasons
+                        .entry(key)
+                        .or_default()
+                        .insert(KeepReason::Incomplete);
+                }
+            } else if newest_left > 0 {
                 newest_left -= 1;
                 reasons.entry(key).or_default().insert(KeepReason::Newest);
             }

@@ -40,8 +40,9 @@ use crate::bucket::checkpoint::{
     CheckpointPoint, CheckpointUpload, LocalFile, Progress, UploadOutcome, UploadStep,
 };
 use crate::bucket::gc_run::{GcOutcome, GcProgress, GcRun};
+use crate::bucket::layout::{self, parse_checkpoint_manifest_key};
 use crate::engine::KvEngine;
-use crate::object::ObjectResult;
+use crate::object::{ObjectOp, ObjectResult};
 use crate::types::{Index, IoId, Term, Time};
 
 /// Attempts of one upload step before the checkpoint is abandoned.
@@ -70,6 +71,8 @@ pub(super) struct Checkpointing {
     step: Option<UploadStep>,
     retry_at: Option<Time>,
     failures: u32,
+    /// `step` waits for the read lease (see `send_checkpoint_step`).
+    awaiting_lease: bool,
 }
 
 #[derive(Debug)]
@@ -182,6 +185,7 @@ impl<E: KvEngine> Node<E> {
             step: None,
             retry_at: None,
             failures: 0,
+            awaiting_lease: false,
         });
         self.actions.push_back(Action::TakeCheckpoint {
             io,
@@ -212,7 +216,7 @@ impl<E: KvEngine> Node<E> {
             Ok((upload, step)) => {
                 let c = self.checkpoint.as_mut().expect("matched");
                 c.job = Job::Upload(Box::new(upload));
-                self.send_checkpoint_step(step);
+                self.send_checkpoint_step(now, step);
             }
             Err(why) => self.end_checkpoint(now, UploadOutcome::Abandoned(why)),
         }
@@ -246,7 +250,7 @@ impl<E: KvEngine> Node<E> {
         match progress {
             Progress::Next(step) => {
                 c.failures = 0;
-                self.send_checkpoint_step(step);
+                self.send_checkpoint_step(now, step);
             }
             Progress::Retry(step) => {
                 c.failures += 1;
@@ -287,14 +291,27 @@ impl<E: KvEngine> Node<E> {
             c.retry_at = None;
             let step = c.step.take().expect("a step waits for its retry");
             if matches!(self.health, Health::Serving) {
-                self.send_checkpoint_step(step);
+                self.send_checkpoint_step(now, step);
             } else {
                 self.checkpoint_dropped();
             }
         }
     }
 
-    fn send_checkpoint_step(&mut self, step: UploadStep) {
+    /// Sends `step`; one that deletes or publishes (a GC deletion, a
+    /// checkpoint manifest, `manifest/latest`) first needs the read lease:
+    /// a writer that was taken over while paused must not delete what the
+    /// new writer's checkpoints use, nor publish a checkpoint whose files
+    /// GC may have taken (the simulator's GC race found both). Without a
+    /// valid lease the step waits for a lock read (`read_lease`).
+    fn send_checkpoint_step(&mut self, now: Time, step: UploadStep) {
+        if changes_what_restores_read(&step) && !self.read_lease_holds(now) {
+            let c = self.checkpoint.as_mut().expect("a checkpoint is running");
+            c.step = Some(step);
+            c.awaiting_lease = true;
+            self.check_lock(now);
+            return;
+        }
         let io = self.io_id();
         let term = self.term;
         let c = self.checkpoint.as_mut().expect("a checkpoint is running");
@@ -354,8 +371,9 @@ impl<E: KvEngine> Node<E> {
                         step: None,
                         retry_at: None,
                         failures: 0,
+                        awaiting_lease: false,
                     });
-                    self.send_checkpoint_step(UploadStep::Object(op));
+                    self.send_checkpoint_step(now, UploadStep::Object(op));
                     return;
                 }
             }
@@ -399,9 +417,29 @@ impl<E: KvEngine> Node<E> {
         self.maybe_checkpoint(now);
     }
 
+    /// Whether a checkpoint step waits for the read lease.
+    pub(super) fn checkpoint_awaits_lease(&self) -> bool {
+        self.checkpoint.as_ref().is_some_and(|c| c.awaiting_lease)
+    }
+
+    /// A lock read settled the lease: the waiting step goes on (`ours`) or
+    /// the checkpoint stops (another writer holds the bucket).
+    pub(super) fn checkpoint_lease_settled(&mut self, now: Time, ours: bool) {
+        if !self.checkpoint_awaits_lease() {
+            return;
+        }
+        if !ours || !matches!(self.health, Health::Serving) {
+            return self.checkpoint_dropped();
+        }
+        let c = self.checkpoint.as_mut().expect("awaiting");
+        c.awaiting_lease = false;
+        let step = c.step.take().expect("a step waits for the lease");
+        self.send_checkpoint_step(now, step);
+    }
+
     /// The node stopped serving mid-checkpoint: free the folder (a GC pass
     /// has already dropped it), nothing more.
-    fn checkpoint_dropped(&mut self) {
+    pub(super) fn checkpoint_dropped(&mut self) {
         if let Some(c) = self.checkpoint.take() {
             if !matches!(c.job, Job::Gc(_)) {
                 self.actions.push_back(Action::DropCheckpoint {
@@ -410,5 +448,16 @@ impl<E: KvEngine> Node<E> {
                 });
             }
         }
+    }
+}
+
+/// Whether `step` deletes from the bucket or publishes a checkpoint.
+fn changes_what_restores_read(step: &UploadStep) -> bool {
+    match step {
+        UploadStep::Object(ObjectOp::Delete { .. }) => true,
+        UploadStep::Object(ObjectOp::Put { key, .. }) => {
+            key == layout::MANIFEST_LATEST || parse_checkpoint_manifest_key(key).is_some()
+        }
+        _ => false,
     }
 }

@@ -64,6 +64,12 @@
 //!   wait; a read that waited [`BucketConfig::unavailable_after_ns`] is
 //!   answered [`Error::Unavailable`].
 //!
+//! Checkpoints use the lease too: a GC deletion, a checkpoint manifest or
+//! a move of `manifest/latest` is sent only while it holds (the
+//! `checkpoint` module), so a writer taken over while paused neither
+//! deletes what the new writer's checkpoints use nor publishes one whose
+//! files may be gone.
+//!
 //! Async mode uses the same lease; there a takeover loses the writes not
 //! yet uploaded anyway (see `async_upload`), but reads stop at once.
 
@@ -159,8 +165,13 @@ impl<E: KvEngine> Node<E> {
         }
     }
 
+    /// Whether the lease covers `now` (bucket mode).
+    pub(super) fn read_lease_holds(&self, now: Time) -> bool {
+        self.read_lease.superseded.is_none() && self.read_lease.until.is_some_and(|u| now < u)
+    }
+
     /// Sends a lock read unless one is in flight or a retry is pending.
-    fn check_lock(&mut self, now: Time) {
+    pub(super) fn check_lock(&mut self, now: Time) {
         let lease = &self.read_lease;
         if lease.check.is_some() || lease.retry_at.is_some() {
             return;
@@ -234,14 +245,25 @@ impl<E: KvEngine> Node<E> {
         if !self.read_lease.waiting.is_empty() {
             self.check_lock(now);
         }
+        if now < until {
+            self.checkpoint_lease_settled(now, true);
+        } else if self.checkpoint_awaits_lease() {
+            self.check_lock(now);
+        }
+    }
+
+    /// Someone waits for a lock read: reads, or a checkpoint step.
+    fn lease_wanted(&self) -> bool {
+        !self.read_lease.waiting.is_empty() || self.checkpoint_awaits_lease()
     }
 
     fn lock_check_failed(&mut self, now: Time, why: &str) {
         let config = self.config.bucket.clone().expect("bucket mode");
+        let wanted = self.lease_wanted();
         let lease = &mut self.read_lease;
         lease.failures = lease.failures.saturating_add(1);
         tracing::warn!(%why, failures = lease.failures, "read lease: lock read failed");
-        if !lease.waiting.is_empty() {
+        if wanted {
             lease.retry_at = Some(now.plus_nanos(config.backoff_ns(lease.failures)));
         }
         self.give_up_waiting_reads(now, why);
@@ -275,6 +297,7 @@ impl<E: KvEngine> Node<E> {
         self.read_lease.until = None;
         self.read_lease.superseded = Some(why.clone());
         self.refuse_waiting_reads(&why);
+        self.checkpoint_lease_settled(now, false);
         // A sync-mode upload in flight may still land before the new
         // writer's fence; then its writes are in the log and must be
         // acknowledged. It decides; otherwise fence now.
@@ -318,7 +341,7 @@ impl<E: KvEngine> Node<E> {
         }
         if self.read_lease.retry_at.is_some_and(|at| at <= now) {
             self.read_lease.retry_at = None;
-            if !self.read_lease.waiting.is_empty() {
+            if self.lease_wanted() {
                 self.check_lock(now);
             }
         }

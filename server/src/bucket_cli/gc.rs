@@ -209,6 +209,7 @@ fn keep_reason(reason: KeepReason) -> &'static str {
         KeepReason::Latest => "latest",
         KeepReason::Pinned => "pinned",
         KeepReason::Unreadable => "unreadable",
+        KeepReason::Incomplete => "incomplete",
     }
 }
 

@@ -427,20 +427,44 @@ fn incomplete_checkpoints_and_unknown_keys() {
     assert_eq!(plan.deletions.len(), 11);
 }
 
-/// A kept checkpoint that references a missing object is reported.
+/// A newest checkpoint whose SST is gone cannot be restored: it does not
+/// count toward `keep`, so the one before it is kept too (with its SSTs
+/// and the WAL after it), and both problems are reported.
 #[test]
-fn dangling_reference_is_reported() {
+fn an_incomplete_checkpoint_does_not_count_as_newest() {
     let mut input = bucket();
     input.listing.retain(|o| o.key != sst(4));
     let plan = plan_gc(&input);
     assert_eq!(
-        plan.warnings,
-        vec![format!(
-            "kept checkpoint {} references {}, which is not in the bucket: it cannot be restored",
-            ckpt(2, 30),
-            sst(4)
-        )]
+        plan.kept_checkpoints,
+        vec![
+            kept(2, 30, &[KeepReason::Latest, KeepReason::Incomplete]),
+            kept(1, 20, &[KeepReason::Newest])
+        ]
     );
+    assert_eq!(
+        plan.warnings,
+        vec![
+            format!(
+                "checkpoint {} cannot be restored: {} is not in the bucket",
+                ckpt(2, 30),
+                sst(4)
+            ),
+            format!(
+                "kept checkpoint {} references {}, which is not in the bucket: it cannot be restored",
+                ckpt(2, 30),
+                sst(4)
+            ),
+        ]
+    );
+    let deleted: Vec<&str> = plan.deletions.iter().map(|d| d.key.as_str()).collect();
+    for needed in [sst(2), sst(3), ckpt(1, 20), wal_key(Index(20))] {
+        assert!(
+            !deleted.contains(&needed.as_str()),
+            "{needed} is needed: {deleted:?}"
+        );
+    }
+    assert!(deleted.contains(&ckpt(1, 10).as_str()), "{deleted:?}");
 }
 
 /// The last WAL object is never deleted, even when a checkpoint covers it.
