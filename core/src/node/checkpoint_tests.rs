@@ -346,6 +346,45 @@ fn a_fenced_node_writes_nothing_more_for_its_checkpoint() {
     assert!(r.bucket.iter().all(|(k, _)| k != manifest_key));
 }
 
+/// A takeover while the checkpoint's files upload, before any WAL object
+/// collides: the lease check before the manifest finds the other writer in
+/// the lock, so neither the manifest nor `manifest/latest` is written (a
+/// zombie must not publish a checkpoint whose reused SSTs GC may take).
+#[test]
+fn a_checkpoint_is_not_published_after_the_lock_changed() {
+    let mut r = Rig::new(1, 0);
+    r.hold_files = true;
+    r.put("a");
+    assert_eq!(r.taken.len(), 1);
+    let (etag, current) = match r.bucket.execute(ObjectOp::Get {
+        key: layout::LEADER_LOCK.into(),
+    }) {
+        Ok(ObjectReply::Got { body, etag }) => (
+            etag,
+            crate::bucket::lock::LeaderLock::decode(&body).unwrap(),
+        ),
+        other => panic!("no lock: {other:?}"),
+    };
+    let other = Member {
+        id: "b".into(),
+        peer_addr: String::new(),
+    };
+    let claim = crate::bucket::lock::claim(Some((&current, &etag)), &other);
+    r.bucket.execute(claim.op()).expect("b claims the lock");
+    // Past the lease, the files finish uploading.
+    r.now = Time(r.now.0 + 10 * SEC);
+    r.release_held();
+    assert!(!r.node.is_checkpointing(), "the checkpoint stopped");
+    assert_eq!(r.dropped.len(), 1);
+    assert_eq!(r.latest(), None, "no pointer");
+    let (term, index) = r.taken[0];
+    let manifest_key = layout::checkpoint_manifest_key(term, index);
+    assert!(
+        r.bucket.iter().all(|(k, _)| k != manifest_key),
+        "no manifest"
+    );
+}
+
 #[test]
 fn each_checkpoint_is_followed_by_a_gc_pass_keeping_the_newest() {
     // Default gc_keep: 3.
