@@ -9,9 +9,13 @@
 //! 1. **List `sst/`** (every page): SSTs are stored by content, so one
 //!    already there (from an earlier checkpoint or a branch) is not sent
 //!    again.
-//! 2. **Upload each missing SST** with `If-None-Match`: a 412 means the
-//!    same content under the same key is there already (a lost answer or a
-//!    concurrent uploader), which is what we wanted.
+//! 2. **Upload each missing SST** with `If-None-Match`. A 412 is settled by
+//!    listing the key: there, the same content is under it (a lost answer
+//!    or a concurrent uploader), which is what we wanted; absent, the put
+//!    met a 409 from another conditional put on the key still in flight
+//!    (perhaps our own earlier attempt, held by the store), which may yet
+//!    fail: back off and put again. Taking that 409 for presence would
+//!    write a manifest naming an SST the bucket does not hold.
 //! 3. **Upload the meta files** (`MANIFEST-*`, `CURRENT`, `OPTIONS-*` …) to
 //!    the checkpoint's own folder with a plain put: the folder is named by
 //!    our term and index, which no other writer uses.
@@ -125,7 +129,7 @@ pub enum Progress {
     /// Do this next.
     Next(UploadStep),
     /// The step failed in a way worth retrying: back off, then send this
-    /// (the same step) again.
+    /// (the same step again, or the check that settles it).
     Retry(UploadStep),
     /// Finished.
     Finished(UploadOutcome),
@@ -135,6 +139,8 @@ pub enum Progress {
 enum Phase {
     ListSsts,
     Files,
+    /// An SST's put met a 412/409: is the SST there?
+    VerifySst,
     CreateManifest,
     VerifyManifest,
     ReadLatest,
@@ -260,14 +266,32 @@ impl CheckpointUpload {
                 self.phase = Phase::Files;
                 self.next_file()
             }
-            (Phase::Files, Ok(ObjectReply::Put { .. }) | Err(ObjectError::PreconditionFailed)) => {
-                // A 412 only comes from an SST's If-None-Match: the same
-                // content is there already.
-                let i = self.to_send.pop_front().expect("a file was being sent");
-                let (file, is_sst) = &self.files[i];
-                self.bytes_uploaded += file.size_bytes;
-                self.ssts_uploaded += usize::from(*is_sst);
-                self.next_file()
+            (Phase::Files, Ok(ObjectReply::Put { .. })) => self.file_sent(),
+            (Phase::Files, Err(ObjectError::PreconditionFailed)) => {
+                // Only an SST's If-None-Match: settle it by listing the key
+                // (a retry counts as a failure of the step, so a 409 that
+                // never clears ends in abandoning the checkpoint).
+                let i = *self.to_send.front().expect("a file was being sent");
+                let prefix = self.files[i].0.key.clone();
+                self.phase = Phase::VerifySst;
+                self.step = UploadStep::Object(ObjectOp::List {
+                    prefix,
+                    start_after: None,
+                    max_keys: 1,
+                });
+                Progress::Retry(self.step.clone())
+            }
+            (Phase::VerifySst, Ok(ObjectReply::Listed { objects, .. })) => {
+                let i = *self.to_send.front().expect("a file was being sent");
+                self.phase = Phase::Files;
+                if objects.iter().any(|o| o.key == self.files[i].0.key) {
+                    self.file_sent()
+                } else {
+                    let Progress::Next(put) = self.next_file() else {
+                        unreachable!("a file is left to send")
+                    };
+                    Progress::Retry(put)
+                }
             }
             (Phase::CreateManifest, Ok(ObjectReply::Put { .. })) => self.read_latest(),
             (Phase::CreateManifest, Err(ObjectError::PreconditionFailed)) => {
@@ -321,6 +345,15 @@ impl CheckpointUpload {
             (phase, Err(e)) => self.abandon(format!("{phase:?}: {e}")),
             (phase, Ok(reply)) => self.abandon(format!("{phase:?}: unexpected answer {reply:?}")),
         }
+    }
+
+    /// The file at the front of the queue is in the bucket.
+    fn file_sent(&mut self) -> Progress {
+        let i = self.to_send.pop_front().expect("a file was being sent");
+        let (file, is_sst) = &self.files[i];
+        self.bytes_uploaded += file.size_bytes;
+        self.ssts_uploaded += usize::from(*is_sst);
+        self.next_file()
     }
 
     fn next(&mut self, step: UploadStep) -> Progress {

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::bucket::layout::{checkpoint_manifest_key, sst_key};
+use crate::bucket::layout::{checkpoint_manifest_key, sst_key, MANIFEST_FILE};
 use crate::object::MemBucket;
 
 fn sha(c: char) -> String {
@@ -208,6 +208,80 @@ fn retryable_failures_repeat_the_same_step() {
         }
     }
     assert_eq!(latest(&mut bucket).index, Index(10));
+}
+
+/// A 412 on an SST is settled by listing its key: present (our earlier
+/// attempt landed), the upload goes on; absent (a 409 against a put still
+/// in flight, which may fail), the put is sent again after a backoff, never
+/// taken for presence — a manifest must not name an SST the bucket lacks.
+#[test]
+fn a_conflict_on_an_sst_is_settled_by_listing_it() {
+    let sst = sst_key(&sha('a'), "000009.sst");
+    // Present: our own earlier attempt landed, its answer was lost.
+    let mut bucket = MemBucket::new();
+    let (mut up, mut step) = CheckpointUpload::start(point(1, 10), &files(), 0).unwrap();
+    let mut verified = false;
+    let outcome = loop {
+        let op = op_of(&step);
+        let result = match &op {
+            ObjectOp::Put { key, .. } if *key == sst && !verified => {
+                bucket.execute(op.clone()).unwrap();
+                Err(ObjectError::PreconditionFailed)
+            }
+            _ => bucket.execute(op.clone()),
+        };
+        match up.on_result(result) {
+            Progress::Retry(s) => {
+                assert!(!verified, "one check settles it");
+                assert_eq!(
+                    s,
+                    UploadStep::Object(ObjectOp::List {
+                        prefix: sst.clone(),
+                        start_after: None,
+                        max_keys: 1
+                    })
+                );
+                verified = true;
+                step = s;
+            }
+            Progress::Next(s) => step = s,
+            Progress::Finished(outcome) => break outcome,
+        }
+    };
+    assert!(verified);
+    assert!(matches!(outcome, UploadOutcome::Done { .. }), "{outcome:?}");
+
+    // Absent: a 409 while another attempt is held; the put is sent again
+    // and the manifest waits for it.
+    let mut bucket = MemBucket::new();
+    let (mut up, mut step) = CheckpointUpload::start(point(1, 10), &files(), 0).unwrap();
+    let mut conflicts = 0;
+    let mut retried_put = false;
+    let outcome = loop {
+        let op = op_of(&step);
+        if let ObjectOp::Put { key, .. } = &op {
+            if key.ends_with(MANIFEST_FILE) {
+                assert!(has(&bucket, &sst), "the manifest is written after the SST");
+            }
+        }
+        let result = match &op {
+            ObjectOp::Put { key, .. } if *key == sst && conflicts < 2 => {
+                conflicts += 1;
+                Err(ObjectError::PreconditionFailed)
+            }
+            _ => bucket.execute(op.clone()),
+        };
+        match up.on_result(result) {
+            Progress::Retry(s) => {
+                retried_put |= matches!(&s, UploadStep::File { key, .. } if *key == sst);
+                step = s;
+            }
+            Progress::Next(s) => step = s,
+            Progress::Finished(outcome) => break outcome,
+        }
+    };
+    assert!(retried_put);
+    assert!(matches!(outcome, UploadOutcome::Done { .. }), "{outcome:?}");
 }
 
 #[test]
