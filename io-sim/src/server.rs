@@ -72,6 +72,11 @@ pub struct Bugs {
     /// A restore that finds the newest checkpoint damaged starts from an
     /// empty engine instead of falling back to the next older one.
     pub restore_without_fallback: bool,
+    /// The check a checkpoint upload makes after a 412 on an SST (listing
+    /// the key) always finds it: a 409 against a put still in flight is
+    /// taken for presence, and the manifest may name an SST the bucket
+    /// lacks (core's behaviour before it checked).
+    pub sst_conflict_is_presence: bool,
 }
 
 impl Bugs {
@@ -607,7 +612,32 @@ impl Server {
                         }
                         let lie = self.config.bugs.upload_failure_is_success
                             && matches!(&op, ObjectOp::Put { key, .. } if key.starts_with("wal/"));
-                        self.spawn_object(io, term, op, lie);
+                        match op {
+                            ObjectOp::List {
+                                prefix,
+                                max_keys: 1,
+                                ..
+                            } if self.config.bugs.sst_conflict_is_presence
+                                && prefix.starts_with("sst/") =>
+                            {
+                                // The bug: "it is there", unasked.
+                                let listed = t4_core::object::ObjectInfo {
+                                    key: prefix,
+                                    size_bytes: 0,
+                                    etag: t4_core::object::ETag("\"bug\"".into()),
+                                };
+                                let result = Ok(t4_core::object::ObjectReply::Listed {
+                                    objects: vec![listed],
+                                    truncated: false,
+                                });
+                                let _ = self.tx.unbounded_send(Inbound::ObjectDone {
+                                    io,
+                                    term,
+                                    result,
+                                });
+                            }
+                            op => self.spawn_object(io, term, op, lie),
+                        }
                     }
                     Action::TakeCheckpoint { io, term, index } => {
                         self.take_checkpoint(io, term, index);
