@@ -254,7 +254,7 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
     scenario_seeds(
         "a_damaged_checkpoint_falls_back_to_the_previous_one",
         Scenario::DamagedCheckpoint,
-        0..500,
+        0..300,
     );
 }
 
