@@ -228,6 +228,36 @@ impl Disk {
         self.lock().engine.clone()
     }
 
+    /// Whether the disk holds an engine (one was created, and the disk was
+    /// not lost since).
+    #[must_use]
+    pub fn has_engine(&self) -> bool {
+        self.lock().engine.exists()
+    }
+
+    /// Puts a restored engine in place, durably and atomically (io-real
+    /// renames the verified folder into place).
+    ///
+    /// # Panics
+    /// The disk has an engine already.
+    pub fn install_engine(&self, snapshot: t4_core::engine::MemSnapshot) {
+        let mut state = self.lock();
+        assert!(
+            !state.engine.exists(),
+            "restoring an engine over an existing one"
+        );
+        state.engine = EngineImage::restored(snapshot);
+    }
+
+    /// Renames `from` to `to`, durably (no error if absent); the file
+    /// keeps its durable and pending bytes.
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut state = self.lock();
+        if let Some(file) = state.files.remove(from) {
+            state.files.insert(to.to_owned(), file);
+        }
+    }
+
     pub(crate) fn with_engine_image<T>(&self, f: impl FnOnce(&mut EngineImage) -> T) -> T {
         f(&mut self.lock().engine)
     }

@@ -26,11 +26,30 @@ use crate::disk::Disk;
 /// writes since, of which a crash keeps a random prefix.
 #[derive(Clone, Debug, Default)]
 pub struct EngineImage {
+    /// The engine was created (RocksDB's `CURRENT` exists): a start finds
+    /// an engine to open rather than restoring one from the bucket.
+    exists: bool,
     base: Option<MemSnapshot>,
     since: Vec<Arc<WriteBatch>>,
 }
 
 impl EngineImage {
+    /// An image holding exactly `snapshot`, durably (a restored checkpoint
+    /// renamed into place).
+    pub(crate) fn restored(snapshot: MemSnapshot) -> EngineImage {
+        EngineImage {
+            exists: true,
+            base: Some(snapshot),
+            since: Vec::new(),
+        }
+    }
+
+    /// Whether the engine was ever created on this disk.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.exists
+    }
+
     /// Keeps a random prefix of the writes since the last persist and makes
     /// the result the new base.
     pub(crate) fn crash(&mut self, rng: &mut impl Rng) {
@@ -72,10 +91,14 @@ pub struct SimEngine {
 }
 
 impl SimEngine {
-    /// Opens the engine image on `disk` (empty on a new disk).
+    /// Opens the engine image on `disk`, creating an empty one on a new
+    /// disk.
     #[must_use]
     pub fn open(disk: &Disk) -> SimEngine {
-        let live = disk.with_engine_image(|image| image.materialise());
+        let live = disk.with_engine_image(|image| {
+            image.exists = true;
+            image.materialise()
+        });
         SimEngine {
             size: Arc::new(AtomicU64::new(live.size_bytes())),
             live,

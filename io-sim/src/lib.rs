@@ -5,6 +5,9 @@
 //!   write may be torn, fsync and write errors can be injected, the whole
 //!   disk can be lost. It lives outside the madsim node, so a restart finds
 //!   what was durable.
+//! - [`checkpoint`]: checkpoints of the engine as in-memory files (SSTs
+//!   by content-defined chunks, so unchanged ones are reused), and the
+//!   start-up restore from the bucket with io-real's fallback rules.
 //! - [`engine`]: core's `MemEngine` with a durable image that behaves like
 //!   RocksDB without its own WAL (flushes persist, memtables flush on their
 //!   own in order).
@@ -24,6 +27,7 @@
 #[cfg(not(madsim))]
 compile_error!("t4-io-sim only builds with `--cfg madsim` (set for every build by the workspace's .cargo/config.toml)");
 
+pub mod checkpoint;
 pub mod client;
 pub mod clock;
 pub mod disk;

@@ -14,6 +14,12 @@
 //! an append and before its fsync, during the fsync, between the fsync and
 //! the replies, between two replies.
 //!
+//! Bucket mode: a node whose disk holds no engine (a new machine, a lost
+//! disk) first restores the bucket's newest usable checkpoint
+//! ([`crate::checkpoint::restore`]), as io-real's `Node::open` does.
+//! Checkpoints are taken in memory ([`crate::checkpoint`]), answered after
+//! a simulated hashing time, and uploaded like any other object.
+//!
 //! A node whose write path failed (WAL write or fsync error) exits: a real
 //! operator's supervisor restarts it, and recovery decides what survived.
 //! A node that cannot recover (corrupt or incomplete WAL) refuses to start
@@ -33,12 +39,14 @@ use madsim::time::sleep;
 use t4_core::bucket::lock::Member;
 use t4_core::kv::RangeRequest;
 use t4_core::mvcc;
-use t4_core::object::ObjectResult;
+use t4_core::node::checkpoint::{CheckpointStats, TakenCheckpoint};
+use t4_core::object::{ObjectError, ObjectOp, ObjectResult};
 use t4_core::watch::{StreamId, WatchInput, WatchOutput};
 use t4_core::{
     Action, ClientRequest, Index, IoDone, IoId, Node, NodeConfig, ReqId, Response, Term,
 };
 
+use crate::checkpoint::{LocalCheckpoints, RestoreBugs, RestoreReport};
 use crate::clock::{ClockConfig, SimClock};
 use crate::disk::Disk;
 use crate::engine::SimEngine;
@@ -64,6 +72,26 @@ pub struct Bugs {
     /// The driver serves every linearizable read from local state without
     /// the read lease (so a resumed zombie answers from stale state).
     pub read_without_lease: bool,
+    /// A restore does not check the downloaded files' sizes and hashes (so
+    /// a damaged checkpoint can be restored).
+    pub restore_skips_verification: bool,
+    /// A restore that finds the newest checkpoint damaged starts from an
+    /// empty engine instead of falling back to the next older one.
+    pub restore_without_fallback: bool,
+    /// The check a checkpoint upload makes after a 412 on an SST (listing
+    /// the key) always finds it: a 409 against a put still in flight is
+    /// taken for presence, and the manifest may name an SST the bucket
+    /// lacks (core's behaviour before it checked).
+    pub sst_conflict_is_presence: bool,
+}
+
+impl Bugs {
+    fn restore(self) -> RestoreBugs {
+        RestoreBugs {
+            skip_verification: self.restore_skips_verification,
+            no_fallback: self.restore_without_fallback,
+        }
+    }
 }
 
 /// How one node process runs.
@@ -85,6 +113,12 @@ pub struct ServerConfig {
     /// Bucket mode: how long one object-store operation may take before
     /// the node counts it as timed out (it may still land).
     pub object_timeout: Duration,
+    /// Bucket mode: probability that taking a checkpoint fails (the node
+    /// abandons it and tries again later).
+    pub checkpoint_failure_rate: f64,
+    /// Bucket mode: how long hashing a checkpoint's files takes (the node
+    /// goes on serving meanwhile, as io-real hashes on a thread).
+    pub checkpoint_hash_latency: Range<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +141,8 @@ impl Default for ServerConfig {
             duplicate_reply_rate: 0.0,
             bugs: Bugs::default(),
             object_timeout: Duration::from_secs(2),
+            checkpoint_failure_rate: 0.0,
+            checkpoint_hash_latency: Duration::from_millis(1)..Duration::from_millis(20),
         }
     }
 }
@@ -143,6 +179,28 @@ pub struct NodeStatus {
     /// Bucket mode: why the node was fenced, the first time it was (kept
     /// across restarts, so a test can ask whether it ever was).
     pub fenced: Option<String>,
+    /// Bucket mode: what this incarnation's start-up restore did (`None`:
+    /// the disk had an engine, nothing was restored).
+    pub restore: Option<RestoreReport>,
+    /// Bucket mode: a checkpoint (or the GC pass after one) is running.
+    pub checkpointing: bool,
+    /// Bucket mode: checkpoint and GC counters over all incarnations.
+    pub checkpoints: CheckpointCounts,
+}
+
+/// Checkpoint and GC counters of a node over all its incarnations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointCounts {
+    /// Checkpoints completed (manifest written).
+    pub completed: u64,
+    /// Checkpoints abandoned (injected take failures included).
+    pub abandoned: u64,
+    /// Injected take failures.
+    pub take_failures: u64,
+    /// GC passes finished.
+    pub gc_passes: u64,
+    /// Objects the GC passes deleted.
+    pub gc_deleted: u64,
 }
 
 /// Where in the write path a node is.
@@ -200,6 +258,10 @@ enum Inbound {
         term: Term,
         result: ObjectResult,
     },
+    CheckpointTaken {
+        io: IoId,
+        result: Result<TakenCheckpoint, String>,
+    },
 }
 
 /// Runs one node process until it fails (or forever). Spawn it as a madsim
@@ -214,7 +276,14 @@ pub async fn serve(ctx: ServerContext) {
         s.failed_at = None;
         s.refused = None;
         s.phase = Phase::Idle;
+        s.restore = None;
+        s.checkpointing = false;
     });
+    if let Some((s3, _)) = &ctx.bucket {
+        if let Err(why) = restore_if_missing(&ctx, s3).await {
+            return refuse(&ctx.status, why);
+        }
+    }
     let engine = SimEngine::open(&ctx.disk);
     let mut node = match Node::new(config.core.clone(), engine) {
         Ok(node) => node,
@@ -267,6 +336,8 @@ pub async fn serve(ctx: ServerContext) {
         streams: BTreeMap::new(),
         next_req: 1,
         last_revision: 0,
+        checkpoints: LocalCheckpoints::default(),
+        published_checkpoints: CheckpointStats::default(),
     };
     // Bucket mode: the start-up's first request goes out now.
     server.execute().await;
@@ -274,6 +345,47 @@ pub async fn serve(ctx: ServerContext) {
     let starting = server.node.is_starting();
     ctx.status.update(|s| s.serving = !starting);
     server.run().await;
+}
+
+/// Bucket mode, before the engine opens: a disk without an engine (a new
+/// machine, a lost disk) starts from the bucket's newest usable checkpoint
+/// (falling back to older ones), or from an empty engine when the bucket
+/// has none; the bucket's WAL then brings it up to date. A local WAL
+/// without its engine cannot be replayed onto a checkpoint: it is moved
+/// aside, never deleted (io-real does the same).
+async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), String> {
+    if ctx.disk.has_engine() {
+        return Ok(());
+    }
+    for name in ctx.disk.list() {
+        if let Some(rest) = name.strip_prefix("wal/") {
+            tracing::warn!(file = %name, "a WAL without its engine cannot be replayed; moving it aside");
+            ctx.disk
+                .rename(&name, &format!("wal.without-engine/{rest}"));
+        }
+    }
+    let (report, snapshot) =
+        crate::checkpoint::restore(s3, ctx.config.object_timeout, ctx.config.bugs.restore())
+            .await
+            .map_err(|e| format!("restoring a checkpoint: {e}"))?;
+    match (&report.restored, snapshot) {
+        (Some(restored), Some(snapshot)) => {
+            tracing::info!(
+                checkpoint = %restored.manifest_key,
+                index = restored.index.0,
+                bytes = report.bytes,
+                skipped = report.damaged.len(),
+                "restored a checkpoint from the bucket"
+            );
+            ctx.disk.install_engine(snapshot);
+        }
+        _ => tracing::info!(
+            skipped = report.damaged.len(),
+            "no usable checkpoint in the bucket; replaying its WAL from the start"
+        ),
+    }
+    ctx.status.update(|s| s.restore = Some(report));
+    Ok(())
 }
 
 fn refuse(status: &StatusCell, why: String) {
@@ -337,6 +449,11 @@ struct Server {
     streams: BTreeMap<StreamId, madsim::net::Sender>,
     next_req: u64,
     last_revision: i64,
+    /// Bucket mode: the local checkpoint folders.
+    checkpoints: LocalCheckpoints,
+    /// The core's checkpoint counters as last published (to add what is
+    /// new to the status's counts over all incarnations).
+    published_checkpoints: CheckpointStats,
 }
 
 impl Server {
@@ -453,6 +570,10 @@ impl Server {
                 self.node
                     .handle_io(now, IoDone::Object { io, term, result });
             }
+            Inbound::CheckpointTaken { io, result } => {
+                self.node
+                    .handle_io(now, IoDone::CheckpointTaken { io, result });
+            }
         }
     }
 
@@ -506,66 +627,74 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalTrimmed { io, error });
                     }
-                    Action::Object { io, term, mut op } => match &self.s3 {
-                        Some(s3) => {
-                            if self.config.bugs.upload_without_condition {
-                                if let t4_core::object::ObjectOp::Put { key, condition, .. } =
-                                    &mut op
-                                {
-                                    if key.starts_with("wal/") {
-                                        *condition = t4_core::object::PutCondition::None;
-                                    }
+                    Action::Object { io, term, mut op } => {
+                        if self.config.bugs.upload_without_condition {
+                            if let ObjectOp::Put { key, condition, .. } = &mut op {
+                                if key.starts_with("wal/") {
+                                    *condition = t4_core::object::PutCondition::None;
                                 }
                             }
-                            let lie = self.config.bugs.upload_failure_is_success
-                                && matches!(&op, t4_core::object::ObjectOp::Put { key, .. } if key.starts_with("wal/"));
-                            // The task dies with this node; the fake S3 carries
-                            // on with what it already received.
-                            let (s3, tx) = (s3.clone(), self.tx.clone());
-                            let timeout = self.config.object_timeout;
-                            madsim::task::spawn(async move {
-                                let mut result = s3.execute(op, timeout).await;
-                                if lie
-                                    && matches!(
-                                        result,
-                                        Err(t4_core::object::ObjectError::Retryable(_))
-                                    )
-                                {
-                                    // The bug: a failed upload taken for a landed one.
-                                    result = Ok(t4_core::object::ObjectReply::Put {
-                                        etag: t4_core::object::ETag("\"bug\"".into()),
-                                    });
-                                }
-                                let _ = tx.unbounded_send(Inbound::ObjectDone { io, term, result });
-                            });
+                        }
+                        let lie = self.config.bugs.upload_failure_is_success
+                            && matches!(&op, ObjectOp::Put { key, .. } if key.starts_with("wal/"));
+                        match op {
+                            ObjectOp::List {
+                                prefix,
+                                max_keys: 1,
+                                ..
+                            } if self.config.bugs.sst_conflict_is_presence
+                                && prefix.starts_with("sst/") =>
+                            {
+                                // The bug: "it is there", unasked.
+                                let listed = t4_core::object::ObjectInfo {
+                                    key: prefix,
+                                    size_bytes: 0,
+                                    etag: t4_core::object::ETag("\"bug\"".into()),
+                                };
+                                let result = Ok(t4_core::object::ObjectReply::Listed {
+                                    objects: vec![listed],
+                                    truncated: false,
+                                });
+                                let _ = self.tx.unbounded_send(Inbound::ObjectDone {
+                                    io,
+                                    term,
+                                    result,
+                                });
+                            }
+                            op => self.spawn_object(io, term, op, lie),
+                        }
+                    }
+                    Action::TakeCheckpoint { io, term, index } => {
+                        self.take_checkpoint(io, term, index);
+                    }
+                    Action::UploadCheckpointFile {
+                        io,
+                        term,
+                        index,
+                        name,
+                        key,
+                        condition,
+                    } => match self.checkpoints.file(term, index, &name) {
+                        Some(body) => {
+                            let op = ObjectOp::Put {
+                                key,
+                                body,
+                                condition,
+                            };
+                            self.spawn_object(io, term, op, false);
                         }
                         None => {
-                            let result = Err(t4_core::object::ObjectError::Failed(
-                                "no object store configured".into(),
-                            ));
+                            let result = Err(ObjectError::Failed(format!(
+                                "no local checkpoint file {term}-{index}/{name}"
+                            )));
                             let now = self.clock.now();
                             self.node
                                 .handle_io(now, IoDone::Object { io, term, result });
                         }
                     },
-                    // Checkpoints are not simulated yet: every attempt is
-                    // abandoned, which the node survives (the bucket's WAL
-                    // alone carries the state).
-                    Action::TakeCheckpoint { io, .. } => {
-                        let now = self.clock.now();
-                        let result = Err("checkpoints are not simulated".to_owned());
-                        self.node
-                            .handle_io(now, IoDone::CheckpointTaken { io, result });
+                    Action::DropCheckpoint { term, index } => {
+                        self.checkpoints.drop_folder(term, index);
                     }
-                    Action::UploadCheckpointFile { io, term, .. } => {
-                        let now = self.clock.now();
-                        let result = Err(t4_core::object::ObjectError::Failed(
-                            "checkpoints are not simulated".into(),
-                        ));
-                        self.node
-                            .handle_io(now, IoDone::Object { io, term, result });
-                    }
-                    Action::DropCheckpoint { .. } => {}
                     // A start-up with asynchronous upload (no WAL sync is
                     // pending then).
                     Action::ReadWal { io, from, through } => {
@@ -596,6 +725,85 @@ impl Server {
             };
             self.sync_wal(io, term, through).await;
         }
+    }
+
+    /// Runs an object operation on a task of its own; its result comes
+    /// back as an inbound message. `lie`: the deliberate bug that takes a
+    /// retryable failure for a landed put.
+    fn spawn_object(&self, io: IoId, term: Term, op: ObjectOp, lie: bool) {
+        let Some(s3) = &self.s3 else {
+            let result = Err(ObjectError::Failed("no object store configured".into()));
+            let _ = self
+                .tx
+                .unbounded_send(Inbound::ObjectDone { io, term, result });
+            return;
+        };
+        // The task dies with this node; the fake S3 carries on with what
+        // it already received.
+        let (s3, tx) = (s3.clone(), self.tx.clone());
+        let timeout = self.config.object_timeout;
+        madsim::task::spawn(async move {
+            let mut result = s3.execute(op, timeout).await;
+            if lie && matches!(result, Err(ObjectError::Retryable(_))) {
+                // The bug: a failed upload taken for a landed one.
+                result = Ok(t4_core::object::ObjectReply::Put {
+                    etag: t4_core::object::ETag("\"bug\"".into()),
+                });
+            }
+            let _ = tx.unbounded_send(Inbound::ObjectDone { io, term, result });
+        });
+    }
+
+    /// `TakeCheckpoint`: the engine's files now (the node is at `index`
+    /// and sees no other input first); the answer after the hashing time,
+    /// from a task, while the node goes on.
+    fn take_checkpoint(&mut self, io: IoId, term: Term, index: Index) {
+        let rate = self.config.checkpoint_failure_rate;
+        if rate > 0.0 && thread_rng().gen_bool(rate) {
+            self.status.update(|s| s.checkpoints.take_failures += 1);
+            let result = Err("injected: the engine checkpoint failed".to_owned());
+            let now = self.clock.now();
+            self.node
+                .handle_io(now, IoDone::CheckpointTaken { io, result });
+            return;
+        }
+        use t4_core::KvEngine;
+        // A RocksDB checkpoint flushes the memtables first (our WAL is the
+        // log, RocksDB's own is off): the engine is durable at the index
+        // from now on, so a crash never takes it back behind a checkpoint
+        // whose WAL objects GC may delete.
+        if let Err(e) = self.node.engine().persist() {
+            let result = Err(format!("flushing the engine: {e}"));
+            let now = self.clock.now();
+            self.node
+                .handle_io(now, IoDone::CheckpointTaken { io, result });
+            return;
+        }
+        let snapshot = self.node.engine().snapshot();
+        let meta = mvcc::read_meta(&snapshot).expect("an in-memory engine's meta reads");
+        assert_eq!(
+            meta.applied_index, index.0,
+            "TakeCheckpoint at index {index}, but the engine is at {}: core must ask right after the apply",
+            meta.applied_index
+        );
+        let files = crate::checkpoint::take(&snapshot);
+        let taken = TakenCheckpoint {
+            files: files.local_files(),
+            created_unix_ms: u64::try_from(self.clock.wall_nanos() / 1_000_000).unwrap_or(0),
+        };
+        self.checkpoints.insert(term, index, files);
+        let r = &self.config.checkpoint_hash_latency;
+        let delay = if r.is_empty() {
+            r.start
+        } else {
+            thread_rng().gen_range(r.clone())
+        };
+        let tx = self.tx.clone();
+        madsim::task::spawn(async move {
+            sleep(delay).await;
+            let result = Ok(taken);
+            let _ = tx.unbounded_send(Inbound::CheckpointTaken { io, result });
+        });
     }
 
     fn fsync_latency(&self) -> Duration {
@@ -689,7 +897,24 @@ impl Server {
         }
         self.last_revision = meta.current_revision;
         let pending = self.node.pending_len();
+        let stats = self.node.checkpoint_stats().clone();
+        if let Some((term, index)) = stats.last {
+            if index.0 > meta.applied_index {
+                violation = Some(format!(
+                    "checkpoint {term}/{index} above the applied index {}",
+                    meta.applied_index
+                ));
+            }
+        }
+        let before = std::mem::replace(&mut self.published_checkpoints, stats.clone());
+        let checkpointing = self.node.is_checkpointing();
         self.status.update(|s| {
+            let c = &mut s.checkpoints;
+            c.completed += stats.completed - before.completed;
+            c.abandoned += stats.abandoned - before.abandoned;
+            c.gc_passes += stats.gc_passes - before.gc_passes;
+            c.gc_deleted += stats.gc_deleted - before.gc_deleted;
+            s.checkpointing = checkpointing;
             s.revision = meta.current_revision;
             s.applied_index = meta.applied_index;
             s.last_index = last_index;

@@ -1,6 +1,6 @@
 //! Bucket mode — one node whose writes are acknowledged after the local
 //! fsync **and** the creation of their WAL object in the bucket — in the
-//! simulator, against the fake S3 (`t4_io_sim::s3`), in four seeded
+//! simulator, against the fake S3 (`t4_io_sim::s3`), in six seeded
 //! scenarios, each checked end to end with the chaos suite's checkers.
 //!
 //! | scenario | what happens | what must hold besides the common checks |
@@ -9,6 +9,15 @@
 //! | [`Scenario::Zombie`] | node `a` is paused, node `b` takes the bucket over and serves its own clients, `a` resumes and its clients go on | `a` ends fenced; every write `a` acknowledged is in the log before `b`'s fence barrier; a write sent to `a` at the end is refused; `a`'s reads after its pause are linearizable with everything else (its read lease has run out, so it reads the lock and learns it was taken over) |
 //! | [`Scenario::Outage`] | one or two S3 outages (503s or a black hole, drawn per outage) longer than `unavailable_after`, under load | no call hangs; writes called during an outage and answered before its end fail with `Timeout` / `Unavailable`, at once once the node noticed; after each outage a probe write succeeds within a bound; the node never restarted |
 //! | [`Scenario::LostResponses`] | lost answers, late landings and 500s after applying at high rates, and crashes of the node at random moments | the node is never fenced (by its own late landings) |
+//! | [`Scenario::DamagedCheckpoint`] | under load with frequent checkpoints, then the newest checkpoint is damaged in the bucket (an SST's bytes flipped or the SST deleted, its meta file damaged, its manifest garbled, made path-traversing or deleted; with GC off sometimes every checkpoint) | the fresh node skipped every damaged checkpoint and restored the next older one (or the WAL from index 1 when none is left) |
+//! | [`Scenario::GcRace`] | like the zombie, with frequent checkpoints and GC keeping one: `a` is paused (often mid-checkpoint or mid-GC), `b` restores from the bucket, takes it over and checkpoints and collects; in half the seeds `b` then stops and a `t4 gc --keep 1` pass runs before `a` resumes | the zombie's rules; the fresh node restores |
+//!
+//! Checkpoints: in the four first scenarios three seeds in four take them
+//! (every 5, 10 or 20 entries, GC keeping 1 or 2, 5 % of the takes failing;
+//! [`CheckpointPlan::for_seed`]), the last two always; so the fresh node
+//! at the end usually restores a checkpoint and replays the WAL after it,
+//! and background GC deletes old checkpoints, SSTs and covered WAL objects
+//! throughout.
 //!
 //! The fake S3 is [`t4_io_sim::s3::S3Faults::flaky`] throughout (throttling, 500s, 409s on
 //! overlapping conditional puts, some lost answers and late landings), with
@@ -21,12 +30,20 @@
 //! end every node is killed, the store's late requests are let land, and a
 //! **fresh node on a wiped disk** starts on the bucket. Then:
 //!
-//! - **the bucket**: its WAL objects decode and form one chain from index 1
-//!   (each object starts right after the previous one ends, terms never go
-//!   back); an object off the chain is a duplicate or contradictory object;
-//!   no put appears twice in the log; every WAL object was created with
-//!   `If-None-Match` and the lock only ever written conditionally (from the
-//!   store's write log);
+//! - **the bucket**: every WAL object ever written (from the store's write
+//!   log: GC deletes covered ones) decodes, no key was written twice with
+//!   different bytes, and together they form one chain from index 1 (each
+//!   object starts right after the previous one ends, terms never go back);
+//!   an object off the chain is a duplicate or contradictory object; no put
+//!   appears twice in the log; every WAL object was created with
+//!   `If-None-Match` and the lock only ever written conditionally;
+//! - **GC** (replaying the write log): no fence object was ever deleted; a
+//!   WAL object was deleted only while an intact checkpoint (manifest and
+//!   every file present) at or after its last index was in the bucket; an
+//!   SST only while no manifest in the bucket named it;
+//! - **the restore**: the fresh node restored the newest intact checkpoint
+//!   of the bucket as it was when the node started (or none when there is
+//!   none), having skipped exactly the damaged ones newer than it;
 //! - **no acknowledged write lost**: every acknowledged put is in that log
 //!   at the acknowledged revision ([`crate::run`]'s check);
 //! - **the fresh node** serves exactly the log's final state (a range over
@@ -37,9 +54,10 @@
 //!   `Timeout`, or not at all, may or may not have happened; one answered
 //!   `Unavailable` or `Fenced` did not.
 //!
-//! The log starts at index 1 and is the whole history: the simulator takes
-//! no checkpoints yet, so nothing is ever collected from the bucket. When it
-//! does, the truth will have to start from a checkpoint's state.
+//! The truth is the log from index 1 rebuilt from the write log, so it
+//! stays whole while GC deletes what checkpoints cover; the fresh node,
+//! which restores a checkpoint and replays only the WAL after it, must
+//! still serve exactly its final state.
 //!
 //! # Bounds (outage)
 //!
@@ -55,7 +73,9 @@
 //! most `U`, then is refused `Unavailable`. After the outage a write
 //! succeeds within [`RECOVERY_MAX`].
 
+mod checkpoints;
 mod checks;
+mod damage;
 mod scenarios;
 mod world;
 
@@ -93,6 +113,10 @@ pub enum Scenario {
     Outage,
     /// Lost answers, late landings and crashes.
     LostResponses,
+    /// The newest checkpoint is damaged before the fresh node starts.
+    DamagedCheckpoint,
+    /// GC runs while a writer is paused, then it resumes.
+    GcRace,
 }
 
 impl Scenario {
@@ -104,6 +128,59 @@ impl Scenario {
             Scenario::Zombie => "zombie",
             Scenario::Outage => "outage",
             Scenario::LostResponses => "lost-responses",
+            Scenario::DamagedCheckpoint => "damaged-checkpoint",
+            Scenario::GcRace => "gc-race",
+        }
+    }
+}
+
+/// How the nodes of a run take checkpoints and collect garbage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckpointPlan {
+    /// [`t4_core::node::BucketConfig::checkpoint_every_entries`] (0: none).
+    pub every_entries: u64,
+    /// [`t4_core::node::BucketConfig::gc_keep`] (0: no background GC).
+    pub gc_keep: usize,
+    /// Probability that taking a checkpoint fails.
+    pub take_failure_rate: f64,
+}
+
+impl CheckpointPlan {
+    /// No checkpoints (the bucket's WAL alone carries the state).
+    pub const OFF: CheckpointPlan = CheckpointPlan {
+        every_entries: 0,
+        gc_keep: 0,
+        take_failure_rate: 0.0,
+    };
+
+    /// The CI settings of `scenario` for `seed` (from the seed alone, so a
+    /// seed replays). A run writes about 50 entries, so checkpoints are
+    /// frequent.
+    #[must_use]
+    pub fn for_seed(scenario: Scenario, seed: u64) -> CheckpointPlan {
+        match scenario {
+            Scenario::DiskLoss | Scenario::Zombie | Scenario::Outage | Scenario::LostResponses => {
+                match seed % 4 {
+                    0 => CheckpointPlan::OFF,
+                    k => CheckpointPlan {
+                        every_entries: [5, 10, 20][usize::try_from(k - 1).expect("small")],
+                        gc_keep: 1 + usize::from(seed / 4 % 2 == 1),
+                        take_failure_rate: 0.05,
+                    },
+                }
+            }
+            // Newest damaged: keep two (or no GC, where the WAL from
+            // index 1 is the last fallback).
+            Scenario::DamagedCheckpoint => CheckpointPlan {
+                every_entries: [4, 6, 8][usize::try_from(seed / 3 % 3).expect("small")],
+                gc_keep: [0, 2, 3][usize::try_from(seed % 3).expect("small")],
+                take_failure_rate: 0.0,
+            },
+            Scenario::GcRace => CheckpointPlan {
+                every_entries: [4, 6, 8][usize::try_from(seed % 3).expect("small")],
+                gc_keep: 1,
+                take_failure_rate: 0.0,
+            },
         }
     }
 }
@@ -119,6 +196,12 @@ pub struct ScenarioConfig {
     pub bugs: Bugs,
     /// Linearizability checker budget.
     pub check: CheckConfig,
+    /// Checkpoints and background GC.
+    pub checkpoints: CheckpointPlan,
+    /// [`Scenario::GcRace`]: always run the `t4 gc` pass, and (the
+    /// deliberate bug) let it also delete the covered WAL objects the plan
+    /// kept as possible fences.
+    pub gc_deletes_fences: bool,
 }
 
 impl ScenarioConfig {
@@ -129,6 +212,8 @@ impl ScenarioConfig {
             seed,
             scenario,
             bugs: Bugs::default(),
+            checkpoints: CheckpointPlan::for_seed(scenario, seed),
+            gc_deletes_fences: false,
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -161,6 +246,12 @@ pub enum Kind {
     /// A node did not start or serve in time, or broke a per-node
     /// invariant.
     Node,
+    /// GC deleted something still needed: a fence, a WAL object no intact
+    /// checkpoint covered, an SST a manifest in the bucket named.
+    Gc,
+    /// The fresh node did not restore the newest intact checkpoint, or
+    /// did not skip a damaged one.
+    Restore,
 }
 
 impl Kind {
@@ -171,7 +262,13 @@ impl Kind {
     pub fn is_data(self) -> bool {
         matches!(
             self,
-            Kind::Lost | Kind::NotLinearizable | Kind::Bucket | Kind::FinalState | Kind::Zombie
+            Kind::Lost
+                | Kind::NotLinearizable
+                | Kind::Bucket
+                | Kind::FinalState
+                | Kind::Zombie
+                | Kind::Gc
+                | Kind::Restore
         )
     }
 }

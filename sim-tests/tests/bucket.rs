@@ -1,5 +1,6 @@
 //! Bucket mode in the simulator (`sim_tests::bucket`): disk loss, a zombie,
-//! S3 outages, lost responses and late landings, each over a fixed range
+//! S3 outages, lost responses and late landings, a damaged checkpoint, GC
+//! racing a paused writer, each over a fixed range
 //! of seeds and checked end to end (no acknowledged write lost, the
 //! bucket's WAL objects form one log, a fresh node serves it, the client
 //! history is linearizable, plus each scenario's own rules); and
@@ -141,17 +142,21 @@ fn scenario_seeds(test: &str, scenario: Scenario, default: std::ops::Range<u64>)
 /// final state that contradicts the acknowledgements, a zombie that
 /// acknowledged after the fence); panics if none does.
 fn expect_caught(test: &str, scenario: Scenario, bugs: Bugs, default: std::ops::Range<u64>) {
+    expect_caught_with(test, default, |seed| ScenarioConfig {
+        bugs,
+        ..ScenarioConfig::new(scenario, seed)
+    });
+}
+
+/// [`expect_caught`] with any broken configuration.
+fn expect_caught_with(
+    test: &str,
+    default: std::ops::Range<u64>,
+    config: impl Fn(u64) -> ScenarioConfig,
+) {
     let wall = Instant::now();
     let caught = |r: &ScenarioReport| r.violations.iter().any(|v| v.kind.is_data());
-    let (reports, panics) = play(
-        test,
-        &seeds(default),
-        |seed| ScenarioConfig {
-            bugs,
-            ..ScenarioConfig::new(scenario, seed)
-        },
-        caught,
-    );
+    let (reports, panics) = play(test, &seeds(default), config, caught);
     println!("{}", summary(test, &reports, panics.len(), wall));
     assert!(
         panics.is_empty(),
@@ -220,6 +225,94 @@ fn lost_responses_and_late_landings_lose_nothing() {
     );
 }
 
+/// A damaged newest checkpoint (bytes flipped, a file or the manifest
+/// deleted, a garbled or path-traversing manifest) is skipped with a
+/// warning and the previous one restored (or the WAL from index 1 when
+/// none is left); nothing acknowledged is lost.
+#[test]
+fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
+    scenario_seeds(
+        "a_damaged_checkpoint_falls_back_to_the_previous_one",
+        Scenario::DamagedCheckpoint,
+        0..300,
+    );
+}
+
+/// GC (the new writer's, or a `t4 gc` pass) running while the previous
+/// writer is paused, often mid-checkpoint, deletes nothing anyone needs:
+/// the zombie is fenced, a fresh node restores, nothing acknowledged is
+/// lost.
+#[test]
+fn gc_racing_a_paused_writer_deletes_nothing_needed() {
+    scenario_seeds(
+        "gc_racing_a_paused_writer_deletes_nothing_needed",
+        Scenario::GcRace,
+        0..500,
+    );
+}
+
+/// The checks bite: a restore that does not fall back from a damaged
+/// checkpoint (it starts empty instead) is caught.
+#[test]
+fn a_restore_without_fallback_is_caught() {
+    let bugs = Bugs {
+        restore_without_fallback: true,
+        ..Bugs::default()
+    };
+    expect_caught(
+        "a_restore_without_fallback_is_caught",
+        Scenario::DamagedCheckpoint,
+        bugs,
+        0..20,
+    );
+}
+
+/// The checks bite: a restore that does not check sizes and hashes takes
+/// a checkpoint with flipped bytes for a good one.
+#[test]
+fn a_restore_without_verification_is_caught() {
+    let bugs = Bugs {
+        restore_skips_verification: true,
+        ..Bugs::default()
+    };
+    expect_caught(
+        "a_restore_without_verification_is_caught",
+        Scenario::DamagedCheckpoint,
+        bugs,
+        0..50,
+    );
+}
+
+/// The checks bite: a `t4 gc` pass that also deletes the fence objects
+/// its plan kept lets the resumed zombie write into the new writer's log.
+#[test]
+fn gc_deleting_fences_is_caught() {
+    expect_caught_with("gc_deleting_fences_is_caught", 0..20, |seed| {
+        ScenarioConfig {
+            gc_deletes_fences: true,
+            ..ScenarioConfig::new(Scenario::GcRace, seed)
+        }
+    });
+}
+
+/// The checks bite: a checkpoint upload that takes a 409 on an SST for
+/// its presence (core before it listed the key to check) writes manifests
+/// naming SSTs still in flight; GC then keeps only such a checkpoint and
+/// deletes the WAL it covers, and the bucket is not restorable.
+#[test]
+fn a_conflict_taken_for_an_uploaded_sst_is_caught() {
+    let bugs = Bugs {
+        sst_conflict_is_presence: true,
+        ..Bugs::default()
+    };
+    expect_caught(
+        "a_conflict_taken_for_an_uploaded_sst_is_caught",
+        Scenario::GcRace,
+        bugs,
+        0..100,
+    );
+}
+
 /// The checks bite: uploading with a plain PUT lets the zombie overwrite
 /// the new node's log.
 #[test]
@@ -278,6 +371,8 @@ fn same_seed_same_trace() {
         Scenario::Zombie,
         Scenario::Outage,
         Scenario::LostResponses,
+        Scenario::DamagedCheckpoint,
+        Scenario::GcRace,
     ] {
         let config = ScenarioConfig::new(scenario, seed);
         let (a, b) = (run(&config), run(&config));

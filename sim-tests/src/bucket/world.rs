@@ -12,15 +12,16 @@ use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::sleep;
 use t4_core::kv::{RangeRequest, RangeResponse};
 use t4_core::node::BucketConfig;
+use t4_core::object::MemBucket;
 use t4_core::NodeConfig;
 use t4_io_sim::client::Client;
 use t4_io_sim::disk::Disk;
 use t4_io_sim::proto::{Reply, Request, NODE_PORT};
 use t4_io_sim::s3::{FakeS3, S3Faults, S3_IP};
-use t4_io_sim::server::{serve, Bugs, ServerConfig, ServerContext, StatusCell};
+use t4_io_sim::server::{serve, Bugs, NodeStatus, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
 
-use super::{Kind, Violation};
+use super::{CheckpointPlan, Kind, Violation};
 use crate::history::{Call, Return};
 use crate::workload::{self, recorded_call, ClientConfig, Mix, Recorder};
 
@@ -49,6 +50,7 @@ pub(super) struct World {
     pub(super) s3: FakeS3,
     pub(super) rec: Arc<Recorder>,
     pub(super) bugs: Bugs,
+    pub(super) checkpoints: CheckpointPlan,
     /// Scenario events (crashes, outages …) by kind.
     pub(super) events: BTreeMap<&'static str, u64>,
     /// Found while the run was on.
@@ -59,13 +61,26 @@ pub(super) struct World {
     next_probe: u8,
 }
 
-/// A node's configuration in every scenario.
-fn node_config(bugs: Bugs) -> ServerConfig {
+/// What the fresh node at the end of a run found and served.
+pub(super) struct FinalRead {
+    /// Its whole state, or why it could not be read.
+    pub(super) state: Result<RangeResponse, String>,
+    /// Its status (what its restore did).
+    pub(super) status: NodeStatus,
+    /// The bucket just before it started (what its restore chose from).
+    pub(super) bucket_before: MemBucket,
+}
+
+/// A node's configuration in every scenario. Checkpoints are taken by
+/// entries only (the interval is longer than any run).
+fn node_config(bugs: Bugs, checkpoints: CheckpointPlan) -> ServerConfig {
     ServerConfig {
         core: NodeConfig {
             bucket: Some(BucketConfig {
                 unavailable_after_ns: u64::try_from(UNAVAILABLE_AFTER.as_nanos())
                     .expect("a few seconds"),
+                checkpoint_every_entries: checkpoints.every_entries,
+                gc_keep: checkpoints.gc_keep,
                 ..BucketConfig::default()
             }),
             trim_every_entries: 200,
@@ -73,17 +88,24 @@ fn node_config(bugs: Bugs) -> ServerConfig {
         },
         object_timeout: OBJECT_TIMEOUT,
         bugs,
+        checkpoint_failure_rate: checkpoints.take_failure_rate,
         ..ServerConfig::default()
     }
 }
 
 impl World {
     /// The fake S3 with `faults`, no node yet. Call inside the runtime.
-    pub(super) fn new(faults: S3Faults, bugs: Bugs, client_timeout: Duration) -> World {
+    pub(super) fn new(
+        faults: S3Faults,
+        bugs: Bugs,
+        checkpoints: CheckpointPlan,
+        client_timeout: Duration,
+    ) -> World {
         World {
             s3: FakeS3::start(IpAddr::V4(S3_IP), faults),
             rec: Recorder::new(),
             bugs,
+            checkpoints,
             events: BTreeMap::new(),
             violations: Vec::new(),
             client_timeout,
@@ -107,7 +129,7 @@ impl World {
         let ctx = ServerContext {
             disk: disk.clone(),
             ledger: Ledger::new(),
-            config: node_config(self.bugs),
+            config: node_config(self.bugs, self.checkpoints),
             status: status.clone(),
             bucket: Some((self.s3.client(name), name.to_owned())),
         };
@@ -194,15 +216,18 @@ impl World {
         sleep(self.client_timeout + Duration::from_secs(1)).await;
     }
 
-    /// The end of every run: kills `nodes`, lets every request the store
-    /// still holds land or fail, starts a fresh node on a wiped disk on the
-    /// bucket and reads its whole state.
-    pub(super) async fn read_back(&mut self, nodes: &[&SimNode]) -> Result<RangeResponse, String> {
+    /// The end of every run, first half: kills `nodes` and lets every
+    /// request the store still holds land or fail.
+    pub(super) async fn settle(&mut self, nodes: &[&SimNode]) -> Result<(), String> {
         let handle = Handle::current();
         for node in nodes {
             handle.kill(node.handle.id());
         }
         self.s3.set_faults(S3Faults::none());
+        // A request a node sent just before it died may still be on the
+        // network, not yet counted as in flight: let it arrive (zombie seed
+        // 199 snapshotted the bucket before a manifest put landed).
+        sleep(Duration::from_secs(1)).await;
         // Late landings are held for up to a minute.
         for _ in 0..1_200 {
             if self.s3.in_flight() == 0 {
@@ -216,11 +241,28 @@ impl World {
                 self.s3.in_flight()
             ));
         }
+        Ok(())
+    }
+
+    /// The end of every run, second half: starts a fresh node on a wiped
+    /// disk on the bucket and reads its whole state.
+    pub(super) async fn read_fresh(&mut self) -> FinalRead {
+        let bucket_before = self.s3.bucket();
         let fresh = self.start_node("final", FINAL_IP, Disk::new());
+        let state = self.read_whole(&fresh).await;
+        Handle::current().kill(fresh.handle.id());
+        FinalRead {
+            state,
+            status: fresh.status.get(),
+            bucket_before,
+        }
+    }
+
+    async fn read_whole(&mut self, fresh: &SimNode) -> Result<RangeResponse, String> {
         wait_serving(&fresh.status, 1, "a fresh node on the bucket").await?;
         let checker = self.probe_machine("checker");
         let ip = fresh.ip;
-        let state = checker
+        checker
             .spawn(async move {
                 let mut client = Client::bind(SocketAddr::new(IpAddr::V4(ip), NODE_PORT))
                     .await
@@ -242,9 +284,7 @@ impl World {
                 Err(format!("the fresh node did not answer a read: {last:?}"))
             })
             .await
-            .map_err(|e| format!("checker task: {e}"))?;
-        handle.kill(fresh.handle.id());
-        state
+            .map_err(|e| format!("checker task: {e}"))?
     }
 
     /// A probe on a machine of its own: puts unique values to the node at
@@ -291,15 +331,17 @@ fn client_ip(id: usize) -> IpAddr {
 }
 
 /// Waits until incarnation `incarnation` (or a later one) of a node
-/// serves, for at most 90 s: the start-up may wait for a request of a dead
+/// serves, for at most 150 s: the start-up may wait for a request of a dead
 /// predecessor that the store holds (late landings, up to a minute) — its
-/// conditional puts on that key are answered 409 until it lands.
+/// conditional puts on that key are answered 409 until it lands — and then
+/// for its own fence, which the store may hold as long (zombie seed 177
+/// drew 47 s then 52 s).
 pub(super) async fn wait_serving(
     status: &StatusCell,
     incarnation: u64,
     what: &str,
 ) -> Result<(), String> {
-    for _ in 0..900 {
+    for _ in 0..1_500 {
         let s = status.get();
         if let Some(why) = s.refused {
             return Err(format!("{what} refused to start: {why}"));
@@ -310,7 +352,7 @@ pub(super) async fn wait_serving(
         sleep(Duration::from_millis(100)).await;
     }
     Err(format!(
-        "{what} did not serve within 90 s: {:?}",
+        "{what} did not serve within 150 s: {:?}",
         status.get()
     ))
 }
