@@ -189,7 +189,7 @@ pub struct NodeStatus {
 }
 
 /// Checkpoint and GC counters of a node over all its incarnations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointCounts {
     /// Checkpoints completed (manifest written).
     pub completed: u64,
@@ -201,6 +201,8 @@ pub struct CheckpointCounts {
     pub gc_passes: u64,
     /// Objects the GC passes deleted.
     pub gc_deleted: u64,
+    /// Why the last abandoned checkpoint was abandoned.
+    pub last_abandoned: Option<String>,
 }
 
 /// Where in the write path a node is.
@@ -914,6 +916,9 @@ impl Server {
             c.abandoned += stats.abandoned - before.abandoned;
             c.gc_passes += stats.gc_passes - before.gc_passes;
             c.gc_deleted += stats.gc_deleted - before.gc_deleted;
+            if stats.last_abandoned.is_some() {
+                c.last_abandoned.clone_from(&stats.last_abandoned);
+            }
             s.checkpointing = checkpointing;
             s.revision = meta.current_revision;
             s.applied_index = meta.applied_index;

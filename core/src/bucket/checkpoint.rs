@@ -340,7 +340,14 @@ impl CheckpointUpload {
                         "{MANIFEST_LATEST} changed under us {LATEST_RACES_MAX} times"
                     ));
                 }
-                self.read_latest()
+                // Read it again after a pause: besides another pointer, a
+                // 412 here is AWS's 409 (a conditional put overlapping
+                // ours, or our own earlier attempt landing late), which
+                // retrying at once tends to meet again.
+                let Progress::Next(read) = self.read_latest() else {
+                    unreachable!("read_latest sends a step")
+                };
+                Progress::Retry(read)
             }
             (phase, Err(e)) => self.abandon(format!("{phase:?}: {e}")),
             (phase, Ok(reply)) => self.abandon(format!("{phase:?}: unexpected answer {reply:?}")),
