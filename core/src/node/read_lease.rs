@@ -111,16 +111,22 @@ impl<E: KvEngine> Node<E> {
     /// starting, fenced). Serializable reads never ask.
     #[must_use]
     pub fn read_fast_until(&self) -> Option<Time> {
-        let Some(config) = &self.config.bucket else {
+        if self.config.bucket.is_none() {
             return Some(Time(u64::MAX));
-        };
+        }
         if !self.reads_may_use_lease() {
             return None;
         }
         // The second half of the lease goes through the node, which renews.
+        self.lease_renewal_from()
+    }
+
+    /// Where the lease's second half begins: a read from then on renews it.
+    fn lease_renewal_from(&self) -> Option<Time> {
+        let half = self.config.bucket.as_ref()?.read_lease_ns / 2;
         self.read_lease
             .until
-            .map(|until| Time(until.0.saturating_sub(config.read_lease_ns / 2)))
+            .map(|until| Time(until.0.saturating_sub(half)))
     }
 
     fn reads_may_use_lease(&self) -> bool {
@@ -136,9 +142,9 @@ impl<E: KvEngine> Node<E> {
 
     /// A [`ClientRequest::LinearizableRead`](super::ClientRequest::LinearizableRead) arrived.
     pub(super) fn on_linearizable_read(&mut self, now: Time, req: ReqId) {
-        let Some(config) = self.config.bucket.clone() else {
+        if self.config.bucket.is_none() {
             return self.reply(req, Ok(Response::ReadReady));
-        };
+        }
         if let Health::Fenced(why) = &self.health {
             let why = why.clone();
             return self.reply(req, Err(Error::Fenced(why)));
@@ -153,8 +159,7 @@ impl<E: KvEngine> Node<E> {
         match self.read_lease.until {
             Some(until) if now < until => {
                 self.reply(req, Ok(Response::ReadReady));
-                let renew_from = Time(until.0.saturating_sub(config.read_lease_ns / 2));
-                if now >= renew_from {
+                if self.lease_renewal_from().is_some_and(|from| now >= from) {
                     self.check_lock(now);
                 }
             }
