@@ -172,6 +172,22 @@ const TOTAL_DEFAULT: u64 = 10_000;
 /// Keys a range-100 operation reads.
 const RANGE_KEYS: u64 = 100;
 
+/// Worker threads of the load generator's runtime: one per connection that
+/// carries operations, at most one per core. A serial workload gets one
+/// thread, so each answer wakes the task waiting for it on the same thread:
+/// with a second thread, tokio hands work across threads and every operation
+/// paid for extra wake-ups (measured on seq-put: client CPU 184 → 130 µs per
+/// operation, voluntary context switches 4.7 → 1.0 per operation).
+fn runtime_threads(args: &BenchArgs, clients: usize) -> usize {
+    let connections = match args.workload {
+        Workload::Watch => clients + 1,
+        Workload::WatchFanout => clients + args.watchers,
+        _ => clients,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    connections.clamp(1, cores)
+}
+
 /// Checks the flags against each other and returns the worker count.
 fn validate(args: &BenchArgs) -> Result<usize, String> {
     let name = args.workload.name();
@@ -220,6 +236,7 @@ fn validate(args: &BenchArgs) -> Result<usize, String> {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let clients = validate(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_threads(&args, clients))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
