@@ -32,7 +32,19 @@ use t4_io_sim::server::Bugs;
 /// recovery bound ignored requests the store held from before the outage)
 /// and 300, 776, 1435, 1804 (an outage shorter than `2U` need not make any
 /// write fail) — the draws have changed since, so they replay differently.
-const REGRESSIONS: &[(Scenario, u64)] = &[(Scenario::Zombie, 0)];
+///
+/// Merging the read lease with simulated checkpoints found, beyond core bugs
+/// fixed then: gc-race 857 (a pointer landing 35 s late after `t4 gc` took
+/// its checkpoint: the pointer rule now skips late landings) and
+/// damaged-checkpoint 916 and 1137 (a held pointer put blocked the key long
+/// enough to abandon checkpoints past the scenario's wait) — outside the
+/// default ranges, so listed here.
+const REGRESSIONS: &[(Scenario, u64)] = &[
+    (Scenario::Zombie, 0),
+    (Scenario::GcRace, 857),
+    (Scenario::DamagedCheckpoint, 916),
+    (Scenario::DamagedCheckpoint, 1137),
+];
 
 fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
     seeds_from_vars("SIM_BUCKET_SEED", "SIM_BUCKET_SEEDS", default)
