@@ -238,34 +238,58 @@ async fn disk_loss(world: &mut World) -> Vec<SimNode> {
     vec![a]
 }
 
-/// Node a is paused under load, node b takes the bucket over and serves
-/// its own clients, a resumes with its clients still on it.
-async fn zombie_takeover(world: &mut World) -> (Vec<SimNode>, ZombieFacts) {
+/// Node a serving, with half the clients on it (the zombie-to-be); `false`
+/// when it did not come up (then no client was started).
+async fn start_zombie(world: &mut World) -> (SimNode, ZombieFacts, bool) {
     let mut facts = ZombieFacts {
         zombie_clients: BTreeSet::new(),
         taker: "b",
         paused_at: u64::MAX,
     };
     let (a, up) = start_serving(world, "a", NODE_A).await;
+    if up {
+        facts.zombie_clients = world
+            .start_clients(NODE_A, CLIENTS / 2)
+            .into_iter()
+            .collect();
+    }
+    (a, facts, up)
+}
+
+/// Pauses `a` and starts the taker serving with the other half of the
+/// clients; `false` when it did not come up (then `a` is resumed and the
+/// clients are stopped).
+async fn pause_and_take_over(
+    world: &mut World,
+    a: &SimNode,
+    facts: &mut ZombieFacts,
+) -> (SimNode, bool) {
+    facts.paused_at = world.rec.now();
+    Handle::current().pause(a.handle.id());
+    world.count("pause");
+    let (b, up) = start_serving(world, facts.taker, NODE_B).await;
+    if up {
+        world.start_clients(NODE_B, CLIENTS / 2);
+    } else {
+        Handle::current().resume(a.handle.id());
+        world.stop_clients().await;
+    }
+    (b, up)
+}
+
+/// Node a is paused under load, node b takes the bucket over and serves
+/// its own clients, a resumes with its clients still on it.
+async fn zombie_takeover(world: &mut World) -> (Vec<SimNode>, ZombieFacts) {
+    let (a, mut facts, up) = start_zombie(world).await;
     if !up {
         return (vec![a], facts);
     }
-    facts.zombie_clients = world
-        .start_clients(NODE_A, CLIENTS / 2)
-        .into_iter()
-        .collect();
     sleep(millis(500..3_000)).await;
     let handle = Handle::current();
-    facts.paused_at = world.rec.now();
-    handle.pause(a.handle.id());
-    world.count("pause");
-    let (b, up) = start_serving(world, facts.taker, NODE_B).await;
+    let (b, up) = pause_and_take_over(world, &a, &mut facts).await;
     if !up {
-        handle.resume(a.handle.id());
-        world.stop_clients().await;
         return (vec![a, b], facts);
     }
-    world.start_clients(NODE_B, CLIENTS / 2);
     sleep(millis(500..3_000)).await;
     handle.resume(a.handle.id());
     sleep(Duration::from_secs(4)).await;
@@ -404,19 +428,10 @@ async fn damaged_checkpoint(world: &mut World) -> Vec<SimNode> {
 /// and a `t4 gc --keep 1` pass runs (core's [`GcRun`] from a machine of its
 /// own); then a resumes with its clients still on it.
 async fn gc_race(world: &mut World, gc_deletes_fences: bool) -> (Vec<SimNode>, ZombieFacts) {
-    let mut facts = ZombieFacts {
-        zombie_clients: BTreeSet::new(),
-        taker: "b",
-        paused_at: u64::MAX,
-    };
-    let (a, up) = start_serving(world, "a", NODE_A).await;
+    let (a, mut facts, up) = start_zombie(world).await;
     if !up {
         return (vec![a], facts);
     }
-    facts.zombie_clients = world
-        .start_clients(NODE_A, CLIENTS / 2)
-        .into_iter()
-        .collect();
     wait_checkpoints(&a, 1, Duration::from_secs(30)).await;
     sleep(millis(0..2_000)).await;
     if thread_rng().gen_bool(0.5) {
@@ -429,16 +444,10 @@ async fn gc_race(world: &mut World, gc_deletes_fences: bool) -> (Vec<SimNode>, Z
         }
     }
     let handle = Handle::current();
-    facts.paused_at = world.rec.now();
-    handle.pause(a.handle.id());
-    world.count("pause");
-    let (b, up) = start_serving(world, facts.taker, NODE_B).await;
+    let (b, up) = pause_and_take_over(world, &a, &mut facts).await;
     if !up {
-        handle.resume(a.handle.id());
-        world.stop_clients().await;
         return (vec![a, b], facts);
     }
-    world.start_clients(NODE_B, CLIENTS / 2);
     wait_checkpoints(&b, 2, Duration::from_secs(30)).await;
     sleep(millis(0..2_000)).await;
     if gc_deletes_fences || thread_rng().gen_bool(0.5) {
