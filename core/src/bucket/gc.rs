@@ -84,7 +84,7 @@ use crate::object::ObjectInfo;
 use crate::types::{Index, Term};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// What GC looks at.
 #[derive(Clone, Debug)]

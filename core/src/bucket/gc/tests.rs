@@ -6,7 +6,8 @@ use crate::bucket::manifest::FileRef;
 use crate::object::ETag;
 use crate::types::Revision;
 
-fn sha(n: u8) -> String {
+/// A sha256 in hex made of `n` (also used by the GC-run tests).
+pub(crate) fn sha(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
 
@@ -15,7 +16,9 @@ fn sst(n: u8) -> String {
     FileRef::sst(&format!("00000{n}.sst"), 1, &sha(n)).key
 }
 
-fn manifest(term: u64, index: u64, ssts: &[u8]) -> CheckpointManifest {
+/// Checkpoint `(term, index)` with SSTs numbered `ssts` and one meta file
+/// (also used by the GC-run tests).
+pub(crate) fn manifest(term: u64, index: u64, ssts: &[u8]) -> CheckpointManifest {
     CheckpointManifest {
         term: Term(term),
         index: Index(index),

@@ -4,15 +4,12 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::bucket::gc::tests::{manifest, sha};
 use crate::bucket::layout::{branch_key, checkpoint_dir, checkpoint_manifest_key, LEADER_LOCK};
 use crate::bucket::manifest::FileRef;
 use crate::log::Entry;
 use crate::object::{MemBucket, PutCondition};
-use crate::types::{Revision, Term};
-
-fn sha(n: u8) -> String {
-    format!("{n:02x}").repeat(32)
-}
+use crate::types::Term;
 
 fn put(b: &mut MemBucket, key: &str, body: Bytes) {
     b.execute(ObjectOp::Put {
@@ -21,27 +18,6 @@ fn put(b: &mut MemBucket, key: &str, body: Bytes) {
         condition: PutCondition::None,
     })
     .unwrap();
-}
-
-fn manifest(term: u64, index: u64, ssts: &[u8]) -> CheckpointManifest {
-    CheckpointManifest {
-        term: Term(term),
-        index: Index(index),
-        revision: Revision(5),
-        compact_revision: Revision(0),
-        ssts: ssts
-            .iter()
-            .map(|&n| FileRef::sst(&format!("00000{n}.sst"), 1, &sha(n)))
-            .collect(),
-        meta_files: vec![FileRef::meta(
-            Term(term),
-            Index(index),
-            "CURRENT",
-            1,
-            &sha(99),
-        )],
-        created_unix_ms: 0,
-    }
 }
 
 /// Checkpoints at 10 (term 1), 20 (term 1), 30 (term 2); WAL objects at
