@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bucket;
+pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod kv;

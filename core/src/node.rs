@@ -110,6 +110,11 @@ pub struct NodeConfig {
     /// with a bucket, sync or async mode: ARCHITECTURE §3.4); `None` in
     /// local mode.
     pub bucket: Option<BucketConfig>,
+    /// `Some` in cluster mode (ARCHITECTURE §3.4–3.7; the `cluster`
+    /// module). The lock lives in the driver's bucket; `bucket` must then
+    /// be `None` (the bucket as the cluster's disaster-recovery tier is not
+    /// built yet).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// How a node uses its bucket (see [`upload`](self#bucket-mode)).
@@ -214,6 +219,7 @@ impl Default for NodeConfig {
             quota_bytes: 2 * 1024 * 1024 * 1024,
             seed: 0,
             bucket: None,
+            cluster: None,
         }
     }
 }
@@ -330,6 +336,14 @@ pub enum IoDone {
         io: IoId,
         /// The entries, or what went wrong.
         result: Result<Vec<Entry>, String>,
+    },
+    /// An [`Action::SaveHardState`] finished; `error` is `None` once the
+    /// state is durable.
+    HardStateSaved {
+        /// Id of the action.
+        io: IoId,
+        /// What went wrong.
+        error: Option<String>,
     },
 }
 
@@ -453,6 +467,34 @@ pub enum Action {
     /// Send one watch response on a watch stream (emitted in order per
     /// stream; the driver reports delivery with [`WatchInput::Consumed`]).
     Watch(WatchOutput),
+    /// Cluster mode: send `msg` to the member `to` (best effort: messages
+    /// may be lost, the protocol retries). Messages to one member go in
+    /// the order emitted.
+    Send {
+        /// The member (id and peer address).
+        to: crate::bucket::lock::Member,
+        /// The message.
+        msg: crate::cluster::PeerMsg,
+    },
+    /// Cluster mode: durably drop every WAL entry after `after` (before any
+    /// later `AppendWal`). No completion on success; a failure is reported
+    /// as [`IoDone::WalFailed`] with this id.
+    TruncateWal {
+        /// Id of this action.
+        io: IoId,
+        /// Term the action is issued in.
+        term: Term,
+        /// The last entry kept.
+        after: Index,
+    },
+    /// Cluster mode: durably replace the node's hard state (fsync), then
+    /// report [`IoDone::HardStateSaved`].
+    SaveHardState {
+        /// Id of this action.
+        io: IoId,
+        /// The new state.
+        state: crate::cluster::HardState,
+    },
 }
 
 /// A write waiting for (or in) a WAL batch. `req` is `None` for the node's
@@ -530,6 +572,12 @@ pub struct Node<E: KvEngine> {
     /// Bucket mode: the proof that linearizable reads are current (see the
     /// `read_lease` module).
     read_lease: read_lease::ReadLease,
+    /// Cluster mode: roles, the log tail, replication (the `cluster`
+    /// module).
+    cluster: Option<Box<cluster::Cluster>>,
+    /// The latest `now` of any input (for decisions made inside helpers
+    /// that are not handed the time; never ahead of the driver's clock).
+    last_now: Time,
 }
 
 impl<E: KvEngine> Node<E> {
@@ -548,7 +596,19 @@ impl<E: KvEngine> Node<E> {
         let store = Store::open(&engine)?;
         let meta = *store.meta();
         let db_size_bytes = engine.size_bytes();
+        assert!(
+            config.cluster.is_none() || config.bucket.is_none(),
+            "cluster mode keeps its lock in the bucket but does not upload to it yet"
+        );
+        let cluster = config.cluster.clone().map(|cfg| {
+            Box::new(cluster::Cluster::new(
+                cfg,
+                (Index(meta.applied_index), Term(meta.applied_term)),
+            ))
+        });
         Ok(Node {
+            cluster,
+            last_now: Time(0),
             db_size_bytes,
             bucket_down: None,
             startup: None,
@@ -612,7 +672,9 @@ impl<E: KvEngine> Node<E> {
     /// Writes accepted and not yet answered.
     #[must_use]
     pub fn pending_len(&self) -> usize {
-        self.queued.len() + self.in_flight.as_ref().map_or(0, |b| b.entries.len())
+        self.queued.len()
+            + self.in_flight.as_ref().map_or(0, |b| b.entries.len())
+            + self.cluster.as_ref().map_or(0, |c| c.awaiting_len())
     }
 
     /// `Some(reason)` once the node stopped accepting writes after a failure.
@@ -648,6 +710,7 @@ impl<E: KvEngine> Node<E> {
     pub fn is_idle(&self) -> bool {
         self.queued.is_empty()
             && self.in_flight.is_none()
+            && self.cluster.as_ref().is_none_or(|c| c.awaiting_len() == 0)
             && !self.trim_in_flight
             && self.upload_backlog_empty()
     }
@@ -666,6 +729,13 @@ impl<E: KvEngine> Node<E> {
     /// If the entries do not continue the log contiguously: recovery must not
     /// silently skip data.
     pub fn recover(&mut self, now: Time, entries: Vec<Entry>) -> Result<(), EngineError> {
+        if self.cluster.is_some() {
+            // Whether they are committed is the leader's to say.
+            self.cluster_recover(entries);
+            let leases = mvcc::leases(&self.engine)?;
+            self.lessor.restore(now, &leases);
+            return Ok(());
+        }
         if self.config.bucket.is_some() {
             // The bucket decides first (see `startup`); `start_bucket` next.
             for (i, entry) in entries.iter().enumerate() {
@@ -706,6 +776,15 @@ impl<E: KvEngine> Node<E> {
 
     /// A client request arrives.
     pub fn handle_client(&mut self, now: Time, req: ReqId, request: ClientRequest) {
+        self.last_now = self.last_now.max(now);
+        let request = if self.cluster.is_some() {
+            match self.cluster_route(now, req, request) {
+                Some(request) => request,
+                None => return,
+            }
+        } else {
+            request
+        };
         let revision = self.store.meta().current_revision;
         let answer = match request {
             ClientRequest::Write(write) => return self.accept_write(req, write),
@@ -741,9 +820,21 @@ impl<E: KvEngine> Node<E> {
 
     /// An I/O action completed.
     pub fn handle_io(&mut self, now: Time, done: IoDone) {
+        self.last_now = self.last_now.max(now);
         match done {
+            IoDone::WalSynced { io, through, .. } if self.cluster.is_some() => {
+                self.on_cluster_wal_synced(now, io, through);
+            }
             IoDone::WalSynced { io, term, through } => {
                 self.on_wal_synced(now, io, term, through);
+            }
+            IoDone::HardStateSaved { io, error } => self.on_hard_state_saved(now, io, error),
+            IoDone::WalFailed { error, .. } if self.cluster.is_some() => {
+                // The log on disk is in doubt: stop; a restart recovers.
+                self.fail(format!("WAL write failed: {error}"));
+            }
+            IoDone::Object { io, result, .. } if self.is_cluster_lock_io(io) => {
+                self.on_cluster_lock_io(now, result);
             }
             IoDone::WalFailed { io, term, error } => {
                 if term != self.term {
@@ -784,6 +875,7 @@ impl<E: KvEngine> Node<E> {
     /// become revoke entries (rate-limited), remaining TTLs become a
     /// checkpoint entry, watchers catch up and get progress notifications.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.last_now = self.last_now.max(now);
         self.retry_startup_if_due(now);
         self.serve_if_hold_over(now);
         self.read_lease_on_timeout(now);
@@ -791,7 +883,9 @@ impl<E: KvEngine> Node<E> {
         self.on_segment_timer(now);
         self.retry_checkpoint_if_due(now);
         self.maybe_checkpoint(now);
-        if matches!(self.health, Health::Serving) && self.startup.is_none() {
+        self.cluster_on_timeout(now);
+        if matches!(self.health, Health::Serving) && self.startup.is_none() && self.expires_leases()
+        {
             let due = self.lessor.take_due(now);
             for id in due.revoke {
                 self.queue_internal(Payload::LeaseRevoke(LeaseRevokeRequest { id }));
@@ -812,15 +906,20 @@ impl<E: KvEngine> Node<E> {
 
     /// The next action for the driver, in the order the node decided them.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        loop {
+            let action = self.actions.pop_front()?;
+            if let Some(action) = self.route_reply(action) {
+                return Some(action);
+            }
+        }
     }
 
     /// The earliest time at which [`Node::handle_timeout`] must be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         let lease = match self.health {
-            Health::Serving => self.lessor.poll_timeout(),
-            Health::Failed(_) | Health::Fenced(_) => None,
+            Health::Serving if self.expires_leases() => self.lessor.poll_timeout(),
+            _ => None,
         };
         [
             lease,
@@ -831,6 +930,7 @@ impl<E: KvEngine> Node<E> {
             self.startup_hold_until(),
             self.checkpoint_timer(),
             self.read_lease_timer(),
+            self.cluster_timer(),
         ]
         .into_iter()
         .flatten()
@@ -839,7 +939,13 @@ impl<E: KvEngine> Node<E> {
 
     /// Drains every pending action (handy in tests and simple drivers).
     pub fn take_actions(&mut self) -> Vec<Action> {
-        self.actions.drain(..).collect()
+        std::iter::from_fn(|| self.poll_action()).collect()
+    }
+
+    /// Whether this node expires leases (every node outside cluster mode;
+    /// in cluster mode only the serving leader).
+    fn expires_leases(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.is_serving_leader())
     }
 
     // ----- pipeline -----
@@ -951,7 +1057,11 @@ impl<E: KvEngine> Node<E> {
 
     /// Starts the next WAL batch if none is in flight.
     fn flush_batch(&mut self) {
+        let now = self.last_now;
         if self.in_flight.is_some() || self.queued.is_empty() {
+            return;
+        }
+        if self.cluster.is_some() && !self.cluster_may_flush() {
             return;
         }
         let mut entries = Vec::new();
@@ -977,6 +1087,9 @@ impl<E: KvEngine> Node<E> {
             !entries.is_empty(),
             "a flushed batch has at least one entry"
         );
+        if self.cluster.is_some() {
+            return self.cluster_leader_append(now, entries);
+        }
         let append_io = self.io_id();
         let sync_io = self.io_id();
         let through = self.last_index;
@@ -1146,6 +1259,8 @@ fn payload_len(payload: &Payload) -> usize {
 mod admission;
 mod async_upload;
 pub mod checkpoint;
+mod cluster;
+pub use cluster::{ClusterRole, REMOTE_REQ_BASE};
 mod read_lease;
 mod startup;
 mod upload;
@@ -1154,6 +1269,8 @@ mod upload;
 mod async_upload_tests;
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]

@@ -586,6 +586,9 @@ impl NodeThread {
                     self.node
                         .handle_io(self.clock.now(), IoDone::WalRead { io, result });
                 }
+                Action::Send { .. } | Action::TruncateWal { .. } | Action::SaveHardState { .. } => {
+                    unreachable!("io-real never sets NodeConfig::cluster: cluster mode is not wired into the server yet")
+                }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();
                     self.node

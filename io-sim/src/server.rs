@@ -704,6 +704,11 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalRead { io, result });
                     }
+                    Action::Send { .. }
+                    | Action::TruncateWal { .. }
+                    | Action::SaveHardState { .. } => {
+                        unreachable!("the simulated single node never runs cluster mode")
+                    }
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;
                         let error = match self.node.engine().persist() {

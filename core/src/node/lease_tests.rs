@@ -179,7 +179,10 @@ impl Sim {
                     | Action::TakeCheckpoint { .. }
                     | Action::UploadCheckpointFile { .. }
                     | Action::DropCheckpoint { .. }
-                    | Action::ReadWal { .. } => {
+                    | Action::ReadWal { .. }
+                    | Action::Send { .. }
+                    | Action::TruncateWal { .. }
+                    | Action::SaveHardState { .. } => {
                         unreachable!("these tests run in local mode")
                     }
                 }

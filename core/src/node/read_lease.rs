@@ -111,6 +111,9 @@ impl<E: KvEngine> Node<E> {
     /// starting, fenced). Serializable reads never ask.
     #[must_use]
     pub fn read_fast_until(&self) -> Option<Time> {
+        if self.cluster.is_some() {
+            return self.cluster_read_fast_until();
+        }
         if self.config.bucket.is_none() {
             return Some(Time(u64::MAX));
         }

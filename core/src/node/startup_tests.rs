@@ -145,8 +145,11 @@ impl Rig {
             Action::TakeCheckpoint { .. }
             | Action::UploadCheckpointFile { .. }
             | Action::DropCheckpoint { .. }
-            | Action::ReadWal { .. } => {
-                panic!("no checkpoint is due in these tests: {action:?}")
+            | Action::ReadWal { .. }
+            | Action::Send { .. }
+            | Action::TruncateWal { .. }
+            | Action::SaveHardState { .. } => {
+                panic!("no checkpoint is due and no cluster runs in these tests: {action:?}")
             }
         }
     }
