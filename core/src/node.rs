@@ -604,6 +604,7 @@ impl<E: KvEngine> Node<E> {
             Box::new(cluster::Cluster::new(
                 cfg,
                 (Index(meta.applied_index), Term(meta.applied_term)),
+                config.seed,
             ))
         });
         Ok(Node {

@@ -222,7 +222,10 @@ impl Cluster {
         self.is_serving_leader() && self.sync_io.is_none()
     }
 
-    pub(super) fn new(cfg: ClusterConfig, applied: (Index, Term)) -> Cluster {
+    /// `seed` (the node's, drawn by the driver per process start) makes
+    /// request ids differ between incarnations, so a late answer to a
+    /// previous incarnation's forwarded request never matches a new one.
+    pub(super) fn new(cfg: ClusterConfig, applied: (Index, Term), seed: u64) -> Cluster {
         Cluster {
             cfg,
             role: Role::Follower { leader: None },
@@ -245,7 +248,8 @@ impl Cluster {
             reads: Vec::new(),
             forwarded: BTreeMap::new(),
             remote: BTreeMap::new(),
-            next_id: 1,
+            // Room for 2^32 requests per incarnation before ids could meet.
+            next_id: splitmix(seed) << 32,
             join_at: None,
         }
     }
@@ -255,7 +259,7 @@ impl Cluster {
     }
 
     fn id(&mut self) -> u64 {
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         self.next_id
     }
 
@@ -1042,6 +1046,13 @@ impl<E: KvEngine> Node<E> {
     }
 }
 
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) >> 1
+}
+
 fn no_leader(why: &str) -> Error {
     Error::Unavailable(format!("no leader ({why}); retry"))
 }
@@ -1504,7 +1515,7 @@ impl<E: KvEngine> Node<E> {
             let result = Err(no_leader("the forwarded-to node is not the leader"));
             return self.send(from, PeerMsg::Forwarded { id, result });
         }
-        let rid = ReqId(REMOTE_REQ_BASE + self.clm().id());
+        let rid = ReqId(REMOTE_REQ_BASE | (self.clm().id() & (REMOTE_REQ_BASE - 1)));
         self.clm().remote.insert(rid, (from.clone(), id));
         self.handle_client(now, rid, request);
     }

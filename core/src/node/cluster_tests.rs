@@ -86,6 +86,47 @@ struct Rig {
     next_req: u64,
     /// Timers that fired without moving (a bug if it keeps happening).
     spins: u64,
+    /// Random message loss and delay (the chaos test).
+    chaos: Option<Chaos>,
+    /// What every node applied: index → (term, payload), the first time
+    /// any node applied it.
+    applied: BTreeMap<u64, Entry>,
+    /// Per node: the applied index already checked.
+    checked: BTreeMap<String, u64>,
+    /// Term → the node that led it.
+    leaders: BTreeMap<Term, String>,
+    /// Safety violations seen.
+    violations: Vec<String>,
+    /// When each reply was released.
+    reply_times: BTreeMap<ReqId, Time>,
+}
+
+/// A tiny deterministic generator (xorshift*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+struct Chaos {
+    rng: Rng,
+    drop_percent: u64,
+    delay_max_ns: u64,
 }
 
 impl Rig {
@@ -102,6 +143,12 @@ impl Rig {
             replies: BTreeMap::new(),
             next_req: 0,
             spins: 0,
+            chaos: None,
+            applied: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            violations: Vec::new(),
+            reply_times: BTreeMap::new(),
         }
     }
 
@@ -127,7 +174,10 @@ impl Rig {
     }
 
     fn start(&mut self, id: &str) {
-        let config = self.config(id);
+        let mut config = self.config(id);
+        // Drivers draw a seed per process start.
+        config.seed =
+            self.seq ^ (self.now.0 << 8) ^ (self.incarnations.get(id).copied().unwrap_or(0) << 56);
         let m = self.machines.entry(id.to_owned()).or_insert(Machine {
             member: member(id),
             node: None,
@@ -145,6 +195,8 @@ impl Rig {
     }
 
     fn crash(&mut self, id: &str) {
+        // The next incarnation starts from an empty engine and applies again.
+        self.checked.remove(id);
         let m = self.machines.get_mut(id).expect("machine");
         m.node = None;
         m.paused = false;
@@ -199,6 +251,42 @@ impl Rig {
         self.incarnations[id]
     }
 
+    /// Checks what `id` applied and whether it leads.
+    fn observe(&mut self, id: &str) {
+        let m = &self.machines[id];
+        let Some(node) = m.node.as_ref() else { return };
+        let applied = node.meta().applied_index;
+        let from = self.checked.get(id).copied().unwrap_or(0);
+        for index in (from + 1)..=applied {
+            let Some(entry) = m.wal.get(usize::try_from(index - 1).expect("fits")) else {
+                self.violations
+                    .push(format!("{id} applied {index}, which is not in its WAL"));
+                continue;
+            };
+            match self.applied.get(&index) {
+                Some(seen) if seen != entry => self.violations.push(format!(
+                    "{id} applied {entry:?} at {index}, another node applied {seen:?}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.applied.insert(index, entry.clone());
+                }
+            }
+        }
+        self.checked.insert(id.to_owned(), applied);
+        if let Some(ClusterRole::Leader { .. }) = node.cluster_role() {
+            let term = node.term();
+            match self.leaders.get(&term) {
+                Some(other) if other != id => self
+                    .violations
+                    .push(format!("two leaders in term {term}: {other} and {id}")),
+                _ => {
+                    self.leaders.insert(term, id.to_owned());
+                }
+            }
+        }
+    }
+
     /// Executes every action `id` emitted.
     fn pump(&mut self, id: &str) {
         let inc = self.incarnation(id);
@@ -206,7 +294,7 @@ impl Rig {
             let m = self.machines.get_mut(id).expect("machine");
             let Some(node) = m.node.as_mut() else { return };
             let Some(action) = node.poll_action() else {
-                return;
+                return self.observe(id);
             };
             let now = self.now;
             match action {
@@ -254,9 +342,16 @@ impl Rig {
                 ),
                 Action::Send { to, msg } => {
                     let from = self.machines[id].member.clone();
-                    if !self.cut.contains(&(id.to_owned(), to.id.clone())) {
+                    let (lost, delay) = match &mut self.chaos {
+                        Some(c) => {
+                            let lost = c.rng.chance(c.drop_percent);
+                            (lost, NET_NS / 2 + c.rng.below(c.delay_max_ns))
+                        }
+                        None => (false, NET_NS),
+                    };
+                    if !lost && !self.cut.contains(&(id.to_owned(), to.id.clone())) {
                         self.push(
-                            now.plus_nanos(NET_NS),
+                            now.plus_nanos(delay),
                             Event::Deliver {
                                 from,
                                 to: to.id,
@@ -270,6 +365,7 @@ impl Rig {
                         self.replies.insert(req, result).is_none(),
                         "one reply per request"
                     );
+                    self.reply_times.insert(req, now);
                 }
                 Action::TrimWal { io, .. } => self.push(
                     now,
@@ -750,4 +846,224 @@ fn a_conflicting_uncommitted_suffix_is_truncated() {
     ));
     let wal_terms: Vec<u64> = rig.machines["n1"].wal.iter().map(|e| e.term).collect();
     assert!(wal_terms.windows(2).all(|w| w[0] <= w[1]), "{wal_terms:?}");
+}
+
+/// What one chaos run saw.
+#[derive(Debug, Default)]
+struct ChaosReport {
+    acked: usize,
+    failed: usize,
+    leader_terms: usize,
+    faults: BTreeMap<&'static str, u32>,
+    reads: usize,
+}
+
+/// One seeded run: 3 or 5 nodes, writes and linearizable reads to random
+/// nodes, message loss and reordering, crashes with restarts, isolated
+/// nodes, one-way link cuts, nodes cut from the bucket, pauses longer than
+/// every timeout. Then everything heals and the cluster must converge.
+/// Checks: one leader per term; every node applies the same entry at each
+/// index; every acknowledged put is in the final state exactly once; a
+/// linearizable read sees every put acknowledged before it was sent.
+fn chaos_run(seed: u64, nodes: usize, seconds: u64) -> ChaosReport {
+    let mut rig = Rig::cluster(nodes);
+    rig.chaos = Some(Chaos {
+        rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        drop_percent: 2,
+        delay_max_ns: 3 * MS,
+    });
+    let ids: Vec<String> = rig.machines.keys().cloned().collect();
+    let mut report = ChaosReport::default();
+    // (req, value, sent at)
+    let mut puts: Vec<(ReqId, String, Time)> = Vec::new();
+    // (req, node, sent at)
+    let mut reads: Vec<(ReqId, String, Time)> = Vec::new();
+    // Read answers: req → the node's applied index when it answered.
+    let mut read_applied: BTreeMap<ReqId, u64> = BTreeMap::new();
+    let mut restarts: Vec<(Time, String)> = Vec::new();
+    let mut resumes: Vec<(Time, String)> = Vec::new();
+    let end = rig.now.plus_nanos(seconds * 1_000 * MS);
+    let mut value = 0u64;
+    while rig.now < end {
+        let rng = &mut rig.chaos.as_mut().expect("chaos").rng;
+        let pick = usize::try_from(rng.below(ids.len() as u64)).expect("fits");
+        let id = ids[pick].clone();
+        let roll = rng.below(1_000);
+        let running = rig.machines[&id].node.is_some() && !rig.machines[&id].paused;
+        match roll {
+            0..=599 if running => {
+                value += 1;
+                let key = format!("k{}", value % 7);
+                let v = format!("v{value}");
+                let req = rig.put(&id, &key, &v);
+                puts.push((req, v, rig.now));
+            }
+            600..=799 if running => {
+                let req = rig.request(&id, ClientRequest::LinearizableRead);
+                reads.push((req, id.clone(), rig.now));
+            }
+            800..=803 if running => {
+                rig.crash(&id);
+                let back = rig.now.plus_nanos((500 + rig.rng().below(3_000)) * MS);
+                restarts.push((back, id.clone()));
+                *report.faults.entry("crash").or_default() += 1;
+            }
+            804..=806 => {
+                rig.isolate(&id);
+                *report.faults.entry("isolate").or_default() += 1;
+            }
+            807..=809 => {
+                let other =
+                    ids[usize::try_from(rig.rng().below(ids.len() as u64)).expect("fits")].clone();
+                rig.cut.insert((id.clone(), other));
+                *report.faults.entry("one-way cut").or_default() += 1;
+            }
+            810..=811 => {
+                rig.no_bucket.insert(id.clone());
+                *report.faults.entry("bucket cut").or_default() += 1;
+            }
+            812..=813 if running => {
+                rig.machines.get_mut(&id).expect("machine").paused = true;
+                let back = rig.now.plus_nanos((500 + rig.rng().below(8_000)) * MS);
+                resumes.push((back, id.clone()));
+                *report.faults.entry("pause").or_default() += 1;
+            }
+            814..=830 => rig.heal(),
+            _ => {}
+        }
+        let step = rig.rng().below(20) + 1;
+        rig.run_ms(step);
+        for (at, id) in std::mem::take(&mut restarts) {
+            if at <= rig.now {
+                rig.start(&id);
+            } else {
+                restarts.push((at, id));
+            }
+        }
+        for (at, id) in std::mem::take(&mut resumes) {
+            if at <= rig.now {
+                if let Some(m) = rig.machines.get_mut(&id) {
+                    m.paused = false;
+                }
+            } else {
+                resumes.push((at, id));
+            }
+        }
+        for (req, id, _) in &reads {
+            if !read_applied.contains_key(req) {
+                if let Some(Ok(Response::ReadReady)) = rig.replies.get(req) {
+                    let applied = rig.machines[id]
+                        .node
+                        .as_ref()
+                        .map_or(0, |n| n.meta().applied_index);
+                    read_applied.insert(*req, applied);
+                }
+            }
+        }
+    }
+    // Heal everything; the cluster must settle.
+    rig.heal();
+    for (_, id) in std::mem::take(&mut resumes) {
+        rig.machines.get_mut(&id).expect("machine").paused = false;
+    }
+    for (_, id) in std::mem::take(&mut restarts) {
+        rig.start(&id);
+    }
+    rig.chaos.as_mut().expect("chaos").drop_percent = 0;
+    let settled = rig.run_until(60_000, |r| r.converged() && r.serving_leaders().len() == 1);
+    if !settled {
+        rig.violations
+            .push(format!("no convergence after healing:\n{}", rig.dump()));
+    }
+    // Every write a node answered must be in the final state's log once.
+    rig.run_ms(1_000);
+    let mut index_of: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for (index, entry) in &rig.applied {
+        if let Some(Payload::Put(p)) = &entry.payload {
+            index_of.entry(p.value.clone()).or_default().push(*index);
+        }
+    }
+    let mut acked_index: Vec<(Time, u64)> = Vec::new();
+    for (req, v, _) in &puts {
+        let positions = index_of.get(v.as_bytes()).cloned().unwrap_or_default();
+        if positions.len() > 1 {
+            rig.violations
+                .push(format!("{v} applied {} times", positions.len()));
+        }
+        match rig.replies.get(req) {
+            Some(Ok(_)) => {
+                report.acked += 1;
+                match positions.first() {
+                    Some(&i) => acked_index.push((rig.reply_times[req], i)),
+                    None => rig.violations.push(format!("acknowledged {v} is lost")),
+                }
+            }
+            Some(Err(Error::Unavailable(_))) if !positions.is_empty() => {
+                rig.violations
+                    .push(format!("{v} was refused as unavailable but applied"));
+            }
+            _ => report.failed += 1,
+        }
+    }
+    for (req, _, sent) in &reads {
+        let Some(&applied) = read_applied.get(req) else {
+            continue;
+        };
+        report.reads += 1;
+        if let Some((_, index)) = acked_index
+            .iter()
+            .filter(|(at, _)| at < sent)
+            .max_by_key(|(_, i)| *i)
+        {
+            if applied < *index {
+                rig.violations.push(format!(
+                    "a read sent at {sent:?} saw applied index {applied}, below {index} acknowledged before"
+                ));
+            }
+        }
+    }
+    report.leader_terms = rig.leaders.len();
+    assert!(
+        rig.violations.is_empty(),
+        "seed {seed}: {:#?}\n{report:?}",
+        rig.violations
+    );
+    report
+}
+
+impl Rig {
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.chaos.as_mut().expect("chaos").rng
+    }
+}
+
+#[test]
+fn chaos_three_nodes() {
+    let seeds: u64 = std::env::var("CLUSTER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let mut total = ChaosReport::default();
+    for seed in 0..seeds {
+        let r = chaos_run(seed, 3, 20);
+        total.acked += r.acked;
+        total.failed += r.failed;
+        total.reads += r.reads;
+        total.leader_terms += r.leader_terms;
+        for (k, v) in r.faults {
+            *total.faults.entry(k).or_default() += v;
+        }
+    }
+    println!("chaos 3 nodes: seeds={seeds} {total:?}");
+}
+
+#[test]
+fn chaos_five_nodes() {
+    let seeds: u64 = std::env::var("CLUSTER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    for seed in 0..seeds {
+        chaos_run(1_000 + seed, 5, 20);
+    }
 }
