@@ -84,6 +84,27 @@ pub struct ClusterConfig {
     pub request_timeout_ns: u64,
     /// Who must have a write before it is acknowledged.
     pub wait_mode: FollowerWaitMode,
+    /// Deliberate bugs, to prove the checkers catch them. Never set
+    /// outside tests.
+    pub mutants: ClusterMutants,
+}
+
+/// Deliberate protocol bugs (each one a weakness of T4's cluster mode or a
+/// classic mistake). The simulations must catch every one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMutants {
+    /// Commit on a majority of the members *heard from lately* instead of
+    /// a majority of all members (T4: "all followers disconnected" is a
+    /// quorum of one).
+    pub commit_on_connected: bool,
+    /// Lead as soon as the lock is won, without promises or adopting the
+    /// best log.
+    pub skip_promise_round: bool,
+    /// A follower acknowledges entries before they are fsynced.
+    pub ack_before_fsync: bool,
+    /// The leader serves linearizable reads without a lease or a
+    /// heartbeat round.
+    pub reads_without_lease: bool,
 }
 
 impl ClusterConfig {
@@ -102,6 +123,7 @@ impl ClusterConfig {
             append_entries_max: 256,
             request_timeout_ns: 5_000_000_000,
             wait_mode: FollowerWaitMode::Quorum,
+            mutants: ClusterMutants::default(),
         }
     }
 }

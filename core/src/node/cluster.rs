@@ -688,6 +688,9 @@ impl<E: KvEngine> Node<E> {
             prepare_at: now,
         });
         c.lock_next_at = Some(now.plus_nanos(c.cfg.lock_watch_interval_ns));
+        if c.cfg.mutants.skip_promise_round {
+            return self.become_leader(now);
+        }
         self.save_promise(term, None);
         self.send_prepares(now);
     }
@@ -1090,10 +1093,16 @@ impl<E: KvEngine> Node<E> {
         if self.cl().log.last_index() <= index {
             return;
         }
-        assert!(
-            index >= Index(self.store.meta().applied_index),
-            "applied entries are never truncated"
-        );
+        let applied = Index(self.store.meta().applied_index);
+        if index < applied {
+            // Only committed entries are applied and a leader never
+            // conflicts with them: this means a safety bug somewhere (or a
+            // deliberate one). Stop rather than diverge.
+            return self.fail(format!(
+                "the leader's log conflicts with applied entry {}: refusing to diverge",
+                index.next()
+            ));
+        }
         let io = self.io_id();
         let term = self.term;
         let c = self.clm();
@@ -1324,7 +1333,11 @@ impl<E: KvEngine> Node<E> {
         c.verified = c.verified.max(end);
         let verified = c.verified;
         c.commit = c.commit.max(commit.min(verified));
-        let matched = verified.min(c.synced);
+        let matched = if c.cfg.mutants.ack_before_fsync {
+            verified
+        } else {
+            verified.min(c.synced)
+        };
         self.send(
             from,
             PeerMsg::Ack {
@@ -1398,9 +1411,18 @@ impl<E: KvEngine> Node<E> {
         let Role::Leader(l) = &c.role else {
             return;
         };
+        let connected = |m: &Member| {
+            !c.cfg.mutants.commit_on_connected
+                || m.id == c.cfg.me.id
+                || l.peers
+                    .get(&m.id)
+                    .and_then(|p| p.heard_at)
+                    .is_some_and(|t| now.0.saturating_sub(t.0) < c.cfg.election_timeout_ns)
+        };
         let mut matched: Vec<Index> = l
             .members
             .iter()
+            .filter(|m| connected(m))
             .map(|m| {
                 if m.id == c.cfg.me.id {
                     c.synced
@@ -1544,7 +1566,8 @@ impl<E: KvEngine> Node<E> {
         match &self.cl().role {
             Role::Leader(l) if l.serving => {
                 let index = self.cl().commit;
-                let confirmed = self.lease_until(l).is_some_and(|until| now < until);
+                let confirmed = self.cl().cfg.mutants.reads_without_lease
+                    || self.lease_until(l).is_some_and(|until| now < until);
                 self.clm().reads.push(Read {
                     waiter: ReadWaiter::Local(req),
                     index: Some(index),

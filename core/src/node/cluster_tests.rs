@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::bucket::lock::{LeaderLock, Member};
-use crate::cluster::{ClusterConfig, HardState, PeerMsg};
+use crate::cluster::{ClusterConfig, ClusterMutants, HardState, PeerMsg};
 use crate::engine::MemEngine;
 use crate::kv::{PutRequest, RangeRequest};
 use crate::object::MemBucket;
@@ -99,6 +99,14 @@ struct Rig {
     violations: Vec<String>,
     /// When each reply was released.
     reply_times: BTreeMap<ReqId, Time>,
+    /// Deliberate bugs every node started from now on runs with.
+    mutants: ClusterMutants,
+    /// Per node: how far its monotonic clock is ahead of the rig's.
+    clock_offsets: BTreeMap<String, u64>,
+    /// Chaos: fsyncs take up to this long.
+    fsync_max_ns: u64,
+    /// Nodes whose fsyncs take 10 s.
+    slow_fsync: BTreeSet<String>,
 }
 
 /// A tiny deterministic generator (xorshift*).
@@ -149,6 +157,10 @@ impl Rig {
             leaders: BTreeMap::new(),
             violations: Vec::new(),
             reply_times: BTreeMap::new(),
+            mutants: ClusterMutants::default(),
+            clock_offsets: BTreeMap::new(),
+            fsync_max_ns: FSYNC_NS,
+            slow_fsync: BTreeSet::new(),
         }
     }
 
@@ -168,7 +180,10 @@ impl Rig {
 
     fn config(&self, id: &str) -> NodeConfig {
         NodeConfig {
-            cluster: Some(ClusterConfig::new(member(id))),
+            cluster: Some(ClusterConfig {
+                mutants: self.mutants,
+                ..ClusterConfig::new(member(id))
+            }),
             ..NodeConfig::default()
         }
     }
@@ -187,8 +202,11 @@ impl Rig {
             paused: false,
         });
         let mut node = Node::new(config, MemEngine::new()).expect("open");
-        node.recover(self.now, m.wal.clone()).expect("recover");
-        node.start_cluster(self.now, m.hard);
+        let now = self
+            .now
+            .plus_nanos(self.clock_offsets.get(id).copied().unwrap_or(0));
+        node.recover(now, m.wal.clone()).expect("recover");
+        node.start_cluster(now, m.hard);
         m.node = Some(node);
         *self.incarnations.entry(id.to_owned()).or_default() += 1;
         self.pump(id);
@@ -311,16 +329,23 @@ impl Rig {
                     m.wal.truncate(keep);
                     m.durable = m.durable.min(keep);
                 }
-                Action::SyncWal { io, term, through } => self.push(
-                    now.plus_nanos(FSYNC_NS),
-                    Event::Synced {
-                        node: id.into(),
-                        incarnation: inc,
-                        io,
-                        term,
-                        through,
-                    },
-                ),
+                Action::SyncWal { io, term, through } => {
+                    let at = if self.slow_fsync.contains(id) {
+                        now.plus_nanos(10_000 * MS)
+                    } else {
+                        now.plus_nanos(self.fsync_ns())
+                    };
+                    self.push(
+                        at,
+                        Event::Synced {
+                            node: id.into(),
+                            incarnation: inc,
+                            io,
+                            term,
+                            through,
+                        },
+                    );
+                }
                 Action::SaveHardState { io, state } => self.push(
                     now.plus_nanos(FSYNC_NS),
                     Event::Saved {
@@ -389,10 +414,11 @@ impl Rig {
             .iter()
             .filter(|(_, m)| !m.paused)
             .filter_map(|(id, m)| {
+                let offset = self.offset(id);
                 m.node
                     .as_ref()?
                     .poll_timeout()
-                    .map(|t| (t.max(self.now), id.clone()))
+                    .map(|t| (Time(t.0.saturating_sub(offset)).max(self.now), id.clone()))
             })
             .min();
         let event = self.events.keys().next().copied();
@@ -413,7 +439,7 @@ impl Rig {
         };
         if timer_first {
             let id = timer.expect("timer first").1;
-            let now = self.now;
+            let now = self.local(&id);
             let node = self.machines.get_mut(&id).unwrap().node.as_mut().unwrap();
             node.handle_timeout(now);
             if node.poll_timeout().is_some_and(|t| t <= now) {
@@ -444,7 +470,7 @@ impl Rig {
             return true;
         }
         let ev = self.events.remove(&key).expect("present");
-        let now = self.now;
+        let now = self.local(&target);
         match ev {
             Event::Deliver { from, to, msg } => {
                 if let Some(node) = self.machines.get_mut(&to).and_then(|m| m.node.as_mut()) {
@@ -503,6 +529,7 @@ impl Rig {
                 term,
                 op,
             } => {
+                let now = self.now;
                 let result = if self.no_bucket.contains(&id) {
                     Err(crate::object::ObjectError::Retryable(
                         "cut from the bucket".into(),
@@ -544,7 +571,7 @@ impl Rig {
     fn request(&mut self, id: &str, request: ClientRequest) -> ReqId {
         self.next_req += 1;
         let req = ReqId(self.next_req);
-        let now = self.now;
+        let now = self.local(id);
         self.machines
             .get_mut(id)
             .unwrap()
@@ -866,7 +893,33 @@ struct ChaosReport {
 /// index; every acknowledged put is in the final state exactly once; a
 /// linearizable read sees every put acknowledged before it was sent.
 fn chaos_run(seed: u64, nodes: usize, seconds: u64) -> ChaosReport {
+    let (report, violations) = chaos_run_with(seed, nodes, seconds, ClusterMutants::default());
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: {violations:#?}\n{report:?}"
+    );
+    report
+}
+
+/// [`chaos_run`] with deliberate bugs: the report and the violations.
+fn chaos_run_with(
+    seed: u64,
+    nodes: usize,
+    seconds: u64,
+    mutants: ClusterMutants,
+) -> (ChaosReport, Vec<String>) {
     let mut rig = Rig::cluster(nodes);
+    rig.mutants = mutants;
+    let mut rng = Rng(seed | 1);
+    for id in rig.machines.keys().cloned().collect::<Vec<_>>() {
+        // Restart each with the mutants (the cluster formed without them)
+        // and a clock hours away from the others.
+        rig.clock_offsets
+            .insert(id.clone(), rng.below(10) * 3_600_000 * MS);
+        rig.crash(&id);
+        rig.start(&id);
+    }
+    rig.fsync_max_ns = 5 * MS;
     rig.chaos = Some(Chaos {
         rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
         drop_percent: 2,
@@ -928,7 +981,18 @@ fn chaos_run(seed: u64, nodes: usize, seconds: u64) -> ChaosReport {
                 resumes.push((back, id.clone()));
                 *report.faults.entry("pause").or_default() += 1;
             }
-            814..=830 => rig.heal(),
+            814..=816 => {
+                // A majority loses power at once.
+                for other in ids.iter().take(nodes / 2 + 1) {
+                    if rig.machines[other].node.is_some() {
+                        rig.crash(other);
+                        let back = rig.now.plus_nanos((500 + rig.rng().below(2_000)) * MS);
+                        restarts.push((back, other.clone()));
+                    }
+                }
+                *report.faults.entry("majority crash").or_default() += 1;
+            }
+            817..=819 => rig.heal(),
             _ => {}
         }
         let step = rig.rng().below(20) + 1;
@@ -1023,15 +1087,27 @@ fn chaos_run(seed: u64, nodes: usize, seconds: u64) -> ChaosReport {
         }
     }
     report.leader_terms = rig.leaders.len();
-    assert!(
-        rig.violations.is_empty(),
-        "seed {seed}: {:#?}\n{report:?}",
-        rig.violations
-    );
-    report
+    (report, rig.violations)
 }
 
 impl Rig {
+    fn fsync_ns(&mut self) -> u64 {
+        let max = self.fsync_max_ns;
+        match &mut self.chaos {
+            Some(c) if max > FSYNC_NS => FSYNC_NS / 2 + c.rng.below(max),
+            _ => FSYNC_NS,
+        }
+    }
+
+    fn offset(&self, id: &str) -> u64 {
+        self.clock_offsets.get(id).copied().unwrap_or(0)
+    }
+
+    /// The rig's time on `id`'s clock.
+    fn local(&self, id: &str) -> Time {
+        self.now.plus_nanos(self.offset(id))
+    }
+
     fn rng(&mut self) -> &mut Rng {
         &mut self.chaos.as_mut().expect("chaos").rng
     }
@@ -1066,4 +1142,251 @@ fn chaos_five_nodes() {
     for seed in 0..seeds {
         chaos_run(1_000 + seed, 5, 20);
     }
+}
+
+/// Runs chaos seeds with `mutants` until a violation shows; the seed that
+/// caught it.
+fn caught(mutants: ClusterMutants, seeds: u64) -> Option<(u64, String)> {
+    (0..seeds).find_map(|seed| {
+        let (_, violations) = chaos_run_with(seed, 3, 20, mutants);
+        violations.into_iter().next().map(|v| (seed, v))
+    })
+}
+
+#[test]
+fn mutant_commit_on_connected_followers_is_caught() {
+    let found = caught(
+        ClusterMutants {
+            commit_on_connected: true,
+            ..ClusterMutants::default()
+        },
+        40,
+    );
+    assert!(
+        found.is_some(),
+        "committing on connected followers went unnoticed"
+    );
+    println!("caught: {found:?}");
+}
+
+// ----- T4's cluster-mode weaknesses, each a scenario -----
+
+/// T4 can elect a node that lacks acknowledged writes (its lock's
+/// committed revision is stale). Here a follower that missed writes wins
+/// the lock, and the promise round makes it adopt the log that has them.
+#[test]
+fn t4_weakness_a_lagging_node_that_wins_the_lock_loses_nothing() {
+    assert_eq!(
+        lagging_node_wins_the_lock(ClusterMutants::default()),
+        Vec::<String>::new()
+    );
+}
+
+/// Skipping the promise round, the lagging node leads with its own log:
+/// acknowledged writes are lost.
+#[test]
+fn mutant_skipping_the_promise_round_is_caught() {
+    let lost = lagging_node_wins_the_lock(ClusterMutants {
+        skip_promise_round: true,
+        ..ClusterMutants::default()
+    });
+    assert!(
+        !lost.is_empty(),
+        "skipping the promise round went unnoticed"
+    );
+}
+
+/// The lagging-winner scenario: the acknowledged keys missing on the new
+/// leader.
+fn lagging_node_wins_the_lock(mutants: ClusterMutants) -> Vec<String> {
+    let mut rig = Rig::cluster(3);
+    rig.mutants = mutants;
+    for id in ["n1", "n2", "n3"] {
+        rig.crash(id);
+        rig.start(id);
+    }
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
+    let leader = rig.serving_leaders()[0].clone();
+    let (lagger, other) = if leader == "n3" {
+        ("n2", "n1")
+    } else if leader == "n2" {
+        ("n3", "n1")
+    } else {
+        ("n3", "n2")
+    };
+    // The lagger stops hearing the leader: the writes commit on the
+    // leader and the other follower only.
+    rig.cut.insert((leader.clone(), lagger.into()));
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let req = rig.put(&leader, &format!("w{i}"), "1");
+        assert!(is_ok_put(&rig.answer(req, 200)));
+        acked.push(format!("w{i}"));
+    }
+    // The leader dies; the other follower is paused so that only the
+    // lagger can win the lock.
+    rig.crash(&leader);
+    rig.machines.get_mut(other).unwrap().paused = true;
+    rig.run_until(30_000, |r| {
+        r.try_lock().is_some_and(|l| l.leader_id == lagger)
+    });
+    assert_eq!(rig.lock().leader_id, lagger);
+    rig.machines.get_mut(other).unwrap().paused = false;
+    rig.heal();
+    rig.run_until(20_000, |r| r.serving_leaders() == [lagger]);
+    acked
+        .into_iter()
+        .filter(|key| rig.value(lagger, key) != Some(b"1".to_vec()))
+        .collect()
+}
+
+/// T4 keeps a deposed leader acknowledging in a partial partition (its
+/// liveness polling stops while any follower is connected). Here a leader
+/// cut from the bucket and from one follower keeps its majority, so it
+/// may keep serving; once another node's promise round completes, it can
+/// acknowledge nothing.
+#[test]
+fn t4_weakness_a_deposed_leader_in_a_partial_partition_acknowledges_nothing() {
+    let mut rig = Rig::cluster(3);
+    rig.no_bucket.insert("n1".into());
+    rig.cut.insert(("n1".into(), "n3".into()));
+    rig.cut.insert(("n3".into(), "n1".into()));
+    // n3 hears nothing from n1: it takes the lock over, but n2 still hears
+    // n1 and refuses to promise, so n1 keeps leading with n2.
+    rig.run_ms(10_000);
+    let req = rig.put("n1", "still", "1");
+    let answer = rig.answer(req, 1_000);
+    assert!(is_ok_put(&answer) || answer.is_none(), "{answer:?}");
+    // Now n1 is cut from n2 too: n3 gets n2's promise and leads.
+    rig.isolate("n1");
+    let stale = rig.put("n1", "stale", "1");
+    assert!(
+        rig.run_until(30_000, |r| r.serving_leaders().contains(&"n3".to_string())
+            || r.serving_leaders().contains(&"n2".to_string())),
+        "{}",
+        rig.dump()
+    );
+    rig.run_ms(5_000);
+    assert!(
+        !matches!(rig.replies.get(&stale), Some(Ok(_))),
+        "the deposed leader acknowledged"
+    );
+}
+
+/// T4 decides liveness by comparing one node's wall clock with another's.
+/// Here every node's clock is offset by hours from the others: elections,
+/// leases and reads do not care.
+#[test]
+fn t4_weakness_clock_offsets_do_not_matter() {
+    let mut rig = Rig::new();
+    rig.clock_offsets.insert("n2".into(), 3_600_000 * MS);
+    rig.clock_offsets.insert("n3".into(), 7 * 3_600_000 * MS);
+    for (i, id) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        rig.start(id);
+        assert!(rig.run_until(20_000, |r| r
+            .try_lock()
+            .is_some_and(|l| l.members.len() == i + 1)
+            && r.all_caught_up()));
+    }
+    rig.crash("n1");
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1));
+    let leader = rig.serving_leaders()[0].clone();
+    let req = rig.put(&leader, "k", "v");
+    assert!(is_ok_put(&rig.answer(req, 200)));
+    let read = rig.request("n2", ClientRequest::LinearizableRead);
+    assert_eq!(rig.answer(read, 200), Some(Ok(Response::ReadReady)));
+}
+
+/// A leader cut from everyone (peers and bucket) is replaced; a write is
+/// acknowledged by the new leader; then the old one is asked to read.
+/// Returns whether it answered `ReadReady` without the new write applied.
+fn deposed_leader_reads(mutants: ClusterMutants) -> bool {
+    let mut rig = Rig::cluster(3);
+    rig.mutants = mutants;
+    for id in ["n1", "n2", "n3"] {
+        rig.crash(id);
+        rig.start(id);
+    }
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
+    let old = rig.serving_leaders()[0].clone();
+    rig.isolate(&old);
+    rig.no_bucket.insert(old.clone());
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().iter().any(|l| *l != old)));
+    let new = rig
+        .serving_leaders()
+        .into_iter()
+        .find(|l| *l != old)
+        .unwrap();
+    let req = rig.put(&new, "fresh", "1");
+    assert!(is_ok_put(&rig.answer(req, 500)));
+    let read = rig.request(&old, ClientRequest::LinearizableRead);
+    let answer = rig.answer(read, 10_000);
+    matches!(answer, Some(Ok(Response::ReadReady))) && rig.value(&old, "fresh").is_none()
+}
+
+#[test]
+fn a_deposed_leader_serves_no_stale_read() {
+    assert!(!deposed_leader_reads(ClusterMutants::default()));
+}
+
+#[test]
+fn mutant_reads_without_lease_is_caught() {
+    assert!(
+        deposed_leader_reads(ClusterMutants {
+            reads_without_lease: true,
+            ..ClusterMutants::default()
+        }),
+        "a read without the lease went unnoticed"
+    );
+}
+
+/// A write acknowledged with the help of a follower whose fsync had not
+/// finished, then that follower loses power and the leader is lost with
+/// its disk: returns the acknowledged keys the surviving majority lacks.
+fn ack_then_power_loss(mutants: ClusterMutants) -> Vec<String> {
+    let mut rig = Rig::cluster(3);
+    rig.mutants = mutants;
+    for id in ["n1", "n2", "n3"] {
+        rig.crash(id);
+        rig.start(id);
+    }
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
+    let leader = rig.serving_leaders()[0].clone();
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|s| *s != leader)
+        .collect();
+    let (slow, lagger) = (others[0].clone(), others[1].clone());
+    rig.cut.insert((leader.clone(), lagger.clone()));
+    rig.slow_fsync.insert(slow.clone());
+    let req = rig.put(&leader, "acked", "1");
+    let answer = rig.answer(req, 2_000);
+    // Power loss on the slow follower; the leader is gone for good (its
+    // disk with it): a majority of disks survives, so must the write.
+    rig.crash(&leader);
+    rig.crash(&slow);
+    rig.slow_fsync.clear();
+    rig.heal();
+    rig.start(&slow);
+    rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged());
+    let survivor = rig.serving_leaders().first().cloned().unwrap_or(lagger);
+    if is_ok_put(&answer) && rig.value(&survivor, "acked").is_none() {
+        vec!["acked".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn mutant_acking_before_fsync_is_caught() {
+    assert!(ack_then_power_loss(ClusterMutants::default()).is_empty());
+    let lost = ack_then_power_loss(ClusterMutants {
+        ack_before_fsync: true,
+        ..ClusterMutants::default()
+    });
+    assert!(
+        !lost.is_empty(),
+        "acknowledging before fsync went unnoticed"
+    );
 }
