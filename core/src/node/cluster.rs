@@ -258,6 +258,14 @@ impl Cluster {
         &self.cfg.me
     }
 
+    /// The durable end of the log: what a promise reports. A crash cannot
+    /// shrink it, so a candidate never adopts a log that later turns out
+    /// shorter than promised.
+    fn durable_tail(&self) -> (Term, Index) {
+        let through = self.synced.min(self.log.last_index());
+        (self.log.term_at(through).unwrap_or(Term(0)), through)
+    }
+
     fn id(&mut self) -> u64 {
         self.next_id = self.next_id.wrapping_add(1);
         self.next_id
@@ -449,7 +457,7 @@ impl<E: KvEngine> Node<E> {
         if term != c.promised {
             return; // a newer promise superseded it
         }
-        let (last_term, last_index) = (c.log.last_term(), c.log.last_index());
+        let (last_term, last_index) = c.durable_tail();
         match answer {
             Some(to) => self.send(
                 &to,
@@ -786,7 +794,7 @@ impl<E: KvEngine> Node<E> {
         }
         if term == c.promised {
             // A duplicate (our answer was lost): answer again.
-            let (last_term, last_index) = (c.log.last_term(), c.log.last_index());
+            let (last_term, last_index) = c.durable_tail();
             return self.send(
                 from,
                 PeerMsg::Promise {
@@ -851,7 +859,7 @@ impl<E: KvEngine> Node<E> {
         if cand.promises.len() < quorum(cand.members.len(), FollowerWaitMode::Quorum) {
             return;
         }
-        let mine = (c.log.last_term(), c.log.last_index());
+        let mine = cand.promises[&c.cfg.me.id];
         let (best_id, best) = cand
             .promises
             .iter()
@@ -872,9 +880,9 @@ impl<E: KvEngine> Node<E> {
         if let Role::Candidate(cand) = &mut self.clm().role {
             cand.fetching = Some(member.clone());
         }
-        // Our entries after the committed ones may conflict: drop them
-        // before taking the best log's.
-        self.truncate_log(self.known_committed());
+        // Our own entries stay until a fetched one conflicts with them
+        // (they may be the only durable copy of committed entries if the
+        // fetch never completes).
         let term = self.term;
         self.send(&member, PeerMsg::Fetch { term, from });
     }
@@ -934,10 +942,24 @@ impl<E: KvEngine> Node<E> {
             );
             return self.step_down(now, self.term, None, "cannot adopt the best log");
         }
-        let fresh: Vec<Entry> = entries
-            .into_iter()
-            .filter(|e| e.index_id() > self.cl().log.last_index())
-            .collect();
+        let committed = self.known_committed();
+        let mut fresh = Vec::new();
+        let mut end = None;
+        for e in entries {
+            let index = e.index_id();
+            end = Some(index);
+            if index <= committed {
+                continue;
+            }
+            if fresh.is_empty() {
+                match self.cl().log.term_at(index) {
+                    Some(t) if t == e.term_id() => continue,
+                    Some(_) => self.truncate_log(Index(index.0 - 1)),
+                    None => {}
+                }
+            }
+            fresh.push(e);
+        }
         if let Some(first) = fresh.first() {
             if first.index_id() != self.cl().log.last_index().next() {
                 tracing::warn!("fetched entries do not continue the log; asking again");
@@ -947,9 +969,13 @@ impl<E: KvEngine> Node<E> {
             self.append_log(fresh);
         }
         if more {
-            let from = self.cl().log.last_index().next();
+            let from = end.map_or(self.cl().log.last_index(), |e| e).next();
             return self.send(&source, PeerMsg::Fetch { term, from });
         }
+        // The adopted log ends at the best promiser's: anything of ours
+        // beyond it is not committed (the best log holds every committed
+        // entry) and goes.
+        self.truncate_log(end.unwrap_or(committed).max(committed));
         self.become_leader(now);
     }
 
