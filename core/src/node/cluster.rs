@@ -943,23 +943,8 @@ impl<E: KvEngine> Node<E> {
             return self.step_down(now, self.term, None, "cannot adopt the best log");
         }
         let committed = self.known_committed();
-        let mut fresh = Vec::new();
-        let mut end = None;
-        for e in entries {
-            let index = e.index_id();
-            end = Some(index);
-            if index <= committed {
-                continue;
-            }
-            if fresh.is_empty() {
-                match self.cl().log.term_at(index) {
-                    Some(t) if t == e.term_id() => continue,
-                    Some(_) => self.truncate_log(Index(index.0 - 1)),
-                    None => {}
-                }
-            }
-            fresh.push(e);
-        }
+        let end = entries.last().map(Entry::index_id);
+        let fresh = self.merge_into_log(entries);
         if let Some(first) = fresh.first() {
             if first.index_id() != self.cl().log.last_index().next() {
                 tracing::warn!("fetched entries do not continue the log; asking again");
@@ -1112,6 +1097,30 @@ impl<E: KvEngine> Node<E> {
         self.actions
             .push_back(Action::AppendWal { io, term, entries });
         self.cluster_sync();
+    }
+
+    /// Compares `entries` (a contiguous run of the leader's or the best
+    /// promiser's log) with ours: committed ones and ones we hold with the
+    /// same term are skipped; at the first that conflicts our log is
+    /// truncated. Returns the entries still to append.
+    fn merge_into_log(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
+        let committed = self.known_committed();
+        let mut fresh = Vec::new();
+        for e in entries {
+            let index = e.index_id();
+            if index <= committed {
+                continue;
+            }
+            if fresh.is_empty() {
+                match self.cl().log.term_at(index) {
+                    Some(t) if t == e.term_id() => continue,
+                    Some(_) => self.truncate_log(Index(index.0 - 1)),
+                    None => {}
+                }
+            }
+            fresh.push(e);
+        }
+        fresh
     }
 
     /// Drops the log after `index` (uncommitted entries only).
@@ -1339,21 +1348,7 @@ impl<E: KvEngine> Node<E> {
             );
         }
         let end = Index(prev_index.0 + entries.len() as u64);
-        let mut fresh = Vec::new();
-        for e in entries {
-            let index = e.index_id();
-            if index <= committed {
-                continue;
-            }
-            if fresh.is_empty() {
-                match self.cl().log.term_at(index) {
-                    Some(t) if t == e.term_id() => continue,
-                    Some(_) => self.truncate_log(Index(index.0 - 1)),
-                    None => {}
-                }
-            }
-            fresh.push(e);
-        }
+        let fresh = self.merge_into_log(entries);
         self.append_log(fresh);
         let c = self.clm();
         c.verified = c.verified.max(end);

@@ -178,6 +178,20 @@ impl Rig {
         rig
     }
 
+    /// Three nodes restarted with `mutants` (the cluster formed without
+    /// them), once one leads and all agree; and the leader.
+    fn settled_with(mutants: ClusterMutants) -> (Rig, String) {
+        let mut rig = Rig::cluster(3);
+        rig.mutants = mutants;
+        for id in ["n1", "n2", "n3"] {
+            rig.crash(id);
+            rig.start(id);
+        }
+        assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
+        let leader = rig.serving_leaders()[0].clone();
+        (rig, leader)
+    }
+
     fn config(&self, id: &str) -> NodeConfig {
         NodeConfig {
             cluster: Some(ClusterConfig {
@@ -1207,14 +1221,7 @@ fn mutant_skipping_the_promise_round_is_caught() {
 /// The lagging-winner scenario: the acknowledged keys missing on the new
 /// leader.
 fn lagging_node_wins_the_lock(mutants: ClusterMutants) -> Vec<String> {
-    let mut rig = Rig::cluster(3);
-    rig.mutants = mutants;
-    for id in ["n1", "n2", "n3"] {
-        rig.crash(id);
-        rig.start(id);
-    }
-    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
-    let leader = rig.serving_leaders()[0].clone();
+    let (mut rig, leader) = Rig::settled_with(mutants);
     let (lagger, other) = if leader == "n3" {
         ("n2", "n1")
     } else if leader == "n2" {
@@ -1309,14 +1316,7 @@ fn t4_weakness_clock_offsets_do_not_matter() {
 /// acknowledged by the new leader; then the old one is asked to read.
 /// Returns whether it answered `ReadReady` without the new write applied.
 fn deposed_leader_reads(mutants: ClusterMutants) -> bool {
-    let mut rig = Rig::cluster(3);
-    rig.mutants = mutants;
-    for id in ["n1", "n2", "n3"] {
-        rig.crash(id);
-        rig.start(id);
-    }
-    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
-    let old = rig.serving_leaders()[0].clone();
+    let (mut rig, old) = Rig::settled_with(mutants);
     rig.isolate(&old);
     rig.no_bucket.insert(old.clone());
     assert!(rig.run_until(30_000, |r| r.serving_leaders().iter().any(|l| *l != old)));
@@ -1352,14 +1352,7 @@ fn mutant_reads_without_lease_is_caught() {
 /// finished, then that follower loses power and the leader is lost with
 /// its disk: returns the acknowledged keys the surviving majority lacks.
 fn ack_then_power_loss(mutants: ClusterMutants) -> Vec<String> {
-    let mut rig = Rig::cluster(3);
-    rig.mutants = mutants;
-    for id in ["n1", "n2", "n3"] {
-        rig.crash(id);
-        rig.start(id);
-    }
-    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
-    let leader = rig.serving_leaders()[0].clone();
+    let (mut rig, leader) = Rig::settled_with(mutants);
     let others: Vec<String> = ["n1", "n2", "n3"]
         .iter()
         .map(|s| s.to_string())
