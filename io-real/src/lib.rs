@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+pub mod hard_state;
 pub mod object;
 pub mod wal;
 

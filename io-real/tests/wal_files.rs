@@ -1,5 +1,6 @@
 //! WAL segment files: durability round trips, rotation, torn tails,
-//! corruption refusal, `from` filtering and segment removal.
+//! corruption refusal, `from` filtering, segment removal and truncation of
+//! the log's tail.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -590,6 +591,328 @@ fn append_out_of_order_panics() {
     let (mut wal, _) = open(tmp.path(), 1, SEGMENT_BYTES_MAX);
     wal.append(&entries(1, 2)).expect("append");
     wal.append(&entries(4, 4)).expect("append");
+}
+
+// ---- truncate_after: dropping a conflicting tail (cluster mode) ----
+
+/// Entries `from..=to` of `term`, 100-byte values.
+fn entries_of_term(from: u64, to: u64, term: u64) -> Vec<Entry> {
+    (from..=to).map(|i| entry(term, i, 100)).collect()
+}
+
+/// First index of each segment file in `dir`, from the file names.
+fn segment_firsts(dir: &Path) -> Vec<u64> {
+    segment_files(dir)
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .expect("stem")
+                .to_str()
+                .expect("utf-8")
+                .parse()
+                .expect("digits")
+        })
+        .collect()
+}
+
+/// Every segment file's bytes, by path (to check that nothing changed).
+fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    segment_files(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).expect("read segment");
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Mid-segment: the file is cut exactly where the first removed frame
+/// started, and entries of a higher term continue the log; a reopen finds
+/// the survivors followed by the new entries.
+#[test]
+fn truncate_after_mid_segment_then_higher_term_appends_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, SEGMENT_BYTES_MAX);
+    append_synced(&mut wal, 1, 10, 4);
+    let file = segment_files(dir).pop().expect("one segment");
+    // The file may end in preallocated zeros: only the first 10 starts are frames.
+    let starts = frame_starts(&file);
+
+    wal.truncate_after(Index(6)).expect("truncate");
+    assert_eq!(wal.last_index(), Index(6));
+    assert_eq!(
+        fs::metadata(&file).expect("stat").len(),
+        starts[6] as u64,
+        "cut where the frame of entry 7 started"
+    );
+    wal.set_term(Term(2));
+    wal.append(&entries_of_term(7, 9, 2)).expect("append");
+    wal.sync().expect("sync");
+    assert_eq!(wal.last_index(), Index(9));
+    drop(wal);
+
+    let (wal, replay) = open(dir, 1, SEGMENT_BYTES_MAX);
+    let mut expected = entries(1, 6);
+    expected.extend(entries_of_term(7, 9, 2));
+    assert_eq!(replay, expected);
+    assert_eq!(wal.last_index(), Index(9));
+    assert_eq!(segment_files(dir), vec![file], "still one segment");
+}
+
+/// Mid-way through a sealed segment: every newer segment is deleted, the
+/// sealed one is cut and becomes the current one.
+#[test]
+fn truncate_after_in_a_sealed_segment_removes_the_newer_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 60, 1);
+    let firsts = segment_firsts(dir);
+    assert!(firsts.len() >= 5, "{firsts:?}");
+    let files = segment_files(dir);
+    // Two entries into segment 2.
+    let keep = firsts[2] + 1;
+    let starts = frame_starts(&files[2]);
+
+    wal.truncate_after(Index(keep)).expect("truncate");
+    assert_eq!(wal.last_index(), Index(keep));
+    assert_eq!(wal.segment_count(), 3);
+    assert_eq!(segment_files(dir), files[..3].to_vec());
+    assert_eq!(
+        fs::metadata(&files[2]).expect("stat").len(),
+        starts[2] as u64
+    );
+
+    wal.append(&entries_of_term(keep + 1, keep + 12, 5))
+        .expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (_, replay) = open(dir, 1, 1024);
+    let mut expected = entries(1, keep);
+    expected.extend(entries_of_term(keep + 1, keep + 12, 5));
+    assert_eq!(replay, expected);
+}
+
+/// Exactly at a segment boundary (`index + 1` starts a segment): that
+/// segment and all newer ones are deleted whole, the one before is kept
+/// byte for byte, and appends continue after it.
+#[test]
+fn truncate_after_at_a_segment_boundary_deletes_whole_segments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 60, 1);
+    let firsts = segment_firsts(dir);
+    assert!(firsts.len() >= 4, "{firsts:?}");
+    let before = snapshot_files(dir);
+    let keep = firsts[2] - 1;
+
+    wal.truncate_after(Index(keep)).expect("truncate");
+    assert_eq!(wal.last_index(), Index(keep));
+    assert_eq!(
+        snapshot_files(dir),
+        before[..2].to_vec(),
+        "segments 0 and 1 untouched, the rest deleted"
+    );
+
+    wal.set_term(Term(3));
+    wal.append(&entries_of_term(keep + 1, keep + 5, 3))
+        .expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, replay) = open(dir, 1, 1024);
+    let mut expected = entries(1, keep);
+    expected.extend(entries_of_term(keep + 1, keep + 5, 3));
+    assert_eq!(replay, expected);
+    assert_eq!(wal.last_index(), Index(keep + 5));
+}
+
+/// At or past the last index there is nothing to remove: no file changes.
+#[test]
+fn truncate_after_the_last_index_is_a_noop() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 20, 2);
+    let before = snapshot_files(dir);
+
+    wal.truncate_after(Index(20)).expect("at the last index");
+    wal.truncate_after(Index(25)).expect("past the last index");
+    assert_eq!(wal.last_index(), Index(20));
+    assert_eq!(snapshot_files(dir), before);
+    append_synced(&mut wal, 21, 22, 2);
+    drop(wal);
+    assert_eq!(open(dir, 1, 1024).1, entries(1, 22));
+}
+
+/// Below the oldest index still held (the segments before were trimmed)
+/// is refused with a clear error and changes nothing; one below the oldest
+/// is allowed and deletes every segment.
+#[test]
+fn truncate_below_the_first_retained_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 60, 1);
+    let firsts = segment_firsts(dir);
+    assert!(firsts.len() >= 4, "{firsts:?}");
+    let oldest = firsts[2];
+    assert_eq!(wal.remove_segments_before(Index(oldest)).expect("trim"), 2);
+    let before = snapshot_files(dir);
+
+    let err = wal
+        .truncate_after(Index(oldest - 2))
+        .expect_err("entry oldest - 1 was trimmed");
+    let message = err.to_string();
+    assert!(
+        matches!(
+            err,
+            WalError::TruncateBelowFirst { after, first, .. }
+                if after == Index(oldest - 2) && first == Index(oldest)
+        ),
+        "{err:?}"
+    );
+    assert!(
+        message.contains(&format!("after index {}", oldest - 2))
+            && message.contains(&format!("nothing below index {oldest}")),
+        "{message}"
+    );
+    assert_eq!(
+        snapshot_files(dir),
+        before,
+        "a refused truncation changes nothing"
+    );
+    assert_eq!(wal.last_index(), Index(60));
+
+    // The WAL stays usable...
+    append_synced(&mut wal, 61, 61, 1);
+    // ...and keeping only what the engine has (everything before `oldest`)
+    // removes every segment.
+    wal.truncate_after(Index(oldest - 1)).expect("truncate");
+    assert_eq!(wal.segment_count(), 0);
+    assert!(segment_files(dir).is_empty());
+    assert_eq!(wal.last_index(), Index(oldest - 1));
+    wal.set_term(Term(4));
+    wal.append(&entries_of_term(oldest, oldest + 2, 4))
+        .expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    assert_eq!(
+        open(dir, oldest, 1024).1,
+        entries_of_term(oldest, oldest + 2, 4)
+    );
+}
+
+/// A WAL opened behind the engine (stale) or empty holds nothing to
+/// truncate: below its next index is refused, at `next - 1` is a no-op.
+#[test]
+fn truncate_after_on_a_wal_that_holds_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 10, 1);
+    drop(wal);
+    // The engine is at 20: every segment on disk is stale.
+    let (mut wal, replay) = open(dir, 21, 1024);
+    assert!(replay.is_empty());
+    let err = wal.truncate_after(Index(5)).expect_err("stale entries");
+    assert!(
+        matches!(
+            err,
+            WalError::TruncateBelowFirst {
+                first: Index(21),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    wal.truncate_after(Index(20)).expect("nothing to remove");
+    append_synced(&mut wal, 21, 22, 1);
+    drop(wal);
+    assert_eq!(open(dir, 21, 1024).1, entries(21, 22));
+}
+
+/// Raft §5.3 (Figure 7-like): a follower drops entries of term 3 from a
+/// deposed leader and takes the new leader's entries of a *lower* term 2
+/// at the same indexes; the term check of `append` and of the replay on
+/// open only compare with the entries kept.
+#[test]
+fn truncate_after_then_lower_term_appends() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 5, 1);
+    for deposed in entries_of_term(6, 30, 3) {
+        wal.append(&[deposed]).expect("append");
+    }
+    wal.sync().expect("sync");
+    assert!(wal.segment_count() >= 2, "term-3 entries span segments");
+
+    wal.truncate_after(Index(5)).expect("truncate");
+    wal.append(&entries_of_term(6, 8, 2))
+        .expect("lower term after the cut");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (_, replay) = open(dir, 1, 1024);
+    let mut expected = entries(1, 5);
+    expected.extend(entries_of_term(6, 8, 2));
+    assert_eq!(replay, expected);
+}
+
+/// Truncating among appends not yet synced, in a segment with preallocated
+/// space: the cut drops the zeros too, a later `sync` works, and the kept
+/// unsynced entries come back on reopen.
+#[test]
+fn truncate_after_among_unsynced_appends() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, SEGMENT_BYTES_MAX);
+    append_synced(&mut wal, 1, 4, 4);
+    wal.append(&entries(5, 10)).expect("append, not synced");
+    let file = segment_files(dir).pop().expect("one segment");
+    assert!(
+        fs::metadata(&file).expect("stat").len() >= t4_io_real::wal::PREALLOCATE_BYTES,
+        "preallocated"
+    );
+    // Only the first 10 starts are frames; the rest walks the zeros.
+    let starts = frame_starts(&file);
+
+    wal.truncate_after(Index(7)).expect("truncate");
+    assert_eq!(fs::metadata(&file).expect("stat").len(), starts[7] as u64);
+    wal.sync().expect("nothing left to sync, and no panic");
+    wal.append(&entries_of_term(8, 8, 2)).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let mut expected = entries(1, 7);
+    expected.extend(entries_of_term(8, 8, 2));
+    assert_eq!(open(dir, 1, SEGMENT_BYTES_MAX).1, expected);
+}
+
+/// A damaged segment refuses the truncation before any file changes (and
+/// does not poison the WAL).
+#[test]
+fn truncate_after_a_corrupt_segment_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut wal, _) = open(dir, 1, 1024);
+    append_synced(&mut wal, 1, 40, 1);
+    let files = segment_files(dir);
+    assert!(files.len() >= 3, "{files:?}");
+    let starts = frame_starts(&files[1]);
+    flip_byte(&files[1], starts[1] + 9);
+    let before = snapshot_files(dir);
+
+    let first_of_1 = segment_firsts(dir)[1];
+    let err = wal
+        .truncate_after(Index(first_of_1 + 2))
+        .expect_err("segment 1 is damaged");
+    assert!(
+        matches!(&err, WalError::Corrupt { path, offset, .. }
+            if *path == files[1] && *offset == starts[1] as u64),
+        "{err:?}"
+    );
+    assert_eq!(snapshot_files(dir), before);
 }
 
 /// Hand measurement, not a regression test: append + fdatasync latency of a

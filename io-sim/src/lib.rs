@@ -14,6 +14,9 @@
 //! - [`wal`]: the WAL segment files on the fake disk, replayed with core's
 //!   `plan_replay` (the same decisions as io-real), and the run's ledger of
 //!   durable entries.
+//! - [`hard_state`]: the few bytes a node must not forget across a crash
+//!   (cluster mode: the highest term it promised), saved atomically on the
+//!   fake disk with io-real's steps.
 //! - [`server`]: one node process — the core `Node` and its driver loop —
 //!   serving clients over madsim's network.
 //! - [`client`]: what a simulated client uses to talk to a node.
@@ -32,6 +35,7 @@ pub mod client;
 pub mod clock;
 pub mod disk;
 pub mod engine;
+pub mod hard_state;
 pub mod proto;
 pub mod s3;
 pub mod server;

@@ -7,7 +7,8 @@
 //! one has reached the size limit (after sealing it with an fsync), or on the
 //! first append. On open, the plan's cuts (torn tail, zero padding) are
 //! applied to the files and the entries from `from` on are returned for
-//! replay.
+//! replay. [`SimWal::truncate_after`] drops a conflicting tail (cluster
+//! mode) with io-real's steps.
 //!
 //! The WAL also keeps the run's [`Ledger`]: every entry that became durable,
 //! reconciled with what recovery finds after each restart. It is the truth
@@ -20,6 +21,7 @@ use madsim::time::Instant;
 use t4_core::log::Entry;
 use t4_core::wal::{
     decode_segment, encode_entries, plan_replay, CutKind, SegmentHeader, SegmentImage,
+    FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use t4_core::{Index, Term};
 
@@ -293,6 +295,139 @@ impl SimWal {
         self.unsynced.clear();
         self.ledger.lock().split_off(&next.0);
         Ok(())
+    }
+
+    /// Removes every entry after `index`, durably (io-real's
+    /// `Wal::truncate_after`, with the same steps on the fake disk): in
+    /// cluster mode, a follower drops a tail that conflicts with the
+    /// leader's. Afterwards [`SimWal::last_index`] is `index` and the next
+    /// append starts at `index + 1`, with any term (the appends carry no
+    /// term check; replay checks only that terms do not fall along what is
+    /// kept plus what follows).
+    ///
+    /// The steps, in io-real's order: read the segment holding `index` and
+    /// find where that entry's frame ends (nothing changed yet); remove
+    /// every newer segment, newest first; cut the kept segment there and
+    /// fsync it, which makes the kept entries durable too, as io-real's
+    /// fsync of the cut file does. [`Disk::remove`] and [`Disk::truncate`]
+    /// are durable at once, so a crash after this returns keeps the
+    /// truncation; the fsync can fail like any other (injected fault).
+    /// The ledger forgets the entries removed: it holds what the log holds.
+    ///
+    /// `index >= last_index()` does nothing. `index` may be one below the
+    /// oldest index the WAL holds: every segment is then removed.
+    ///
+    /// # Errors
+    /// Entries between `index` and the oldest the WAL holds were trimmed,
+    /// or the segment to read does not decode (nothing changed in either
+    /// case); a failed fsync or a vanished file (the WAL is poisoned); an
+    /// earlier failure.
+    pub fn truncate_after(&mut self, index: Index) -> Result<(), WalError> {
+        self.check_usable()?;
+        if index >= self.last_index() {
+            return Ok(());
+        }
+        let first = match self.segments.front() {
+            Some((oldest, _)) if !self.stale => *oldest,
+            _ => self.next_index,
+        };
+        if index.0 + 1 < first.0 {
+            return Err(format!(
+                "cannot truncate the WAL after index {index}: it holds nothing below index {first} \
+                 (entries trimmed once applied cannot be removed)"
+            ));
+        }
+        assert!(
+            !self.stale && !self.segments.is_empty(),
+            "WAL truncate after {index}: a WAL without live segments has no entry to remove"
+        );
+        // The segment holding `index`; None when `index` is one below the oldest.
+        let kept = self.segments.iter().rposition(|(f, _)| *f <= index);
+        let cut = kept
+            .map(|position| self.find_end_of(position, index))
+            .transpose()?;
+
+        let keep_count = kept.map_or(0, |position| position + 1);
+        while self.segments.len() > keep_count {
+            let (_, name) = self.segments.pop_back().expect("len > keep_count >= 0");
+            self.disk.remove(&name);
+        }
+        self.has_current = false;
+        self.current_len = 0;
+        self.next_index = Index(index.0 + 1);
+        self.unsynced.retain(|e| e.index <= index.0);
+        self.ledger.lock().split_off(&(index.0 + 1));
+        if let Some(offset) = cut {
+            let name = self.segments.back().expect("the kept segment").1.clone();
+            if let Err(e) = self.disk.truncate(&name, offset) {
+                self.poisoned = Some(e.to_string());
+                return Err(e.to_string());
+            }
+            self.has_current = true;
+            self.current_len = offset;
+            self.sync_current()?;
+        }
+        assert!(
+            self.unsynced.is_empty(),
+            "WAL truncate: the kept entries are durable"
+        );
+        assert_eq!(
+            self.last_index(),
+            index,
+            "WAL truncate: the log must end at the index asked for"
+        );
+        Ok(())
+    }
+
+    /// Reads the segment at `position` (which holds `index`) and returns the
+    /// byte offset where the frame of `index` ends. Changes nothing.
+    ///
+    /// Walks the frames' length fields, which the decoder just checked,
+    /// rather than re-encoding the entries (whose encoding could differ
+    /// from the bytes on disk); io-real's `wal/truncate.rs` does the same.
+    fn find_end_of(&self, position: usize, index: Index) -> Result<usize, WalError> {
+        let (first, name) = &self.segments[position];
+        let bytes = self
+            .disk
+            .read(name)
+            .ok_or_else(|| format!("{name} is gone"))?;
+        let is_last = position + 1 == self.segments.len();
+        let decoded = decode_segment(&bytes, is_last)
+            .map_err(|e| format!("{name} at byte {}: {}", e.offset(), e.reason()))?;
+        let decoded_end = decoded.torn_tail.as_ref().map_or(bytes.len(), |t| {
+            usize::try_from(t.offset).expect("offset within a file")
+        });
+        let keep = usize::try_from(index.0 - first.0 + 1).expect("entries in a segment");
+        if decoded.entries.len() < keep {
+            return Err(format!(
+                "{name} ends at index {} but the log says it holds index {index}",
+                first.0 + decoded.entries.len() as u64 - 1
+            ));
+        }
+        let mut end = SEGMENT_HEADER_BYTES;
+        let mut cut = SEGMENT_HEADER_BYTES;
+        for i in 0..decoded.entries.len() {
+            let len_bytes: [u8; 4] = bytes[end..end + 4]
+                .try_into()
+                .expect("a decoded frame has a whole length field");
+            end += FRAME_HEADER_BYTES + u32::from_le_bytes(len_bytes) as usize;
+            if i + 1 == keep {
+                cut = end;
+            }
+        }
+        assert_eq!(
+            end, decoded_end,
+            "WAL truncate: walking the frames of {name} must end where decoding did"
+        );
+        Ok(cut)
+    }
+
+    /// Index of the last entry: the next append must start at
+    /// `last_index() + 1`. When the WAL held nothing at or after `from` on
+    /// open, this is `from - 1`.
+    #[must_use]
+    pub fn last_index(&self) -> Index {
+        Index(self.next_index.0 - 1)
     }
 
     /// The entries `from..=through`, read back from the segment files (a

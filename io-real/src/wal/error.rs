@@ -8,8 +8,8 @@ use t4_core::Index;
 /// A WAL failure.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    /// A file-system call failed. After a failed write or sync the `Wal` is
-    /// poisoned (see [`WalError::Poisoned`]).
+    /// A file-system call failed. After a failed write, sync or truncation
+    /// the `Wal` is poisoned (see [`WalError::Poisoned`]).
     #[error("WAL I/O error on {}: {source}", path.display())]
     Io {
         /// The file or directory.
@@ -54,6 +54,25 @@ pub enum WalError {
         /// The last index the WAL holds in the range (one before the range
         /// when it holds none of it).
         last: Index,
+    },
+    /// [`crate::wal::Wal::truncate_after`] was asked to keep entries only
+    /// through `after`, but the WAL holds entries only from `first` on: the
+    /// entries `after + 1 ..= first - 1` were trimmed (the engine has applied
+    /// them), so they can no longer be removed. Nothing was changed. A
+    /// caller that asks this wants to drop applied entries: a bug above the
+    /// WAL, not something to retry.
+    #[error(
+        "cannot truncate the WAL in {} after index {after}: it holds nothing below index {first} (entries trimmed once applied cannot be removed)",
+        dir.display()
+    )]
+    TruncateBelowFirst {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The last index the caller wanted to keep.
+        after: Index,
+        /// The oldest index the WAL holds (or would append next, when it
+        /// holds none).
+        first: Index,
     },
     /// A `*.wal` file whose name is not a 20-digit index.
     #[error("unexpected file {} in the WAL directory (segments are named <first index, 20 digits>.wal)", path.display())]

@@ -38,8 +38,11 @@
 //!   the engine, and keeping them would leave a gap before the new segment)
 //!   and starts a segment at `from`.
 //! - Acknowledge nothing before [`Wal::sync`] returns for it.
-//! - After any error from `append` or `sync`, stop writing and reopen (see
-//!   [`WalError::Poisoned`]).
+//! - After any error from `append`, `sync` or `truncate_after`, stop
+//!   writing and reopen (see [`WalError::Poisoned`]).
+//! - To replace a conflicting tail (cluster mode), call
+//!   [`Wal::truncate_after`] with the last index to keep, then append from
+//!   the index after it.
 //!
 //! # Example (worked)
 //!
@@ -54,6 +57,7 @@
 mod error;
 mod files;
 mod recover;
+mod truncate;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
