@@ -105,6 +105,8 @@ pub struct ClusterMutants {
     /// The leader serves linearizable reads without a lease or a
     /// heartbeat round.
     pub reads_without_lease: bool,
+    /// A member that lost its disk votes at once (no rejoin).
+    pub vote_after_disk_loss: bool,
 }
 
 impl ClusterConfig {
@@ -143,51 +145,80 @@ pub enum FollowerWaitMode {
 }
 
 /// What a node keeps durable apart from its log: the highest term it
-/// promised. Saved (fsynced) before the promise is answered.
+/// promised, and whether it is rejoining after losing its disk. Saved
+/// (fsynced) before a promise is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HardState {
     /// The highest term this node promised (it refuses appends of lower
     /// terms).
     pub promised: Term,
+    /// The node found itself a member of the lock with an empty disk: what
+    /// it acknowledged before may be lost, so its promises do not count
+    /// toward a candidate's majority until it has caught up (see
+    /// `node::cluster`, "Rejoining with an empty disk"). Kept durable so
+    /// that a crash half-way through the catch-up cannot make a partial
+    /// log count.
+    pub rejoining: bool,
 }
 
 impl HardState {
     const MAGIC: &'static [u8; 4] = b"T4HS";
+    /// Version 1 (20 bytes) had no flags; version 2 adds a flags word.
+    const VERSION: u32 = 2;
+    const REJOINING: u32 = 1;
 
-    /// The file's bytes: magic, version 1, term, CRC32C of what precedes.
+    /// The file's bytes: magic, version 2, term, flags, CRC32C of what
+    /// precedes (24 bytes).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(20);
+        let mut out = Vec::with_capacity(24);
         out.extend_from_slice(Self::MAGIC);
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&Self::VERSION.to_le_bytes());
         out.extend_from_slice(&self.promised.0.to_le_bytes());
+        let flags = if self.rejoining { Self::REJOINING } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Parses [`HardState::encode`]'s bytes.
+    /// Parses [`HardState::encode`]'s bytes (and version 1's, which had no
+    /// flags).
     ///
     /// # Errors
-    /// A wrong size, magic, version or checksum, named.
+    /// A wrong size, magic, version, flag or checksum, named.
     pub fn decode(bytes: &[u8]) -> Result<HardState, String> {
-        if bytes.len() != 20 {
-            return Err(format!("hard state is {} bytes, expected 20", bytes.len()));
-        }
-        if &bytes[..4] != Self::MAGIC {
+        if bytes.len() < 8 || &bytes[..4] != Self::MAGIC {
             return Err("hard state has a wrong magic".into());
         }
-        let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&bytes[..16]) != crc {
+        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let len = match version {
+            1 => 20,
+            2 => 24,
+            v => return Err(format!("hard state version {v} is not supported")),
+        };
+        if bytes.len() != len {
+            return Err(format!(
+                "hard state version {version} is {} bytes, expected {len}",
+                bytes.len()
+            ));
+        }
+        let crc = u32::from_le_bytes(bytes[len - 4..].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[..len - 4]) != crc {
             return Err("hard state checksum mismatch".into());
         }
-        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        if version != 1 {
-            return Err(format!("hard state version {version} is not supported"));
-        }
         let term = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let flags = if version == 2 {
+            u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
+        if flags & !Self::REJOINING != 0 {
+            return Err(format!("hard state has unknown flags {flags:#x}"));
+        }
         Ok(HardState {
             promised: Term(term),
+            rejoining: flags & Self::REJOINING != 0,
         })
     }
 }
@@ -211,6 +242,11 @@ pub enum PeerMsg {
         last_term: Term,
         /// Index of the sender's last log entry.
         last_index: Index,
+        /// The promise counts toward a candidate's majority: false while
+        /// the sender rejoins after losing its disk (its log may lack
+        /// entries it acknowledged before). A leader still replicates to
+        /// it.
+        voter: bool,
     },
     /// A `Prepare` refused: the sender promised `promised` (higher), or
     /// heard from its leader within the election timeout (`promised` is
@@ -462,15 +498,51 @@ mod tests {
 
     #[test]
     fn hard_state_round_trips_and_rejects_damage() {
-        let hs = HardState { promised: Term(7) };
-        let bytes = hs.encode();
-        assert_eq!(HardState::decode(&bytes), Ok(hs));
-        let mut bad = bytes.clone();
-        bad[9] ^= 1;
-        assert!(HardState::decode(&bad).unwrap_err().contains("checksum"));
-        assert!(HardState::decode(&bytes[..10])
-            .unwrap_err()
-            .contains("10 bytes"));
+        for hs in [
+            HardState {
+                promised: Term(7),
+                rejoining: false,
+            },
+            HardState {
+                promised: Term(9),
+                rejoining: true,
+            },
+        ] {
+            let bytes = hs.encode();
+            assert_eq!(bytes.len(), 24);
+            assert_eq!(HardState::decode(&bytes), Ok(hs));
+            let mut bad = bytes.clone();
+            bad[9] ^= 1;
+            assert!(HardState::decode(&bad).unwrap_err().contains("checksum"));
+            assert!(HardState::decode(&bytes[..10])
+                .unwrap_err()
+                .contains("10 bytes"));
+        }
+        assert!(HardState::decode(b"XXHS").unwrap_err().contains("magic"));
+        // Version 1 (no flags word) still reads.
+        let mut v1 = b"T4HS".to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            HardState::decode(&v1),
+            Ok(HardState {
+                promised: Term(5),
+                rejoining: false
+            })
+        );
+        // Unknown flags and versions are refused.
+        let mut flagged = b"T4HS".to_vec();
+        flagged.extend_from_slice(&2u32.to_le_bytes());
+        flagged.extend_from_slice(&5u64.to_le_bytes());
+        flagged.extend_from_slice(&6u32.to_le_bytes());
+        let crc = crc32c::crc32c(&flagged);
+        flagged.extend_from_slice(&crc.to_le_bytes());
+        assert!(HardState::decode(&flagged).unwrap_err().contains("flags"));
+        let mut v3 = flagged.clone();
+        v3[4] = 3;
+        assert!(HardState::decode(&v3).unwrap_err().contains("version 3"));
     }
 
     #[test]

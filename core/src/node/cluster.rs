@@ -49,6 +49,35 @@
 //! round sent after it arrived (read index). A follower asks the leader
 //! for the commit index as of after the request arrived and serves once it
 //! has applied that far.
+//!
+//! # Rejoining with an empty disk
+//!
+//! A member whose disk was lost forgot its promises and the entries it
+//! acknowledged; a majority counting it could elect a leader lacking a
+//! committed entry (only the lost disk and a minority held it). So a node
+//! that starts with nothing (no hard state, no log, an empty engine) and
+//! finds itself one of several members in the lock *rejoins*:
+//!
+//! 0. until its first read of the lock it promises nothing at all (it
+//!    cannot tell which terms it may have promised before);
+//! 1. it raises its promised term to the lock's (so no deposed leader of an
+//!    older term, whose fencing it forgot, can count its acknowledgements)
+//!    and saves `rejoining` with it, durably, before anything else;
+//! 2. it never claims the lock, and its promises carry `voter: false`:
+//!    candidates do not count them, leaders replicate to it all the same;
+//! 3. it counts again once it has applied through the commit index of the
+//!    first append it accepted (term `T`), and an entry of term ≥ `T`.
+//!
+//! Why 3 is enough: every entry committed before the disk was lost was
+//! committed in a term at most `T`. Those of terms below `T` precede the
+//! first entry of the term of any applied entry of term ≥ `T` (that
+//! entry's leader adopted them before its barrier). Those of term `T`
+//! itself were committed by the same leader incarnation that sent the
+//! first append, whose commit index then already covered them. Only a
+//! majority of *other* members could elect leaders meanwhile, and any such
+//! majority meets every majority that committed an entry in a member other
+//! than this one. The flag is durable, so a crash half-way through the
+//! catch-up restarts it rather than letting a partial log count.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -77,9 +106,18 @@ pub(super) struct Cluster {
     promised: Term,
     /// The highest term whose promise is durable.
     durable_promised: Term,
-    /// Promise saves in flight, in order: the term and whom to answer
-    /// (`None`: our own candidacy).
-    saving: VecDeque<(IoId, Term, Option<Member>)>,
+    /// Hard-state saves in flight, in order: what is saved and why.
+    saving: VecDeque<(IoId, HardState, SaveFor)>,
+    /// Started with nothing (no hard state, log or engine state): a member
+    /// of a lock listing others has lost its disk. Until the first lock
+    /// read tells, it promises nothing. Cleared at that read.
+    blank: bool,
+    /// Rejoining after a lost disk (module docs): promises do not count.
+    rejoining: bool,
+    /// `rejoining` as last saved.
+    durable_rejoining: bool,
+    /// Rejoining: the term and commit index of the first append accepted.
+    rejoin_goal: Option<(Term, Index)>,
     log: RecentLog,
     commit: Index,
     /// The local WAL is durable through this index.
@@ -113,6 +151,17 @@ pub(super) struct Cluster {
     next_id: u64,
     /// Joining a cluster (not a member): when to ask the leader again.
     join_at: Option<Time>,
+}
+
+/// Why the hard state is being saved.
+#[derive(Debug)]
+enum SaveFor {
+    /// A promise to answer once durable.
+    Answer(Member),
+    /// Our own candidacy's promise.
+    Candidacy,
+    /// The `rejoining` flag changed.
+    Rejoin,
 }
 
 #[derive(Debug)]
@@ -232,6 +281,10 @@ impl Cluster {
             promised: Term(0),
             durable_promised: Term(0),
             saving: VecDeque::new(),
+            blank: false,
+            rejoining: false,
+            durable_rejoining: false,
+            rejoin_goal: None,
             log: RecentLog::after(applied.0, applied.1),
             commit: applied.0,
             synced: applied.0,
@@ -256,6 +309,12 @@ impl Cluster {
 
     fn me(&self) -> &Member {
         &self.cfg.me
+    }
+
+    /// Whether this node's promises count toward a majority (not while it
+    /// rejoins after a lost disk, until that is durably over).
+    fn is_voter(&self) -> bool {
+        !self.rejoining && !self.durable_rejoining
     }
 
     /// The durable end of the log: what a promise reports. A crash cannot
@@ -352,9 +411,13 @@ impl<E: KvEngine> Node<E> {
     /// is what the driver loaded (default when there is none). Call once,
     /// after [`Node::recover`].
     pub fn start_cluster(&mut self, now: Time, hard_state: HardState) {
+        let empty = self.last_index == Index(0);
         let c = self.clm();
         c.promised = hard_state.promised;
         c.durable_promised = hard_state.promised;
+        c.rejoining = hard_state.rejoining;
+        c.durable_rejoining = hard_state.rejoining;
+        c.blank = hard_state == HardState::default() && empty;
         // A restarted member forgot when it last heard from its leader:
         // it refuses promises for an election timeout, so the leader's
         // lease stays sound.
@@ -389,7 +452,8 @@ impl<E: KvEngine> Node<E> {
                 term,
                 last_term,
                 last_index,
-            } => self.on_promise(now, from, term, (last_term, last_index)),
+                voter,
+            } => self.on_promise(now, from, term, (last_term, last_index), voter),
             PeerMsg::Refuse { term: _, promised } => {
                 if promised > self.term {
                     self.step_down(now, promised, None, "a member promised a newer term");
@@ -446,30 +510,42 @@ impl<E: KvEngine> Node<E> {
         let Some(pos) = c.saving.iter().position(|(i, _, _)| *i == io) else {
             return;
         };
-        let (_, term, answer) = c.saving.remove(pos).expect("found");
+        let (_, state, why) = c.saving.remove(pos).expect("found");
+        let term = state.promised;
         if let Some(error) = error {
-            return self.fail(format!(
-                "saving the promise for term {term} failed: {error}"
-            ));
+            return self.fail(format!("saving the hard state {state:?} failed: {error}"));
         }
         let c = self.clm();
         c.durable_promised = c.durable_promised.max(term);
+        c.durable_rejoining = state.rejoining;
         if term != c.promised {
             return; // a newer promise superseded it
         }
         let (last_term, last_index) = c.durable_tail();
-        match answer {
-            Some(to) => self.send(
+        let voter = c.is_voter();
+        match why {
+            SaveFor::Answer(to) => self.send(
                 &to,
                 PeerMsg::Promise {
                     term,
                     last_term,
                     last_index,
+                    voter,
                 },
             ),
-            None => {
+            SaveFor::Candidacy => {
                 let me = self.cl().me().clone();
-                self.on_promise(now, &me, term, (last_term, last_index));
+                self.on_promise(now, &me, term, (last_term, last_index), voter);
+            }
+            SaveFor::Rejoin => {
+                if !voter {
+                    tracing::info!(
+                        term = term.0,
+                        "rejoining after a lost disk: promises do not count until caught up"
+                    );
+                } else {
+                    tracing::info!("caught up after a lost disk: promises count again");
+                }
             }
         }
     }
@@ -501,7 +577,9 @@ impl<E: KvEngine> Node<E> {
                 }
             }
             (LockStep::Read { .. }, Err(ObjectError::NotFound)) => {
-                self.clm().lock_failures = 0;
+                let c = self.clm();
+                c.lock_failures = 0;
+                c.blank = false;
                 // No lock: bootstrap a cluster of one, in a term above any
                 // this node promised.
                 let me = self.cl().me().clone();
@@ -622,20 +700,28 @@ impl<E: KvEngine> Node<E> {
             }
             Role::Follower { .. } => {}
         }
-        if is_me {
-            // A previous incarnation of this node led: it may still run
-            // (paused, partitioned), so take over at once with a new term;
-            // the promise round keeps that safe.
+        let member = lock.members.iter().any(|m| m.id == me.id);
+        if std::mem::take(&mut self.clm().blank)
+            && member
+            && lock.members.len() > 1
+            && !self.cl().cfg.mutants.vote_after_disk_loss
+        {
+            self.start_rejoin(lock.term);
+        }
+        // A previous incarnation of this node led: it may still run
+        // (paused, partitioned), so take over at once with a new term; the
+        // promise round keeps that safe. Never while rejoining: the others
+        // take over once the lock expires.
+        if is_me && !self.cl().rejoining {
             return self.claim_takeover(now, &lock, etag);
         }
-        if newer || self.leader().is_none() {
+        if !is_me && (newer || self.leader().is_none()) {
             let leader = leader_member(&lock);
             if let Role::Follower { leader: l } = &mut self.clm().role {
                 *l = Some(leader);
             }
         }
         let c = self.clm();
-        let member = lock.members.iter().any(|m| m.id == me.id);
         if member {
             c.join_at = None;
         } else if c.join_at.is_none() {
@@ -649,7 +735,7 @@ impl<E: KvEngine> Node<E> {
         match &c.watching {
             Some((seen, since)) if *seen == etag => {
                 let since = *since;
-                if member && now.0.saturating_sub(since.0) >= c.cfg.lock_ttl_ns {
+                if member && !c.rejoining && now.0.saturating_sub(since.0) >= c.cfg.lock_ttl_ns {
                     tracing::info!(term = lock.term.0, leader = %lock.leader_id, "the lock expired; taking over");
                     return self.claim_takeover(now, &lock, etag);
                 }
@@ -699,7 +785,7 @@ impl<E: KvEngine> Node<E> {
         if c.cfg.mutants.skip_promise_round {
             return self.become_leader(now);
         }
-        self.save_promise(term, None);
+        self.save_hard_state(SaveFor::Candidacy);
         self.send_prepares(now);
     }
 
@@ -755,13 +841,49 @@ fn leader_member(lock: &LeaderLock) -> Member {
 
 // ----- election -----
 impl<E: KvEngine> Node<E> {
-    fn save_promise(&mut self, term: Term, answer: Option<Member>) {
+    /// Saves the hard state (`promised` and `rejoining` as they are now).
+    fn save_hard_state(&mut self, why: SaveFor) {
         let io = self.io_id();
-        self.clm().saving.push_back((io, term, answer));
-        self.actions.push_back(Action::SaveHardState {
-            io,
-            state: HardState { promised: term },
-        });
+        let c = self.clm();
+        let state = HardState {
+            promised: c.promised,
+            rejoining: c.rejoining,
+        };
+        c.saving.push_back((io, state, why));
+        self.actions.push_back(Action::SaveHardState { io, state });
+    }
+
+    /// A blank node found itself a member of the lock of `term`: it lost
+    /// its disk (module docs, "Rejoining with an empty disk").
+    fn start_rejoin(&mut self, term: Term) {
+        tracing::warn!(
+            term = term.0,
+            "this node is a member but its disk is empty (lost?): rejoining; its promises \
+             do not count until it has caught up"
+        );
+        self.term = self.term.max(term);
+        let c = self.clm();
+        c.rejoining = true;
+        c.rejoin_goal = None;
+        c.promised = c.promised.max(term);
+        self.save_hard_state(SaveFor::Rejoin);
+    }
+
+    /// Rejoining: counts again once applied through the goal (module docs).
+    fn check_rejoined(&mut self) {
+        let applied = Index(self.store.meta().applied_index);
+        let c = self.cl();
+        let Some((term, commit)) = c.rejoin_goal else {
+            return;
+        };
+        let caught_up =
+            c.rejoining && applied >= commit && c.log.term_at(applied).is_some_and(|t| t >= term);
+        if caught_up {
+            let c = self.clm();
+            c.rejoining = false;
+            c.rejoin_goal = None;
+            self.save_hard_state(SaveFor::Rejoin);
+        }
     }
 
     fn send_prepares(&mut self, now: Time) {
@@ -784,6 +906,12 @@ impl<E: KvEngine> Node<E> {
 
     fn on_prepare(&mut self, now: Time, from: &Member, term: Term) {
         let c = self.cl();
+        if c.blank {
+            // Started with nothing and has not read the lock yet: it may
+            // be a member that lost its disk and forgot newer promises, so
+            // it promises nothing until the lock says which terms exist.
+            return;
+        }
         if term < c.promised || (term == c.promised && c.durable_promised < term) {
             // Stale, or a duplicate whose save is still running.
             if term < c.promised {
@@ -795,12 +923,14 @@ impl<E: KvEngine> Node<E> {
         if term == c.promised {
             // A duplicate (our answer was lost): answer again.
             let (last_term, last_index) = c.durable_tail();
+            let voter = c.is_voter();
             return self.send(
                 from,
                 PeerMsg::Promise {
                     term,
                     last_term,
                     last_index,
+                    voter,
                 },
             );
         }
@@ -817,17 +947,27 @@ impl<E: KvEngine> Node<E> {
         let c = self.clm();
         c.promised = term;
         c.heard_at = now;
-        self.save_promise(term, Some(from.clone()));
+        self.save_hard_state(SaveFor::Answer(from.clone()));
     }
 
-    fn on_promise(&mut self, now: Time, from: &Member, term: Term, last: (Term, Index)) {
+    fn on_promise(
+        &mut self,
+        now: Time,
+        from: &Member,
+        term: Term,
+        last: (Term, Index),
+        voter: bool,
+    ) {
         if term != self.term {
             return;
         }
         let c = self.clm();
         match &mut c.role {
             Role::Candidate(cand) => {
-                if !cand.members.iter().any(|m| m.id == from.id) {
+                // A rejoining member's promise does not count (module
+                // docs); the leader we become replicates to it after its
+                // next answer.
+                if !voter || !cand.members.iter().any(|m| m.id == from.id) {
                     return;
                 }
                 cand.promises.insert(from.id.clone(), last);
@@ -1347,6 +1487,10 @@ impl<E: KvEngine> Node<E> {
                 },
             );
         }
+        let c = self.clm();
+        if c.rejoining && c.rejoin_goal.is_none() {
+            c.rejoin_goal = Some((term, commit));
+        }
         let end = Index(prev_index.0 + entries.len() as u64);
         let fresh = self.merge_into_log(entries);
         self.append_log(fresh);
@@ -1421,7 +1565,13 @@ impl<E: KvEngine> Node<E> {
             peer.promised = false;
             return self.send(&from.clone(), PeerMsg::Prepare { term: my_term });
         }
-        peer.next = hint.next().max(peer.matched.next());
+        if hint < peer.matched {
+            // It no longer holds what it acknowledged: its disk was lost
+            // (it rejoins; see the module docs). Start over from its hint.
+            tracing::warn!(peer = %from.id, matched = peer.matched.0, hint = hint.0, "a member lost entries it acknowledged");
+            peer.matched = hint;
+        }
+        peer.next = hint.next();
         self.send_append(now, &from.id.clone());
     }
 
@@ -1493,6 +1643,7 @@ impl<E: KvEngine> Node<E> {
             }
         }
         self.db_size_bytes = self.engine.size_bytes();
+        self.check_rejoined();
         let applied = Index(self.store.meta().applied_index);
         let c = self.clm();
         let keep = c.cfg.peer_buffer_entries;

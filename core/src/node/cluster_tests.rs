@@ -236,6 +236,15 @@ impl Rig {
         *self.incarnations.get_mut(id).expect("started") += 1;
     }
 
+    /// `id` crashes and loses its disk: WAL, engine and hard state.
+    fn wipe(&mut self, id: &str) {
+        self.crash(id);
+        let m = self.machines.get_mut(id).expect("machine");
+        m.wal.clear();
+        m.durable = 0;
+        m.hard = HardState::default();
+    }
+
     fn lock(&self) -> LeaderLock {
         self.try_lock().expect("a lock")
     }
@@ -1007,6 +1016,21 @@ fn chaos_run_with(
                 *report.faults.entry("majority crash").or_default() += 1;
             }
             817..=819 => rig.heal(),
+            // A disk is lost, while every other member has its whole
+            // disk (none is still rejoining after a loss of its own): at
+            // most one disk at a time is gone, so a majority survives.
+            820..=821
+                if ids.iter().filter(|o| **o != id).all(|o| {
+                    let m = &rig.machines[o];
+                    !m.hard.rejoining && !m.wal.is_empty()
+                }) =>
+            {
+                rig.wipe(&id);
+                restarts.retain(|(_, r)| *r != id);
+                let back = rig.now.plus_nanos((500 + rig.rng().below(3_000)) * MS);
+                restarts.push((back, id.clone()));
+                *report.faults.entry("disk loss").or_default() += 1;
+            }
             _ => {}
         }
         let step = rig.rng().below(20) + 1;
@@ -1048,7 +1072,8 @@ fn chaos_run_with(
         rig.start(&id);
     }
     rig.chaos.as_mut().expect("chaos").drop_percent = 0;
-    let settled = rig.run_until(60_000, |r| r.converged() && r.serving_leaders().len() == 1);
+    let settled = rig.run_until(60_000, |r| r.serving_leaders().len() == 1);
+    let settled = settled && rig.run_until(60_000, Rig::converged);
     if !settled {
         rig.violations
             .push(format!("no convergence after healing:\n{}", rig.dump()));
@@ -1401,4 +1426,80 @@ fn mutant_acking_before_fsync_is_caught() {
 fn chaos_regressions() {
     chaos_run(268, 3, 20);
     chaos_run(1_107, 5, 20);
+}
+
+/// A member whose disk is lost restarts empty. Writes committed on the
+/// leader and on that member only (the third member lagged) must survive
+/// the leader's crash: the emptied member does not count toward a
+/// majority until it has caught up, so the lagger cannot be elected with
+/// it, and once the old leader returns everything converges.
+fn member_loses_its_disk(mutants: ClusterMutants) -> Vec<String> {
+    let (mut rig, leader) = Rig::settled_with(mutants);
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .filter(|id| *id != leader)
+        .collect();
+    let (lagger, wiped) = (others[0].clone(), others[1].clone());
+    rig.cut.insert((leader.clone(), lagger.clone()));
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let req = rig.put(&leader, &format!("d{i}"), "1");
+        assert!(is_ok_put(&rig.answer(req, 200)), "{}", rig.dump());
+        acked.push(format!("d{i}"));
+    }
+    rig.wipe(&wiped);
+    rig.start(&wiped);
+    rig.crash(&leader);
+    rig.heal();
+    rig.run_ms(30_000);
+    let lost_early: Vec<String> = acked
+        .iter()
+        .filter(|key| {
+            rig.serving_leaders()
+                .first()
+                .is_some_and(|l| rig.value(l, key) != Some(b"1".to_vec()))
+        })
+        .cloned()
+        .collect();
+    if mutants == ClusterMutants::default() {
+        assert!(
+            rig.serving_leaders().is_empty(),
+            "no majority may form without the old leader: {}",
+            rig.dump()
+        );
+    }
+    rig.start(&leader);
+    assert!(
+        rig.run_until(60_000, |r| r.serving_leaders().len() == 1 && r.converged()),
+        "{}",
+        rig.dump()
+    );
+    rig.run_ms(1_000);
+    let rejoined = rig.machines[&wiped].hard;
+    assert!(!rejoined.rejoining, "{rejoined:?}");
+    let now = rig.serving_leaders()[0].clone();
+    let mut lost: Vec<String> = acked
+        .into_iter()
+        .filter(|key| rig.value(&now, key) != Some(b"1".to_vec()))
+        .collect();
+    lost.extend(lost_early);
+    lost
+}
+
+#[test]
+fn a_member_that_lost_its_disk_does_not_count_until_caught_up() {
+    assert_eq!(
+        member_loses_its_disk(ClusterMutants::default()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn mutant_voting_after_disk_loss_is_caught() {
+    let lost = member_loses_its_disk(ClusterMutants {
+        vote_after_disk_loss: true,
+        ..ClusterMutants::default()
+    });
+    assert!(!lost.is_empty(), "the mutant must lose acknowledged writes");
 }
