@@ -1,7 +1,8 @@
-//! Cluster mode's vocabulary: configuration, peer messages, the durable
-//! promise and the in-memory tail of the log. The protocol itself (roles,
-//! election, promise round, replication, reads) is a part of the node state
-//! machine: see the `cluster` module of [`crate::node`].
+//! Cluster mode's vocabulary: configuration, peer messages (and their wire
+//! format, [`wire`]), the durable promise and the in-memory tail of the
+//! log. The protocol itself (roles, election, promise round, replication,
+//! reads) is a part of the node state machine: see the `cluster` module of
+//! [`crate::node`].
 //!
 //! # The protocol in one page (ARCHITECTURE §3.5–3.7)
 //!
@@ -46,6 +47,9 @@ use crate::log::Entry;
 use crate::node::{ClientRequest, Response};
 use crate::types::{Index, Term, Time};
 use crate::Error;
+
+pub mod wire;
+pub use wire::{WireError, PEER_MSG_BYTES_MAX};
 
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,7 +230,8 @@ impl HardState {
 /// A message between two members. `term` is always the sender's view of
 /// the term the message belongs to. Times in messages are the *leader's*
 /// own clock readings, echoed back unchanged: no node ever compares its
-/// clock with another's.
+/// clock with another's. Between processes it travels as
+/// [`PeerMsg::encode`]'s bytes (format: [`wire`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
     /// A new leader asks for a promise.

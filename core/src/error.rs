@@ -46,7 +46,10 @@ pub enum Error {
     /// error was applied. Retry against the current node.
     #[error("fenced: {0}")]
     Fenced(String),
-    /// The feature is not implemented yet.
+    /// The feature is not implemented yet. Forwarded between members, the
+    /// text survives only if it is one of
+    /// [`UNIMPLEMENTED_KNOWN`](crate::cluster::wire::UNIMPLEMENTED_KNOWN)
+    /// (a `&'static str` cannot be rebuilt from bytes).
     #[error("unimplemented: {0}")]
     Unimplemented(&'static str),
     /// A bug or a storage failure; the node stops accepting writes.

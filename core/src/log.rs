@@ -81,6 +81,27 @@ impl From<WriteRequest> for Payload {
     }
 }
 
+/// The way back from [`Payload`]: every payload a client write turns into
+/// (the inverse of `From<WriteRequest>`). The payloads only the node itself
+/// writes — [`Payload::Barrier`] and [`Payload::LeaseCheckpoint`] — are no
+/// client's write and come back unchanged as the error.
+impl TryFrom<Payload> for WriteRequest {
+    type Error = Payload;
+
+    fn try_from(payload: Payload) -> Result<WriteRequest, Payload> {
+        match payload {
+            Payload::Put(r) => Ok(WriteRequest::Put(r)),
+            Payload::DeleteRange(r) => Ok(WriteRequest::DeleteRange(r)),
+            Payload::Txn(r) => Ok(WriteRequest::Txn(r)),
+            Payload::Compaction(r) => Ok(WriteRequest::Compaction(r)),
+            Payload::LeaseGrant(r) => Ok(WriteRequest::LeaseGrant(r)),
+            Payload::LeaseRevoke(r) => Ok(WriteRequest::LeaseRevoke(r)),
+            Payload::Alarm(r) => Ok(WriteRequest::Alarm(r)),
+            internal @ (Payload::Barrier(_) | Payload::LeaseCheckpoint(_)) => Err(internal),
+        }
+    }
+}
+
 impl Entry {
     /// An entry carrying a client's write.
     #[must_use]
