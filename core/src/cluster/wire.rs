@@ -300,6 +300,10 @@ struct PromiseMsg {
     last_term: u64,
     #[prost(uint64, tag = "3")]
     last_index: u64,
+    /// `!voter` (so that a promise without the field counts, as before
+    /// the flag existed).
+    #[prost(bool, tag = "4")]
+    rejoining: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -572,10 +576,12 @@ impl From<&PeerMsg> for Kind {
                 term,
                 last_term,
                 last_index,
+                voter,
             } => Kind::Promise(PromiseMsg {
                 term: term.0,
                 last_term: last_term.0,
                 last_index: last_index.0,
+                rejoining: !voter,
             }),
             PeerMsg::Refuse { term, promised } => Kind::Refuse(RefuseMsg {
                 term: term.0,
@@ -757,6 +763,7 @@ impl TryFrom<Kind> for PeerMsg {
                 term: Term(m.term),
                 last_term: Term(m.last_term),
                 last_index: Index(m.last_index),
+                voter: !m.rejoining,
             },
             Kind::Refuse(m) => PeerMsg::Refuse {
                 term: Term(m.term),

@@ -286,6 +286,13 @@ fn corpus() -> Vec<PeerMsg> {
             term: Term(4),
             last_term: Term(3),
             last_index: Index(17),
+            voter: true,
+        },
+        PeerMsg::Promise {
+            term: Term(5),
+            last_term: Term(0),
+            last_index: Index(0),
+            voter: false,
         },
         PeerMsg::Refuse {
             term: Term(4),
@@ -915,10 +922,13 @@ fn arb_msg() -> impl Strategy<Value = PeerMsg> {
     let i = || any::<u64>().prop_map(Index);
     prop_oneof![
         t().prop_map(|term| PeerMsg::Prepare { term }),
-        (t(), t(), i()).prop_map(|(term, last_term, last_index)| PeerMsg::Promise {
-            term,
-            last_term,
-            last_index
+        (t(), t(), i(), any::<bool>()).prop_map(|(term, last_term, last_index, voter)| {
+            PeerMsg::Promise {
+                term,
+                last_term,
+                last_index,
+                voter,
+            }
         }),
         (t(), t()).prop_map(|(term, promised)| PeerMsg::Refuse { term, promised }),
         (t(), arb_run(), i(), any::<u64>()).prop_map(
