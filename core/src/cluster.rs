@@ -483,6 +483,29 @@ impl RecentLog {
         }
     }
 
+    /// Puts applied entries back in front (read back from the WAL after a
+    /// restart, so that followers lagging behind the applied index can
+    /// still be served). They must end right at the base, with its term;
+    /// the term of the entry before them is unknown (0) unless they start
+    /// at index 1. Returns whether they fit (nothing changes otherwise).
+    pub fn prepend_applied(&mut self, entries: Vec<Entry>) -> bool {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return false;
+        };
+        let contiguous = entries
+            .windows(2)
+            .all(|w| w[1].index == w[0].index + 1 && w[1].term >= w[0].term);
+        if !contiguous || last.index_id() != self.base.0 || last.term_id() != self.base.1 {
+            return false;
+        }
+        let before = Index(first.index - 1);
+        self.base = (before, Term(0));
+        for e in entries.into_iter().rev() {
+            self.entries.push_front(e);
+        }
+        true
+    }
+
     /// Replaces everything with an empty tail after `(index, term)`.
     pub fn reset(&mut self, index: Index, term: Term) {
         *self = RecentLog::after(index, term);

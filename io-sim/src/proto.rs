@@ -15,6 +15,22 @@ pub const REQUEST_TAG: u64 = 1;
 pub const REPLY_TAG: u64 = 2;
 /// The node's port.
 pub const NODE_PORT: u16 = 2379;
+/// Datagram tag of a [`PeerDatagram`].
+pub const PEER_TAG: u64 = 3;
+/// Cluster mode: the port peers send to.
+pub const PEER_PORT: u16 = 2380;
+
+/// Cluster mode: a message from one member to another, as datagrams (so
+/// loss, delay, reordering and partitions apply; core tolerates them all).
+/// The message travels encoded with core's wire codec, as io-real sends it,
+/// so the simulator exercises the codec too.
+#[derive(Clone, Debug)]
+pub struct PeerDatagram {
+    /// The sender.
+    pub from: t4_core::bucket::lock::Member,
+    /// `PeerMsg::encode`'s bytes.
+    pub bytes: Vec<u8>,
+}
 
 /// A unary request.
 #[derive(Clone, Debug)]

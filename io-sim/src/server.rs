@@ -37,9 +37,11 @@ use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::sleep;
 use t4_core::bucket::lock::Member;
+use t4_core::cluster::{HardState, PeerMsg};
 use t4_core::kv::RangeRequest;
 use t4_core::mvcc;
 use t4_core::node::checkpoint::{CheckpointStats, TakenCheckpoint};
+use t4_core::node::ClusterRole;
 use t4_core::object::{ObjectError, ObjectOp, ObjectResult};
 use t4_core::watch::{StreamId, WatchInput, WatchOutput};
 use t4_core::{
@@ -51,7 +53,8 @@ use crate::clock::{ClockConfig, SimClock};
 use crate::disk::Disk;
 use crate::engine::SimEngine;
 use crate::proto::{
-    Reply, ReplyMsg, Request, RequestMsg, WatchUp, NODE_PORT, REPLY_TAG, REQUEST_TAG,
+    PeerDatagram, Reply, ReplyMsg, Request, RequestMsg, WatchUp, NODE_PORT, PEER_PORT, PEER_TAG,
+    REPLY_TAG, REQUEST_TAG,
 };
 use crate::s3::S3Client;
 use crate::wal::{Ledger, SimWal};
@@ -186,6 +189,16 @@ pub struct NodeStatus {
     pub checkpointing: bool,
     /// Bucket mode: checkpoint and GC counters over all incarnations.
     pub checkpoints: CheckpointCounts,
+    /// Cluster mode: the node's role now.
+    pub role: Option<ClusterRole>,
+    /// Cluster mode: the node's term.
+    pub term: u64,
+    /// Cluster mode: the commit index it knows.
+    pub commit_index: u64,
+    /// Cluster mode: the lock's members as it last saw them.
+    pub members: Vec<String>,
+    /// Cluster mode: peer messages that did not decode (must stay 0).
+    pub undecodable_peer_msgs: u64,
 }
 
 /// Checkpoint and GC counters of a node over all its incarnations.
@@ -245,13 +258,15 @@ pub struct ServerContext {
     pub config: ServerConfig,
     /// Where the node reports its state.
     pub status: StatusCell,
-    /// Bucket mode (`config.core.bucket` set): the fake S3 and this node's
-    /// name in the lock.
+    /// Bucket mode (`config.core.bucket` set) and cluster mode
+    /// (`config.core.cluster` set): the fake S3 and this node's name in the
+    /// lock (cluster mode takes the name from the cluster configuration).
     pub bucket: Option<(S3Client, String)>,
 }
 
 enum Inbound {
     Request(SocketAddr, RequestMsg),
+    Peer(Member, PeerMsg),
     OpenStream(StreamId, madsim::net::Sender),
     Watch(StreamId, WatchUp),
     CloseStream(StreamId),
@@ -281,7 +296,8 @@ pub async fn serve(ctx: ServerContext) {
         s.restore = None;
         s.checkpointing = false;
     });
-    if let Some((s3, _)) = &ctx.bucket {
+    let cluster = config.core.cluster.as_ref().map(|c| c.me.clone());
+    if let (Some((s3, _)), None) = (&ctx.bucket, &cluster) {
         if let Err(why) = restore_if_missing(&ctx, s3).await {
             return refuse(&ctx.status, why);
         }
@@ -305,6 +321,15 @@ pub async fn serve(ctx: ServerContext) {
     if let Err(e) = node.recover(clock.now(), entries) {
         return refuse(&ctx.status, format!("replay: {e}"));
     }
+    // Cluster mode: the promised term (and the rejoining flag) survive
+    // crashes; a lost disk forgets them.
+    let hard_state = match crate::hard_state::load(&ctx.disk) {
+        None => HardState::default(),
+        Some(bytes) => match HardState::decode(&bytes) {
+            Ok(state) => state,
+            Err(e) => return refuse(&ctx.status, format!("hard state: {e}")),
+        },
+    };
     let ep = Arc::new(
         Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], NODE_PORT)))
             .await
@@ -313,18 +338,39 @@ pub async fn serve(ctx: ServerContext) {
     let (tx, rx) = mpsc::unbounded();
     madsim::task::spawn(receive_requests(Arc::clone(&ep), tx.clone()));
     madsim::task::spawn(accept_streams(Arc::clone(&ep), tx.clone()));
+    let peer_ep = match &cluster {
+        Some(_) => {
+            let peer_ep = Arc::new(
+                Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], PEER_PORT)))
+                    .await
+                    .expect("bind the peer port"),
+            );
+            madsim::task::spawn(receive_peers(
+                Arc::clone(&peer_ep),
+                ctx.status.clone(),
+                tx.clone(),
+            ));
+            Some(peer_ep)
+        }
+        None => None,
+    };
     let s3 = ctx.bucket.as_ref().map(|(client, me)| {
-        node.start_bucket(
-            clock.now(),
-            Member {
-                id: me.clone(),
-                peer_addr: String::new(),
-            },
-        );
+        match &cluster {
+            Some(_) => node.start_cluster(clock.now(), hard_state),
+            None => node.start_bucket(
+                clock.now(),
+                Member {
+                    id: me.clone(),
+                    peer_addr: String::new(),
+                },
+            ),
+        }
         client.clone()
     });
     let mut server = Server {
         s3,
+        peer: peer_ep.zip(cluster),
+        disk: ctx.disk.clone(),
         tx,
         node,
         wal,
@@ -406,6 +452,30 @@ async fn receive_requests(ep: Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbound>)
     }
 }
 
+/// Cluster mode: peer datagrams, decoded, to the node. One that does not
+/// decode is counted (the run's checks want none) and dropped.
+async fn receive_peers(ep: Arc<Endpoint>, status: StatusCell, tx: mpsc::UnboundedSender<Inbound>) {
+    while let Ok((payload, _)) = ep.recv_from_raw(PEER_TAG).await {
+        let Ok(datagram) = payload.downcast::<PeerDatagram>() else {
+            continue;
+        };
+        match PeerMsg::decode(&datagram.bytes) {
+            Ok(msg) => {
+                if tx
+                    .unbounded_send(Inbound::Peer(datagram.from, msg))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, from = %datagram.from.id, "undecodable peer message");
+                status.update(|s| s.undecodable_peer_msgs += 1);
+            }
+        }
+    }
+}
+
 async fn accept_streams(ep: Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbound>) {
     let mut next = 1;
     while let Ok((sender, mut receiver, _from)) = ep.accept1().await {
@@ -433,8 +503,12 @@ async fn accept_streams(ep: Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbound>) {
 }
 
 struct Server {
-    /// Bucket mode: the fake S3.
+    /// Bucket and cluster mode: the fake S3.
     s3: Option<S3Client>,
+    /// Cluster mode: the peer endpoint and this member.
+    peer: Option<(Arc<Endpoint>, Member)>,
+    /// The node's disk (cluster mode saves the hard state on it).
+    disk: Disk,
     /// Where object-store tasks report.
     tx: mpsc::UnboundedSender<Inbound>,
     node: Node<SimEngine>,
@@ -549,6 +623,7 @@ impl Server {
                     self.node.handle_client(now, id, req);
                 }
             },
+            Inbound::Peer(from, msg) => self.node.handle_peer(now, &from, msg),
             Inbound::OpenStream(stream, sender) => {
                 self.streams.insert(stream, sender);
                 self.node
@@ -704,10 +779,24 @@ impl Server {
                         let now = self.clock.now();
                         self.node.handle_io(now, IoDone::WalRead { io, result });
                     }
-                    Action::Send { .. }
-                    | Action::TruncateWal { .. }
-                    | Action::SaveHardState { .. } => {
-                        unreachable!("the simulated single node never runs cluster mode")
+                    Action::Send { to, msg } => self.send_peer(&to, &msg).await,
+                    Action::TruncateWal { io, term, after } => {
+                        if let Err(error) = self.wal.truncate_after(after) {
+                            let now = self.clock.now();
+                            self.node
+                                .handle_io(now, IoDone::WalFailed { io, term, error });
+                        }
+                    }
+                    Action::SaveHardState { io, state } => {
+                        // As io-real: written and fsynced on the node's
+                        // thread; a crash during the fsync loses it.
+                        sleep(self.fsync_latency()).await;
+                        let error = crate::hard_state::save(&self.disk, &state.encode())
+                            .err()
+                            .map(|e| e.to_string());
+                        let now = self.clock.now();
+                        self.node
+                            .handle_io(now, IoDone::HardStateSaved { io, error });
                     }
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;
@@ -872,6 +961,23 @@ impl Server {
         }
     }
 
+    /// Cluster mode: a peer message, encoded, as a datagram to the member's
+    /// peer address (lost if the network drops it).
+    async fn send_peer(&self, to: &Member, msg: &PeerMsg) {
+        let Some((ep, me)) = &self.peer else {
+            return;
+        };
+        let Ok(addr) = to.peer_addr.parse::<SocketAddr>() else {
+            tracing::error!(to = %to.id, addr = %to.peer_addr, "a member's peer address does not parse");
+            return;
+        };
+        let datagram = PeerDatagram {
+            from: me.clone(),
+            bytes: msg.encode(),
+        };
+        let _ = ep.send_to_raw(addr, PEER_TAG, Box::new(datagram)).await;
+    }
+
     async fn send_watch(&mut self, out: WatchOutput) {
         let stream = out.stream;
         let Some(sender) = self.streams.get(&stream) else {
@@ -915,7 +1021,15 @@ impl Server {
         }
         let before = std::mem::replace(&mut self.published_checkpoints, stats.clone());
         let checkpointing = self.node.is_checkpointing();
+        let role = self.node.cluster_role();
+        let term = self.node.term().0;
+        let commit_index = self.node.commit_index().map_or(0, |i| i.0);
+        let members: Vec<String> = self.node.members().into_iter().map(|m| m.id).collect();
         self.status.update(|s| {
+            s.role = role;
+            s.term = term;
+            s.commit_index = commit_index;
+            s.members = members;
             let c = &mut s.checkpoints;
             c.completed += stats.completed - before.completed;
             c.abandoned += stats.abandoned - before.abandoned;

@@ -254,6 +254,10 @@ impl<E: KvEngine> Node<E> {
         let applied = Index(self.store.meta().applied_index);
         if self.is_async_upload() {
             applied.min(self.async_upload.uploaded_through)
+        } else if let Some(keep) = self.cluster_buffer_entries() {
+            // Cluster mode: the WAL keeps the recent applied entries, so a
+            // restarted leader can still serve followers that lag.
+            Index(applied.0.saturating_sub(keep))
         } else {
             applied
         }

@@ -118,6 +118,8 @@ pub(super) struct Cluster {
     durable_rejoining: bool,
     /// Rejoining: the term and commit index of the first append accepted.
     rejoin_goal: Option<(Term, Index)>,
+    /// The read of recent applied entries back from the WAL at start-up.
+    buffer_io: Option<IoId>,
     log: RecentLog,
     commit: Index,
     /// The local WAL is durable through this index.
@@ -285,6 +287,7 @@ impl Cluster {
             rejoining: false,
             durable_rejoining: false,
             rejoin_goal: None,
+            buffer_io: None,
             log: RecentLog::after(applied.0, applied.1),
             commit: applied.0,
             synced: applied.0,
@@ -423,7 +426,53 @@ impl<E: KvEngine> Node<E> {
         // lease stays sound.
         c.heard_at = now;
         self.term = self.term.max(hard_state.promised);
+        // The log tail holds only what the engine has not applied: read the
+        // recent applied entries back, for followers that lag.
+        let applied = self.store.meta().applied_index;
+        let keep = self.cl().cfg.peer_buffer_entries as u64;
+        if applied > 0 && keep > 0 {
+            let io = self.io_id();
+            self.clm().buffer_io = Some(io);
+            self.actions.push_back(Action::ReadWal {
+                io,
+                from: Index(applied.saturating_sub(keep).max(1)),
+                through: Index(applied),
+            });
+        }
         self.read_cluster_lock(now, None);
+    }
+
+    /// Cluster mode: how many applied entries the WAL keeps.
+    pub(super) fn cluster_buffer_entries(&self) -> Option<u64> {
+        self.cluster
+            .as_deref()
+            .map(|c| c.cfg.peer_buffer_entries as u64)
+    }
+
+    pub(super) fn is_cluster_buffer_read(&self, io: IoId) -> bool {
+        self.cluster
+            .as_deref()
+            .is_some_and(|c| c.buffer_io == Some(io))
+    }
+
+    /// The recent applied entries, read back: in front of the log tail.
+    pub(super) fn on_cluster_buffer_read(&mut self, result: Result<Vec<Entry>, String>) {
+        let c = self.clm();
+        c.buffer_io = None;
+        match result {
+            Ok(entries) => {
+                let n = entries.len();
+                if !c.log.prepend_applied(entries) {
+                    tracing::warn!(
+                        entries = n,
+                        "the WAL's recent entries do not fit the log tail; not kept"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::info!(%error, "recent applied entries are not in the WAL (trimmed before); followers lagging behind them need a checkpoint");
+            }
+        }
     }
 
     /// Cluster mode, [`Node::recover`]: the WAL's entries after the applied
@@ -566,6 +615,11 @@ impl<E: KvEngine> Node<E> {
                 match LeaderLock::decode(&body) {
                     Ok(lock) => {
                         if expect.as_ref() == Some(&lock) {
+                            // Our write whose answer was lost landed: a
+                            // leader's refresh, or a claim.
+                            if matches!(self.cl().role, Role::Leader(_)) {
+                                return self.on_lock_refreshed(now, lock, etag);
+                            }
                             return self.lock_claimed(now, lock, etag);
                         }
                         self.on_lock_read(now, lock, etag);
@@ -691,6 +745,7 @@ impl<E: KvEngine> Node<E> {
                 }
                 if matches!(self.cl().role, Role::Leader(_)) {
                     // Our own lock (a refresh's read-back found it ours).
+                    self.leader_adopts_members(&lock);
                     self.schedule_lock_refresh(now);
                 } else {
                     self.clm().lock_next_at =
@@ -790,15 +845,20 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn on_lock_refreshed(&mut self, now: Time, lock: LeaderLock, etag: ETag) {
-        let members_changed = self
-            .cl()
-            .lock
-            .as_ref()
-            .is_some_and(|(old, _)| old.members != lock.members);
         self.clm().lock = Some((lock.clone(), etag));
+        self.leader_adopts_members(&lock);
+        self.schedule_lock_refresh(now);
+        self.advance_commit(now);
+    }
+
+    /// Leader: the lock (ours, of our term) as it is now; no change of ours
+    /// is in flight any more. Its members are the voters, whether our last
+    /// write set them or an earlier one of ours whose answer was lost
+    /// landed late.
+    fn leader_adopts_members(&mut self, lock: &LeaderLock) {
         if let Role::Leader(l) = &mut self.clm().role {
             l.changing = false;
-            if members_changed {
+            if l.members != lock.members {
                 tracing::info!(members = ?lock.members.iter().map(|m| &m.id).collect::<Vec<_>>(), "membership changed");
                 for peer in l.peers.values_mut() {
                     peer.voter = lock.members.iter().any(|m| m.id == peer.member.id);
@@ -806,8 +866,6 @@ impl<E: KvEngine> Node<E> {
                 l.members = lock.members.clone();
             }
         }
-        self.schedule_lock_refresh(now);
-        self.advance_commit(now);
     }
 
     fn schedule_lock_refresh(&mut self, now: Time) {
@@ -1940,10 +1998,16 @@ impl<E: KvEngine> Node<E> {
         if !l.serving || l.changing || self.cl().lock_io.is_some() {
             return;
         }
+        // Caught up: within one append of the commit index. (Requiring it
+        // to reach the commit index never ends under steady writes, whose
+        // commit index moves on while the last append is on its way. A
+        // member that lags a little is no less safe than a slow follower:
+        // this bound only keeps the commit from stalling on it.)
+        let slack = self.cl().cfg.append_entries_max as u64;
         let Some(learner) = l
             .peers
             .values()
-            .find(|p| !p.voter && p.promised && p.matched >= commit)
+            .find(|p| !p.voter && p.promised && p.matched.0 + slack >= commit.0)
         else {
             return;
         };
@@ -1991,7 +2055,11 @@ impl<E: KvEngine> Node<E> {
         let c = self.cl();
         if c.lock_next_at.is_some_and(|t| now >= t) && c.lock_io.is_none() {
             let leader = matches!(c.role, Role::Leader(_));
-            if leader {
+            let changing = matches!(&c.role, Role::Leader(l) if l.changing);
+            // A write in doubt (its answer lost or failed, or a membership
+            // change whose read-back failed) is read back first, whatever
+            // the role: the read decides whether it landed.
+            if leader && c.lock_expect.is_none() && !changing {
                 if self.any_member_unreachable(now) {
                     let members = self.members();
                     self.write_lock(members);

@@ -532,6 +532,9 @@ impl<E: KvEngine> Node<E> {
 
     /// The driver read the local WAL back (see `read_wal`).
     pub(super) fn on_wal_read(&mut self, now: Time, io: IoId, result: Result<Vec<Entry>, String>) {
+        if self.is_cluster_buffer_read(io) {
+            return self.on_cluster_buffer_read(result);
+        }
         let bucket_end = match self.startup.as_ref().map(|s| &s.step) {
             Some(Step::ReadWal {
                 read_io,

@@ -1,0 +1,847 @@
+//! Cluster mode in the simulator: 3 or 5 t4 nodes (the real core and the
+//! io-sim driver loop) sharing one fake S3 bucket for the leader lock,
+//! talking over madsim's network, under seeded chaos, checked end to end.
+//!
+//! # A run
+//!
+//! 1. `n1` starts alone and bootstraps the cluster (it creates the lock);
+//!    the others start one by one and join (the leader adds each to the
+//!    lock's members once it has caught up).
+//! 2. Recorded clients (half etcd mix, half Kubernetes mix, every value
+//!    unique) talk to nodes drawn at random, followers included (their
+//!    writes are forwarded to the leader, their linearizable reads go
+//!    through the leader's read index).
+//! 3. For [`ClusterRunConfig::chaos_secs`] the fault loop draws, every
+//!    200–1,500 ms, one of:
+//!    - a **crash** of one node (its unsynced bytes are lost), restarted
+//!      0.5–3 s later;
+//!    - a **majority losing power** at once;
+//!    - a **disk loss** (the node restarts on an empty disk), only while
+//!      every other node's disk is whole (none is still rejoining after a
+//!      loss of its own): a majority of disks always survives;
+//!    - a node **isolated** from everyone, for 1–6 s;
+//!    - a **partial partition** (two nodes cut from each other, both ways)
+//!      or a **one-way cut**, for 1–6 s;
+//!    - a node **cut from the bucket** but not from its peers, for 1–8 s;
+//!    - a **pause** of 0.5–8.5 s (past every timeout: the election timeout
+//!      is 1 s, the lock TTL 5 s).
+//!
+//!    Throughout: 1 % message loss with madsim's random latency (so
+//!    reordering), the fake S3's flaky faults (throttling, 500s, 409s on
+//!    racing conditional puts, lost answers, late landings), and every
+//!    node's clock with its own drift (±200 ppm) and a wall-clock offset of
+//!    up to an hour (safety must not depend on either).
+//! 4. Everything heals; the run waits (at most [`CONVERGE_WITHIN`]) for one
+//!    serving leader and every node applied through its commit index;
+//!    clients stop; the run waits again.
+//!
+//! # The checks
+//!
+//! - **one leader per term**: a monitor samples every node every 10 ms; two
+//!   nodes serving as leader of the same term is a violation;
+//! - **agreement**: every node's durable log (its [`Ledger`]) holds the same
+//!   entry at every index up to the commit index, and no gap;
+//! - **no acknowledged write lost**: every acknowledged put is in that log
+//!   at the acknowledged revision;
+//! - **linearizability** of the whole client history (all nodes' clients),
+//!   after the log settled the unknown writes ([`crate::resolve`]);
+//! - **per node**: no per-node invariant broken (applied index above the
+//!   log, revision going back), no node failing its write path (a
+//!   truncation below the applied index is one), no undecodable peer
+//!   message;
+//! - **liveness**: convergence after the faults stop.
+//!
+//! Serializable reads are not drawn by the workloads (every read is
+//! linearizable), so "a serializable read sees some committed prefix" is
+//! not checked here.
+//!
+//! The report counts faults by kind, leader terms seen, and the failover
+//! gaps (from the moment no node served as leader to the moment one did,
+//! after the cluster formed), in simulated time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::time::sleep;
+use t4_core::bucket::lock::Member;
+use t4_core::cluster::{ClusterConfig, ClusterMutants, HardState};
+use t4_core::log::Entry;
+use t4_core::node::ClusterRole;
+use t4_core::NodeConfig;
+use t4_io_sim::clock::ClockConfig;
+use t4_io_sim::disk::Disk;
+use t4_io_sim::proto::{NODE_PORT, PEER_PORT};
+use t4_io_sim::s3::{FakeS3, S3Faults, S3_IP};
+use t4_io_sim::server::{serve, NodeStatus, ServerConfig, ServerContext, StatusCell};
+use t4_io_sim::wal::Ledger;
+
+use crate::history::Return;
+use crate::lincheck::{self, CheckConfig, Verdict};
+use crate::workload::{self, ClientConfig, Mix, Recorded, Recorder};
+
+/// After the faults stop, the cluster must settle within this.
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
+/// How long clients wait for an answer (a forwarded request times out
+/// after 5 s in the follower).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
+/// Pause between a client's operations (uniform in 0..THINK).
+const THINK: Duration = Duration::from_millis(100);
+
+/// One run.
+#[derive(Clone, Debug)]
+pub struct ClusterRunConfig {
+    /// The seed (every choice of the run).
+    pub seed: u64,
+    /// Members: 3 or 5.
+    pub nodes: usize,
+    /// How long the faults go on.
+    pub chaos_secs: u64,
+    /// Recorded clients.
+    pub clients: usize,
+    /// Deliberate protocol bugs (for the tests that prove the checks bite).
+    pub mutants: ClusterMutants,
+    /// Linearizability checker budget.
+    pub check: CheckConfig,
+}
+
+impl ClusterRunConfig {
+    /// The CI settings for `seed` and `nodes`.
+    #[must_use]
+    pub fn new(seed: u64, nodes: usize) -> ClusterRunConfig {
+        ClusterRunConfig {
+            seed,
+            nodes,
+            chaos_secs: 30,
+            clients: 10,
+            mutants: ClusterMutants::default(),
+            check: CheckConfig {
+                max_steps: std::env::var("SIM_CHECK_STEPS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(2_000_000),
+            },
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterReport {
+    /// The seed.
+    pub seed: u64,
+    /// Members.
+    pub nodes: usize,
+    /// Simulated time, in seconds.
+    pub sim_secs: f64,
+    /// Client calls recorded.
+    pub ops: usize,
+    /// … answered with success.
+    pub ok: usize,
+    /// … answered with a definite failure.
+    pub failed: usize,
+    /// … whose outcome is unknown.
+    pub unknown: usize,
+    /// Writes acknowledged (each checked against the log).
+    pub acked_writes: usize,
+    /// Operations the linearizability checker placed.
+    pub checked: usize,
+    /// Unknown writes the final log settled.
+    pub resolved: usize,
+    /// The checker ran out of budget.
+    pub checker_unknown: bool,
+    /// Committed entries at the end.
+    pub log_entries: usize,
+    /// Distinct terms some node served as leader in.
+    pub leader_terms: usize,
+    /// Gaps without a serving leader after the cluster formed, in ms.
+    pub failovers_ms: Vec<u64>,
+    /// Faults by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// What failed.
+    pub violations: Vec<String>,
+    /// Wall time, in seconds.
+    pub wall_secs: f64,
+}
+
+/// One member and what outlives its process.
+struct SimMember {
+    name: String,
+    ip: Ipv4Addr,
+    handle: NodeHandle,
+    disk: Disk,
+    ledger: Ledger,
+    status: StatusCell,
+}
+
+impl SimMember {
+    fn id(&self) -> madsim::task::NodeId {
+        self.handle.id()
+    }
+
+    /// Whether its disk holds a whole copy: it has promised (every member
+    /// has) and is not rejoining after a loss.
+    fn disk_is_whole(&self) -> bool {
+        t4_io_sim::hard_state::load(&self.disk)
+            .and_then(|bytes| HardState::decode(&bytes).ok())
+            .is_some_and(|h| !h.rejoining && h.promised.0 > 0)
+    }
+}
+
+/// What the monitor saw.
+#[derive(Debug, Default)]
+struct Watch {
+    /// term → the node that served as its leader.
+    leaders: BTreeMap<u64, String>,
+    violations: Vec<String>,
+    /// Since when no node serves as leader (after formation).
+    gap_since: Option<madsim::time::Instant>,
+    gaps_ms: Vec<u64>,
+    formed: bool,
+}
+
+/// Plays one run and checks it (on a thread of its own, as
+/// [`crate::bucket::run`] does).
+///
+/// # Panics
+/// The run panicked (the panic is passed on).
+#[must_use]
+pub fn run(config: &ClusterRunConfig) -> ClusterReport {
+    let wall = Instant::now();
+    let cfg = config.clone();
+    let played = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let mut rt = madsim::runtime::Runtime::with_seed_and_config(
+                    cfg.seed,
+                    madsim::Config::default(),
+                );
+                rt.set_time_limit(Duration::from_secs(900));
+                let playing = cfg.clone();
+                let collected = rt.block_on(async move { play(&playing).await });
+                check(&cfg, collected)
+            })
+            .join()
+    });
+    let mut report = played.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    report.wall_secs = wall.elapsed().as_secs_f64();
+    report
+}
+
+struct Collected {
+    recorded: Recorded,
+    sim_secs: f64,
+    ledgers: Vec<(String, Vec<Entry>)>,
+    statuses: Vec<(String, NodeStatus)>,
+    faults: BTreeMap<&'static str, u64>,
+    watch: Watch,
+    violations: Vec<String>,
+}
+
+fn member(i: usize) -> (String, Ipv4Addr, Member) {
+    let name = format!("n{i}");
+    let ip = Ipv4Addr::new(10, 0, 2, u8::try_from(i).expect("few nodes"));
+    let member = Member {
+        id: name.clone(),
+        peer_addr: SocketAddr::new(IpAddr::V4(ip), PEER_PORT).to_string(),
+    };
+    (name, ip, member)
+}
+
+fn start_member(s3: &FakeS3, i: usize, mutants: ClusterMutants, clock: ClockConfig) -> SimMember {
+    let (name, ip, me) = member(i);
+    let disk = Disk::new();
+    let ledger = Ledger::new();
+    let status = StatusCell::default();
+    let config = ServerConfig {
+        core: NodeConfig {
+            cluster: Some(ClusterConfig {
+                mutants,
+                ..ClusterConfig::new(me)
+            }),
+            trim_every_entries: 200,
+            ..ServerConfig::default().core
+        },
+        clock,
+        ..ServerConfig::default()
+    };
+    let ctx = ServerContext {
+        disk: disk.clone(),
+        ledger: ledger.clone(),
+        config,
+        status: status.clone(),
+        bucket: Some((s3.client(&name), name.clone())),
+    };
+    let handle = Handle::current()
+        .create_node()
+        .name(name.clone())
+        .ip(IpAddr::V4(ip))
+        .init(move || serve(ctx.clone()))
+        .build();
+    SimMember {
+        name,
+        ip,
+        handle,
+        disk,
+        ledger,
+        status,
+    }
+}
+
+fn serving_leader(s: &NodeStatus) -> bool {
+    s.role == Some(ClusterRole::Leader { serving: true })
+}
+
+/// Waits until `done` holds for the statuses, at most `within`.
+async fn wait_for(
+    members: &[SimMember],
+    within: Duration,
+    done: impl Fn(&[NodeStatus]) -> bool,
+) -> bool {
+    let until = madsim::time::Instant::now() + within;
+    while madsim::time::Instant::now() < until {
+        let statuses: Vec<NodeStatus> = members.iter().map(|m| m.status.get()).collect();
+        if done(&statuses) {
+            return true;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// One serving leader, every member in its lock, every node applied
+/// through the leader's commit index.
+fn converged(statuses: &[NodeStatus], n: usize) -> bool {
+    let leaders: Vec<&NodeStatus> = statuses.iter().filter(|s| serving_leader(s)).collect();
+    let [leader] = leaders.as_slice() else {
+        return false;
+    };
+    leader.members.len() == n
+        && statuses
+            .iter()
+            .all(|s| s.serving && s.applied_index == leader.commit_index)
+}
+
+/// Undoing a temporary fault.
+enum Undo {
+    Restart(usize),
+    Resume(usize),
+    Unclog(usize),
+    UnclogLink(madsim::task::NodeId, madsim::task::NodeId),
+}
+
+async fn play(cfg: &ClusterRunConfig) -> Collected {
+    let s3 = FakeS3::start(IpAddr::V4(S3_IP), S3Faults::flaky());
+    let net = NetSim::current();
+    let handle = Handle::current();
+    let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut violations = Vec::new();
+    let clocks: Vec<ClockConfig> = (0..cfg.nodes)
+        .map(|_| ClockConfig {
+            drift_ppm: thread_rng().gen_range(-200..=200),
+            wall_offset_ms: thread_rng().gen_range(-3_600_000..=3_600_000),
+        })
+        .collect();
+    let mut members: Vec<SimMember> = Vec::new();
+    // Form the cluster: n1 bootstraps, the others join one at a time.
+    for i in 1..=cfg.nodes {
+        members.push(start_member(&s3, i, cfg.mutants, clocks[i - 1]));
+        let n = i;
+        let joined = wait_for(&members, Duration::from_secs(120), |st| {
+            st.iter().filter(|s| serving_leader(s)).count() == 1
+                && st.iter().any(|s| serving_leader(s) && s.members.len() == n)
+        })
+        .await;
+        if !joined {
+            violations.push(format!("n{i} did not join within 120 s"));
+        }
+    }
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let monitor = {
+        let statuses: Vec<(String, StatusCell)> = members
+            .iter()
+            .map(|m| (m.name.clone(), m.status.clone()))
+            .collect();
+        let watch = Arc::clone(&watch);
+        madsim::task::spawn(async move {
+            loop {
+                sample(&statuses, &watch);
+                sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    watch.lock().expect("watch lock").formed = true;
+
+    // Clients on machines of their own, each talking to a node drawn at
+    // random.
+    let rec = Recorder::new();
+    for id in 0..cfg.clients {
+        let target = &members[thread_rng().gen_range(0..members.len())];
+        let client = ClientConfig {
+            id,
+            node: SocketAddr::new(IpAddr::V4(target.ip), NODE_PORT),
+            mix: if id % 2 == 0 {
+                Mix::Etcd
+            } else {
+                Mix::Kubernetes
+            },
+            timeout: CLIENT_TIMEOUT,
+            think: THINK,
+            compact_rate: 0.005,
+        };
+        let machine = handle
+            .create_node()
+            .name(format!("client-{id}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                1,
+                u8::try_from(id + 1).expect("few clients"),
+            )))
+            .build();
+        machine.spawn(workload::run_client(client, Arc::clone(&rec)));
+    }
+
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        println!("formed: {}", describe(&members));
+    }
+    // The faults.
+    net.update_config(|c| c.packet_loss_rate = 0.01);
+    let n = members.len();
+    let mut undo: Vec<(madsim::time::Instant, Undo)> = Vec::new();
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+    let mut paused: BTreeSet<usize> = BTreeSet::new();
+    // No faults on a cluster that did not form (already a violation): a
+    // disk loss in a cluster of two stalls it by design.
+    let chaos_secs = if violations.is_empty() {
+        cfg.chaos_secs
+    } else {
+        0
+    };
+    let end = madsim::time::Instant::now() + Duration::from_secs(chaos_secs);
+    let mut next_fault =
+        madsim::time::Instant::now() + Duration::from_millis(thread_rng().gen_range(200..1_500));
+    let count = |faults: &mut BTreeMap<&'static str, u64>, kind: &'static str| {
+        *faults.entry(kind).or_default() += 1;
+        rec.trace(("fault", kind));
+    };
+    while madsim::time::Instant::now() < end {
+        let now = madsim::time::Instant::now();
+        for (_, u) in extract_due(&mut undo, now) {
+            apply_undo(u, &members, &net, &handle, &mut down, &mut paused);
+        }
+        if now >= next_fault {
+            next_fault = now + Duration::from_millis(thread_rng().gen_range(200..1_500));
+            let victim = thread_rng().gen_range(0..n);
+            let other = (victim + thread_rng().gen_range(1..n)) % n;
+            let up = !down.contains(&victim) && !paused.contains(&victim);
+            let ms = |lo: u64, hi: u64| Duration::from_millis(thread_rng().gen_range(lo..hi));
+            match thread_rng().gen_range(0..100) {
+                0..=17 if up => {
+                    handle.kill(members[victim].id());
+                    members[victim].disk.crash();
+                    down.insert(victim);
+                    undo.push((now + ms(500, 3_000), Undo::Restart(victim)));
+                    count(&mut faults, "crash");
+                }
+                18..=23 => {
+                    // A majority loses power at once.
+                    let mut picked: Vec<usize> = (0..n).collect();
+                    for i in (1..n).rev() {
+                        picked.swap(i, thread_rng().gen_range(0..=i));
+                    }
+                    for &i in picked.iter().take(n / 2 + 1) {
+                        if down.contains(&i) || paused.contains(&i) {
+                            continue;
+                        }
+                        handle.kill(members[i].id());
+                        members[i].disk.crash();
+                        down.insert(i);
+                        undo.push((now + ms(500, 2_500), Undo::Restart(i)));
+                    }
+                    count(&mut faults, "majority crash");
+                }
+                24..=33
+                    if up
+                        && (0..n)
+                            .filter(|&i| i != victim)
+                            .all(|i| members[i].disk_is_whole()) =>
+                {
+                    handle.kill(members[victim].id());
+                    members[victim].disk.lose();
+                    members[victim].ledger.clear();
+                    down.insert(victim);
+                    undo.push((now + ms(500, 3_000), Undo::Restart(victim)));
+                    count(&mut faults, "disk loss");
+                }
+                34..=47 => {
+                    net.clog_node(members[victim].id());
+                    undo.push((now + ms(1_000, 6_000), Undo::Unclog(victim)));
+                    count(&mut faults, "isolate");
+                }
+                48..=59 => {
+                    let (a, b) = (members[victim].id(), members[other].id());
+                    net.clog_link(a, b);
+                    net.clog_link(b, a);
+                    let at = now + ms(1_000, 6_000);
+                    undo.push((at, Undo::UnclogLink(a, b)));
+                    undo.push((at, Undo::UnclogLink(b, a)));
+                    count(&mut faults, "partial partition");
+                }
+                60..=71 => {
+                    let (a, b) = (members[victim].id(), members[other].id());
+                    net.clog_link(a, b);
+                    undo.push((now + ms(1_000, 6_000), Undo::UnclogLink(a, b)));
+                    count(&mut faults, "one-way cut");
+                }
+                72..=81 => {
+                    let (a, b) = (members[victim].id(), s3.node_id());
+                    net.clog_link(a, b);
+                    net.clog_link(b, a);
+                    let at = now + ms(1_000, 8_000);
+                    undo.push((at, Undo::UnclogLink(a, b)));
+                    undo.push((at, Undo::UnclogLink(b, a)));
+                    count(&mut faults, "bucket cut");
+                }
+                82..=89 if up => {
+                    handle.pause(members[victim].id());
+                    paused.insert(victim);
+                    undo.push((now + ms(500, 8_500), Undo::Resume(victim)));
+                    count(&mut faults, "pause");
+                }
+                _ => {}
+            }
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    // Heal everything.
+    for (_, u) in std::mem::take(&mut undo) {
+        apply_undo(u, &members, &net, &handle, &mut down, &mut paused);
+    }
+    for a in &members {
+        net.unclog_node(a.id());
+        net.unclog_link(a.id(), s3.node_id());
+        net.unclog_link(s3.node_id(), a.id());
+        for b in &members {
+            net.unclog_link(a.id(), b.id());
+        }
+    }
+    net.update_config(|c| c.packet_loss_rate = 0.0);
+    if !wait_for(&members, CONVERGE_WITHIN, |st| converged(st, n)).await {
+        violations.push(format!(
+            "no convergence within {CONVERGE_WITHIN:?} after the faults stopped: {}",
+            describe(&members)
+        ));
+    }
+    rec.stop.store(true, Ordering::Relaxed);
+    sleep(CLIENT_TIMEOUT + Duration::from_secs(1)).await;
+    if !wait_for(&members, CONVERGE_WITHIN, |st| converged(st, n)).await {
+        violations.push(format!(
+            "no convergence after the clients stopped: {}",
+            describe(&members)
+        ));
+    }
+    monitor.abort();
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        println!("final: {}", describe(&members));
+    }
+    let sim_secs = rec.now() as f64 / 1e9;
+    let watched = std::mem::take(&mut *watch.lock().expect("watch lock"));
+    Collected {
+        recorded: rec.take(),
+        sim_secs,
+        ledgers: members
+            .iter()
+            .map(|m| (m.name.clone(), m.ledger.entries()))
+            .collect(),
+        statuses: members
+            .iter()
+            .map(|m| (m.name.clone(), m.status.get()))
+            .collect(),
+        faults,
+        watch: watched,
+        violations,
+    }
+}
+
+/// The monitor's look at every node: who serves as leader of which term,
+/// and the gaps without one.
+fn sample(statuses: &[(String, StatusCell)], watch: &Mutex<Watch>) {
+    let now = madsim::time::Instant::now();
+    let mut any = false;
+    let mut w = watch.lock().expect("watch lock");
+    for (name, cell) in statuses {
+        let s = cell.get();
+        if !serving_leader(&s) {
+            continue;
+        }
+        any = true;
+        match w.leaders.get(&s.term) {
+            Some(other) if other != name => {
+                let v = format!("two leaders in term {}: {other} and {name}", s.term);
+                if !w.violations.contains(&v) {
+                    w.violations.push(v);
+                }
+            }
+            Some(_) => {}
+            None => {
+                w.leaders.insert(s.term, name.clone());
+            }
+        }
+    }
+    if w.formed {
+        match (any, w.gap_since) {
+            (false, None) => w.gap_since = Some(now),
+            (true, Some(since)) => {
+                let ms = u64::try_from((now - since).as_millis()).unwrap_or(u64::MAX);
+                w.gaps_ms.push(ms);
+                w.gap_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn extract_due(
+    undo: &mut Vec<(madsim::time::Instant, Undo)>,
+    now: madsim::time::Instant,
+) -> Vec<(madsim::time::Instant, Undo)> {
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(undo)
+        .into_iter()
+        .partition(|(at, _)| *at <= now);
+    *undo = later;
+    due
+}
+
+fn apply_undo(
+    u: Undo,
+    members: &[SimMember],
+    net: &NetSim,
+    handle: &Handle,
+    down: &mut BTreeSet<usize>,
+    paused: &mut BTreeSet<usize>,
+) {
+    match u {
+        Undo::Restart(i) => {
+            if down.remove(&i) {
+                handle.restart(members[i].id());
+            }
+        }
+        Undo::Resume(i) => {
+            if paused.remove(&i) {
+                handle.resume(members[i].id());
+            }
+        }
+        Undo::Unclog(i) => net.unclog_node(members[i].id()),
+        Undo::UnclogLink(a, b) => net.unclog_link(a, b),
+    }
+}
+
+fn describe(members: &[SimMember]) -> String {
+    members
+        .iter()
+        .map(|m| {
+            let s = m.status.get();
+            format!(
+                "{} (incarnation {}): {:?} term {} commit {} applied {} last {} members {:?} serving {} failed {:?} refused {:?}",
+                m.name,
+                s.incarnation,
+                s.role,
+                s.term,
+                s.commit_index,
+                s.applied_index,
+                s.last_index,
+                s.members,
+                s.serving,
+                s.failed,
+                s.refused
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
+    let mut report = ClusterReport {
+        seed: cfg.seed,
+        nodes: cfg.nodes,
+        sim_secs: c.sim_secs,
+        faults: c.faults,
+        leader_terms: c.watch.leaders.len(),
+        failovers_ms: c.watch.gaps_ms.clone(),
+        ..ClusterReport::default()
+    };
+    let mut v = c.violations;
+    v.extend(c.watch.violations);
+    for (name, s) in &c.statuses {
+        if let Some(why) = &s.invariant_violation {
+            v.push(format!("{name}: {why}"));
+        }
+        if let Some(why) = &s.failed {
+            v.push(format!("{name} failed its write path: {why}"));
+        }
+        if let Some(why) = &s.refused {
+            v.push(format!("{name} refused to start: {why}"));
+        }
+        if s.undecodable_peer_msgs > 0 {
+            v.push(format!(
+                "{name} received {} undecodable peer messages",
+                s.undecodable_peer_msgs
+            ));
+        }
+    }
+    // The log: the leader's durable entries through its commit index.
+    let commit = c
+        .statuses
+        .iter()
+        .find(|(_, s)| serving_leader(s))
+        .map_or(0, |(_, s)| s.commit_index);
+    let leader = c
+        .statuses
+        .iter()
+        .find(|(_, s)| serving_leader(s))
+        .map(|(name, _)| name.clone());
+    let mut log: Vec<Entry> = Vec::new();
+    if let Some(leader) = &leader {
+        let entries = &c
+            .ledgers
+            .iter()
+            .find(|(n, _)| n == leader)
+            .expect("a ledger")
+            .1;
+        log = entries
+            .iter()
+            .filter(|e| e.index <= commit)
+            .cloned()
+            .collect();
+        for (i, e) in log.iter().enumerate() {
+            if e.index != i as u64 + 1 {
+                v.push(format!(
+                    "the leader's log has a gap: entry {} at position {}",
+                    e.index,
+                    i + 1
+                ));
+                break;
+            }
+        }
+        // Agreement: every node's durable entries up to the commit index
+        // are the leader's.
+        for (name, entries) in &c.ledgers {
+            for e in entries.iter().filter(|e| e.index <= commit) {
+                let Some(mine) = log.get(usize::try_from(e.index).expect("fits") - 1) else {
+                    continue;
+                };
+                if mine != e {
+                    v.push(format!(
+                        "{name} holds a different entry at committed index {}: term {} vs the leader's term {}",
+                        e.index, e.term, mine.term
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    report.log_entries = log.len();
+    let mut ops = c.recorded.ops;
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        let mut by: BTreeMap<(usize, String), usize> = BTreeMap::new();
+        for op in &ops {
+            let what = match &op.ret {
+                Return::Unknown => "unknown".to_owned(),
+                Return::Applied { .. } => "applied".to_owned(),
+                Return::Range(Ok(_)) | Return::Write(Ok(_)) => "ok".to_owned(),
+                Return::Range(Err(e)) | Return::Write(Err(e)) => {
+                    format!("{e}").chars().take(60).collect()
+                }
+            };
+            *by.entry((op.client, what)).or_default() += 1;
+        }
+        for ((client, what), n) in by {
+            println!("client {client}: {what} x{n}");
+        }
+    }
+    for op in &ops {
+        report.ops += 1;
+        match &op.ret {
+            Return::Unknown | Return::Applied { .. } => report.unknown += 1,
+            Return::Range(Ok(_)) => report.ok += 1,
+            Return::Write(Ok(_)) => {
+                report.ok += 1;
+                report.acked_writes += 1;
+            }
+            Return::Range(Err(_)) | Return::Write(Err(_)) => report.failed += 1,
+        }
+    }
+    let truth = match crate::truth::replay(&log) {
+        Ok(truth) => truth,
+        Err(e) => {
+            v.push(format!("the committed log does not replay: {e}"));
+            report.violations = v;
+            return report;
+        }
+    };
+    crate::run::check_acknowledged(&truth, &ops, &mut v);
+    let resolved = crate::resolve::resolve(&mut ops, &log, &truth);
+    report.resolved = resolved.applied + resolved.dropped;
+    let result = lincheck::check(&ops, &cfg.check);
+    report.checked = result.ops_checked;
+    match result.verdict {
+        Verdict::Linearizable => {}
+        Verdict::Unknown => report.checker_unknown = true,
+        Verdict::NotLinearizable(why) => v.push(format!("not linearizable: {why}")),
+    }
+    report.violations = v;
+    report
+}
+
+/// The summary line of a set of runs.
+#[must_use]
+pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Instant) -> String {
+    let sum = |f: fn(&ClusterReport) -> usize| reports.iter().map(f).sum::<usize>();
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.faults {
+            *faults.entry(k).or_default() += v;
+        }
+    }
+    let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut gaps: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| r.failovers_ms.clone())
+        .collect();
+    gaps.sort_unstable();
+    let pct = |p: usize| {
+        if gaps.is_empty() {
+            0
+        } else {
+            gaps[(gaps.len() * p / 100).min(gaps.len() - 1)]
+        }
+    };
+    format!(
+        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} resolved={} log_entries={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
+        reports.len() + panics,
+        reports.iter().map(|r| r.sim_secs).sum::<f64>(),
+        sum(|r| r.ops),
+        sum(|r| r.ok),
+        sum(|r| r.failed),
+        sum(|r| r.unknown),
+        sum(|r| r.acked_writes),
+        sum(|r| r.checked),
+        sum(|r| r.resolved),
+        sum(|r| r.log_entries),
+        sum(|r| r.leader_terms),
+        gaps.len(),
+        pct(50),
+        pct(99),
+        gaps.last().copied().unwrap_or(0),
+        faults.join(" "),
+        reports.iter().filter(|r| r.checker_unknown).count(),
+        sum(|r| r.violations.len()),
+        wall.elapsed().as_secs_f64(),
+    )
+}
