@@ -180,6 +180,10 @@ struct Candidate {
     promises: BTreeMap<String, (Term, Index)>,
     /// Fetching the best log from this member.
     fetching: Option<Member>,
+    /// The end of the log the fetch source promised, and where the last
+    /// fetch started.
+    fetch_target: Index,
+    fetch_from: Index,
     prepare_at: Time,
 }
 
@@ -834,6 +838,8 @@ impl<E: KvEngine> Node<E> {
             members: lock.members.clone(),
             promises: BTreeMap::new(),
             fetching: None,
+            fetch_target: Index(0),
+            fetch_from: Index(0),
             prepare_at: now,
         });
         c.lock_next_at = Some(now.plus_nanos(c.cfg.lock_watch_interval_ns));
@@ -1077,6 +1083,8 @@ impl<E: KvEngine> Node<E> {
         tracing::info!(from = %best_id, first = from.0, "fetching the most up-to-date log");
         if let Role::Candidate(cand) = &mut self.clm().role {
             cand.fetching = Some(member.clone());
+            cand.fetch_target = best.1;
+            cand.fetch_from = from;
         }
         // Our own entries stay until a fetched one conflicts with them
         // (they may be the only durable copy of committed entries if the
@@ -1092,7 +1100,10 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn on_fetch(&mut self, from: &Member, term: Term, first: Index) {
-        if term != self.cl().promised {
+        let c = self.cl();
+        if term != c.promised || c.blank || c.rejoining {
+            // (A node that lost its disk has no log worth adopting; the
+            // promise it gave before the loss is void.)
             return;
         }
         let c = self.cl();
@@ -1147,19 +1158,43 @@ impl<E: KvEngine> Node<E> {
             if first.index_id() != self.cl().log.last_index().next() {
                 tracing::warn!("fetched entries do not continue the log; asking again");
                 let from = self.cl().log.last_index().next();
-                return self.send(&source, PeerMsg::Fetch { term, from });
+                return self.fetch_again(&source, from);
             }
             self.append_log(fresh);
         }
         if more {
             let from = end.map_or(self.cl().log.last_index(), |e| e).next();
-            return self.send(&source, PeerMsg::Fetch { term, from });
+            return self.fetch_again(&source, from);
+        }
+        let Role::Candidate(cand) = &self.cl().role else {
+            return;
+        };
+        let source_end = end.unwrap_or(Index(cand.fetch_from.0.saturating_sub(1)));
+        if source_end < cand.fetch_target {
+            // Its log is shorter than the one it promised with: it lost
+            // entries (its disk) since. Adopting it could drop committed
+            // entries; this round is void. A later takeover starts over.
+            tracing::warn!(
+                from = %source.id,
+                promised = cand.fetch_target.0,
+                holds = source_end.0,
+                "the most up-to-date promiser no longer holds its log; giving up the round"
+            );
+            return self.step_down(now, self.term, None, "the best log was lost");
         }
         // The adopted log ends at the best promiser's: anything of ours
         // beyond it is not committed (the best log holds every committed
         // entry) and goes.
         self.truncate_log(end.unwrap_or(committed).max(committed));
         self.become_leader(now);
+    }
+
+    fn fetch_again(&mut self, source: &Member, from: Index) {
+        if let Role::Candidate(cand) = &mut self.clm().role {
+            cand.fetch_from = from;
+        }
+        let term = self.term;
+        self.send(source, PeerMsg::Fetch { term, from });
     }
 
     /// The promise round is over: append the barrier and lead.

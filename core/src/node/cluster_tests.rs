@@ -1422,10 +1422,17 @@ fn mutant_acking_before_fsync_is_caught() {
 /// and the candidate had already dropped its own copy of committed
 /// entries). Promises now report the durable tail, and a candidate keeps
 /// its entries until a fetched one conflicts.
+///
+/// Seed 2,272 (5 nodes) found the best promiser losing its disk after
+/// promising: the candidate's fetch came back empty and it truncated its
+/// own log, committed entries included, to the promiser's. A candidate now
+/// gives the round up when the source holds less than it promised, and a
+/// node that lost its disk answers no fetch.
 #[test]
 fn chaos_regressions() {
     chaos_run(268, 3, 20);
     chaos_run(1_107, 5, 20);
+    chaos_run(2_272, 5, 20);
 }
 
 /// A member whose disk is lost restarts empty. Writes committed on the
