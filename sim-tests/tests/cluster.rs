@@ -110,3 +110,18 @@ fn committing_on_connected_followers_is_caught() {
         "the mutant went unnoticed"
     );
 }
+
+/// Seed 2,205 (5 nodes) finds a real bug, not fixed yet: a write
+/// acknowledged at revision 121 sits at revision 122 in the final log (and
+/// the history is not linearizable). Found by the 400-seed run of 5-node
+/// clusters after the cluster simulation landed; every seed of the CI
+/// ranges passes. Run it with `cargo test -p sim-tests --release --test
+/// cluster -- --ignored`.
+#[test]
+#[ignore = "known failing: issue 7 — an acknowledged revision differs from the final log"]
+fn known_bug_seed_2205() {
+    let (reports, panics) = play("5 nodes seed 2205", &[2_205], |seed| {
+        ClusterRunConfig::new(seed, 5)
+    });
+    assert_clean("5 nodes seed 2205", &reports, &panics);
+}
