@@ -765,18 +765,12 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
             println!("client {client}: {what} x{n}");
         }
     }
-    for op in &ops {
-        report.ops += 1;
-        match &op.ret {
-            Return::Unknown | Return::Applied { .. } => report.unknown += 1,
-            Return::Range(Ok(_)) => report.ok += 1,
-            Return::Write(Ok(_)) => {
-                report.ok += 1;
-                report.acked_writes += 1;
-            }
-            Return::Range(Err(_)) | Return::Write(Err(_)) => report.failed += 1,
-        }
-    }
+    let tally = crate::history::Tally::of(&ops);
+    report.ops = tally.ops;
+    report.ok = tally.ok;
+    report.failed = tally.failed;
+    report.unknown = tally.unknown;
+    report.acked_writes = tally.acked_writes;
     let truth = match crate::truth::replay(&log) {
         Ok(truth) => truth,
         Err(e) => {

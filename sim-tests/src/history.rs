@@ -108,3 +108,41 @@ pub struct WatchRecord {
     /// How it ended.
     pub end: WatchEnd,
 }
+
+/// How a history's calls ended, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Calls recorded.
+    pub ops: usize,
+    /// … answered with success.
+    pub ok: usize,
+    /// … answered with a definite failure.
+    pub failed: usize,
+    /// … whose outcome is unknown.
+    pub unknown: usize,
+    /// Writes acknowledged.
+    pub acked_writes: usize,
+}
+
+impl Tally {
+    /// Counts `ops`.
+    #[must_use]
+    pub fn of(ops: &[Op]) -> Tally {
+        let mut t = Tally {
+            ops: ops.len(),
+            ..Tally::default()
+        };
+        for op in ops {
+            match &op.ret {
+                Return::Unknown | Return::Applied { .. } => t.unknown += 1,
+                Return::Range(Ok(_)) => t.ok += 1,
+                Return::Write(Ok(_)) => {
+                    t.ok += 1;
+                    t.acked_writes += 1;
+                }
+                Return::Range(Err(_)) | Return::Write(Err(_)) => t.failed += 1,
+            }
+        }
+        t
+    }
+}

@@ -1830,19 +1830,9 @@ impl<E: KvEngine> Node<E> {
     fn cluster_read(&mut self, now: Time, req: ReqId) {
         match &self.cl().role {
             Role::Leader(l) if l.serving => {
-                let index = self.cl().commit;
-                let confirmed = self.cl().cfg.mutants.reads_without_lease
-                    || self.lease_until(l).is_some_and(|until| now < until);
-                self.clm().reads.push(Read {
-                    waiter: ReadWaiter::Local(req),
-                    index: Some(index),
-                    arrived: now,
-                    confirmed,
-                });
-                if !confirmed {
-                    self.broadcast(now);
-                }
-                self.serve_reads(now);
+                let unchecked = self.cl().cfg.mutants.reads_without_lease;
+                let leased = self.lease_until(l).is_some_and(|until| now < until);
+                self.leader_queue_read(now, ReadWaiter::Local(req), unchecked || leased);
             }
             Role::Follower {
                 leader: Some(leader),
@@ -1869,13 +1859,20 @@ impl<E: KvEngine> Node<E> {
         if !serving {
             return self.send(from, PeerMsg::ReadIndexReply { id, index: None });
         }
-        let confirmed = lease.is_some_and(|until| now < until);
+        let leased = lease.is_some_and(|until| now < until);
+        let waiter = ReadWaiter::Remote {
+            to: from.clone(),
+            id,
+        };
+        self.leader_queue_read(now, waiter, leased);
+    }
+
+    /// Serving leader: a read at the commit index as of now, confirmed at
+    /// once inside the lease, otherwise by a heartbeat round sent now.
+    fn leader_queue_read(&mut self, now: Time, waiter: ReadWaiter, confirmed: bool) {
         let index = self.cl().commit;
         self.clm().reads.push(Read {
-            waiter: ReadWaiter::Remote {
-                to: from.clone(),
-                id,
-            },
+            waiter,
             index: Some(index),
             arrived: now,
             confirmed,

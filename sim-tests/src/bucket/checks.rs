@@ -44,18 +44,12 @@ pub(super) fn check(config: &ScenarioConfig, c: Collected) -> ScenarioReport {
     }
     let mut v = c.violations;
     let mut ops = c.recorded.ops;
-    for op in &ops {
-        report.ops += 1;
-        match &op.ret {
-            Return::Unknown | Return::Applied { .. } => report.unknown += 1,
-            Return::Range(Ok(_)) => report.ok += 1,
-            Return::Write(Ok(_)) => {
-                report.ok += 1;
-                report.acked_writes += 1;
-            }
-            Return::Range(Err(_)) | Return::Write(Err(_)) => report.failed += 1,
-        }
-    }
+    let tally = crate::history::Tally::of(&ops);
+    report.ops = tally.ops;
+    report.ok = tally.ok;
+    report.failed = tally.failed;
+    report.unknown = tally.unknown;
+    report.acked_writes = tally.acked_writes;
 
     let (entries, problems) = bucket_log(&c.writes);
     report.log_entries = entries.len();
