@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod hard_state;
 pub mod object;
+pub mod peer;
 pub mod wal;
 
 pub mod snapshot;
@@ -25,4 +26,5 @@ pub use watch_stream::{WatchControl, WatchStream};
 // t4-core themselves.
 pub use t4_core::kv;
 pub use t4_core::watch::{StreamId, WatchOutput};
+pub use t4_core::bucket::lock::Member;
 pub use t4_core::{Error, Index, Invalid, NodeId, Term};
