@@ -585,13 +585,21 @@ mod tests {
         );
         for bad in [Vec::new(), vec![0xff; 9], msg.encode()[..1].to_vec()] {
             let err = inbox().accept(frame("a", "b", bad)).expect_err("garbage");
-            assert!(matches!(err, FrameError::Message { ref from, .. } if from == "a"), "{err}");
+            assert!(
+                matches!(err, FrameError::Message { ref from, .. } if from == "a"),
+                "{err}"
+            );
         }
         let ack = PeerMsg::Ack {
             term: Term(1),
             matched: Index(2),
             sent_at: Time(3),
         };
-        assert_eq!(inbox().accept(frame("a", "b", ack.encode())).map(|(_, m)| m), Ok(ack));
+        assert_eq!(
+            inbox()
+                .accept(frame("a", "b", ack.encode()))
+                .map(|(_, m)| m),
+            Ok(ack)
+        );
     }
 }

@@ -29,10 +29,7 @@ fn ack(matched: u64) -> PeerMsg {
 }
 
 /// A listener for member `me` whose messages land in the returned channel.
-async fn listen(
-    me: &str,
-    addr: &str,
-) -> (Listener, mpsc::UnboundedReceiver<(Member, PeerMsg)>) {
+async fn listen(me: &str, addr: &str) -> (Listener, mpsc::UnboundedReceiver<(Member, PeerMsg)>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: peer::Sink = Arc::new(move |from, msg| tx.send((from, msg)).is_ok());
     let socket = tokio::net::TcpListener::bind(addr).await.expect("bind");
@@ -92,14 +89,19 @@ async fn malformed_frames_are_dropped_and_the_stream_survives() {
     assert_eq!(next(&mut rx).await, (member("a", "a:1"), ack(1)));
     assert_eq!(next(&mut rx).await, (member("a", "a:1"), ack(2)));
     // The same stream still works after the bad frames.
-    tx.send(frame("a", "b", ack(3).encode())).await.expect("stream open");
+    tx.send(frame("a", "b", ack(3).encode()))
+        .await
+        .expect("stream open");
     assert_eq!(next(&mut rx).await, (member("a", "a:1"), ack(3)));
     drop(tx);
     let answer = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("the call ends with its stream")
         .expect("task");
-    assert!(answer.is_ok(), "a cleanly ended stream is answered: {answer:?}");
+    assert!(
+        answer.is_ok(),
+        "a cleanly ended stream is answered: {answer:?}"
+    );
     assert!(rx.try_recv().is_err(), "nothing else arrived");
     listener.stop();
 }
@@ -111,7 +113,9 @@ async fn an_oversized_frame_ends_only_its_stream() {
     const LIMIT: usize = 1 << 20;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink: peer::Sink = Arc::new(move |from, msg| tx.send((from, msg)).is_ok());
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let listener = peer::serve_limited(socket, Inbox::new("b", sink), LIMIT).expect("serve");
     let mut client = raw_client(listener.local_addr()).await;
     let huge = PeerFrame {
@@ -120,9 +124,7 @@ async fn an_oversized_frame_ends_only_its_stream() {
         to_id: "b".into(),
         msg: vec![0; LIMIT + 1],
     };
-    let result = client
-        .stream(tokio_stream::iter(vec![huge]))
-        .await;
+    let result = client.stream(tokio_stream::iter(vec![huge])).await;
     assert!(result.is_err(), "an oversized frame is refused");
     let ok = PeerFrame {
         from_id: "a".into(),
@@ -187,7 +189,10 @@ async fn outbox_delivers_in_order_and_reconnects() {
             assert_eq!(from, me);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the outbox reconnected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox reconnected"
+        );
         i += 1;
     }
     listener.stop();
