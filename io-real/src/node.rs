@@ -69,6 +69,10 @@ pub enum OpenError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Cluster mode: the peer mTLS files cannot be used (the message names
+    /// the file and what is wrong).
+    #[error(transparent)]
+    PeerTls(#[from] peer::TlsError),
     /// Cluster mode: the hard state (the highest term this node promised)
     /// cannot be read or is damaged. Starting as if nothing had been
     /// promised could let this node promise twice in one term, so the
@@ -187,6 +191,10 @@ impl Node {
         };
         // Cluster mode: bind the peer port first, so a taken port fails
         // before anything else happens.
+        let peer_tls = match config.cluster.as_ref().and_then(|c| c.peer_tls.as_ref()) {
+            Some(files) => Some(peer::PeerTlsConfig::load(files)?),
+            None => None,
+        };
         let peer_listener = match &config.cluster {
             Some(cluster) => {
                 check_cluster_config(&config, cluster)?;
@@ -204,14 +212,15 @@ impl Node {
             restore_if_missing(&config, &**store).await?;
         }
         let runtime = tokio::runtime::Handle::current();
+        let outbox_tls = peer_tls.clone();
         let (node, started) = tokio::task::spawn_blocking(move || {
-            Node::open_blocking(config, store.map(|s| (s, runtime)))
+            Node::open_blocking(config, store.map(|s| (s, runtime)), outbox_tls)
         })
         .await
         .map_err(|e| OpenError::Spawn(std::io::Error::other(e.to_string())))??;
         if let Some(listener) = peer_listener {
             // Peer messages that arrived meanwhile waited in the backlog.
-            let served = node.serve_peers(listener);
+            let served = node.serve_peers(listener, peer_tls.as_ref());
             if let Err(e) = served {
                 let _ = node.close().await;
                 return Err(e);
@@ -233,7 +242,11 @@ impl Node {
     /// Cluster mode: serves the peer service on `listener`, delivering to
     /// the node thread (at most [`driver::PEER_INBOX_MAX`] messages
     /// waiting; more are dropped).
-    fn serve_peers(&self, listener: tokio::net::TcpListener) -> Result<(), OpenError> {
+    fn serve_peers(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<&peer::PeerTlsConfig>,
+    ) -> Result<(), OpenError> {
         let events = self.inner.events.clone();
         let inbound = Arc::clone(&self.inner.inbound);
         let dropped = AtomicU64::new(0);
@@ -258,11 +271,11 @@ impl Node {
         });
         let addr = listener.local_addr().ok();
         let inbox = peer::Inbox::new(self.inner.config.node_id.clone(), sink);
-        let served = peer::serve(listener, inbox).map_err(|source| OpenError::PeerListen {
+        let served = peer::serve(listener, inbox, tls).map_err(|source| OpenError::PeerListen {
             addr: addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
             source,
         })?;
-        tracing::info!(addr = %served.local_addr(), "serving peers");
+        tracing::info!(addr = %served.local_addr(), mtls = tls.is_some(), "serving peers");
         *self.inner.peer_listener.lock().expect("lock poisoned") = Some(served);
         Ok(())
     }
@@ -273,6 +286,7 @@ impl Node {
     fn open_blocking(
         config: Config,
         bucket: Option<(Arc<dyn crate::object::ObjectStore>, tokio::runtime::Handle)>,
+        peer_tls: Option<peer::PeerTlsConfig>,
     ) -> Result<(Node, Option<oneshot::Receiver<Result<(), String>>>), OpenError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
             path: config.data_dir.clone(),
@@ -322,6 +336,7 @@ impl Node {
                                 member_of(&config, options),
                                 peer::PeerOptions {
                                     queue_max: options.peer_queue_max,
+                                    tls: peer_tls,
                                 },
                                 runtime.clone(),
                             ),
@@ -1062,13 +1077,6 @@ fn check_cluster_config(config: &Config, options: &ClusterOptions) -> Result<(),
     }
     if options.peer_buffer_entries == 0 || options.peer_queue_max == 0 {
         return bad("the peer buffer size and the peer queue bound must be positive".into());
-    }
-    if options.peer_tls.is_some() {
-        return bad(
-            "peer mTLS is not implemented yet; run without --peer-tls-* \
-                    on a trusted network"
-                .into(),
-        );
     }
     Ok(())
 }

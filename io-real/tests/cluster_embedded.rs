@@ -143,11 +143,20 @@ async fn bad_cluster_configurations_are_refused() {
 
     let mut tls = config(root.path(), "a");
     tls.cluster.as_mut().expect("cluster").peer_tls = Some(PeerTls {
-        ca: "ca.pem".into(),
+        ca: root.path().join("missing-ca.pem"),
         cert: "cert.pem".into(),
         key: "key.pem".into(),
     });
-    expect_config_error(Node::open(tls).await, "mTLS");
+    match Node::open(tls).await {
+        Err(e @ OpenError::PeerTls(_)) => {
+            let why = e.to_string();
+            assert!(
+                why.contains("--peer-tls-ca") && why.contains("missing-ca.pem"),
+                "{why}"
+            );
+        }
+        other => panic!("expected a peer TLS error, got {other:?}"),
+    }
 
     // A taken peer port.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -33,7 +33,7 @@ async fn listen(me: &str, addr: &str) -> (Listener, mpsc::UnboundedReceiver<(Mem
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: peer::Sink = Arc::new(move |from, msg| tx.send((from, msg)).is_ok());
     let socket = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    let listener = peer::serve(socket, Inbox::new(me, sink)).expect("serve");
+    let listener = peer::serve(socket, Inbox::new(me, sink), None).expect("serve");
     (listener, rx)
 }
 
@@ -116,7 +116,7 @@ async fn an_oversized_frame_ends_only_its_stream() {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let listener = peer::serve_limited(socket, Inbox::new("b", sink), LIMIT).expect("serve");
+    let listener = peer::serve_limited(socket, Inbox::new("b", sink), None, LIMIT).expect("serve");
     let mut client = raw_client(listener.local_addr()).await;
     let huge = PeerFrame {
         from_id: "a".into(),
@@ -208,7 +208,10 @@ async fn sending_to_an_unreachable_peer_never_blocks() {
         .expect("addr");
     let mut outbox = Outbox::new(
         member("a", "127.0.0.1:1"),
-        PeerOptions { queue_max: 2 },
+        PeerOptions {
+            queue_max: 2,
+            tls: None,
+        },
         tokio::runtime::Handle::current(),
     );
     let started = std::time::Instant::now();

@@ -116,14 +116,18 @@ where
         if req.uri().path() != STREAM_PATH {
             let path = req.uri().path().to_owned();
             return Box::pin(async move {
-                Ok(Status::unimplemented(format!("t4 peer service has no method {path}")).into_http())
+                Ok(
+                    Status::unimplemented(format!("t4 peer service has no method {path}"))
+                        .into_http(),
+                )
             });
         }
         let inner = Arc::clone(&self.inner);
         let max_decoding = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<StreamClosed, PeerFrame>::default())
-                .apply_max_message_size_config(max_decoding, None);
+            let mut grpc =
+                tonic::server::Grpc::new(ProstCodec::<StreamClosed, PeerFrame>::default())
+                    .apply_max_message_size_config(max_decoding, None);
             Ok(grpc.client_streaming(StreamMethod(inner), req).await)
         })
     }

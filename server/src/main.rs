@@ -198,11 +198,14 @@ struct ClusterArgs {
     #[arg(long, env = "T4_PEER_BUFFER_SIZE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     peer_buffer_size: u64,
-    /// Peer mTLS: the CA certificate (PEM) that signs every member's
-    /// certificate. Needs --peer-tls-cert and --peer-tls-key.
+    /// Peer mTLS (TLS 1.3; each side verifies the other): the CA
+    /// certificate (PEM) that signs every member's certificate. Needs
+    /// --peer-tls-cert and --peer-tls-key.
     #[arg(long, env = "T4_PEER_TLS_CA", requires_all = ["peer_tls_cert", "peer_tls_key"])]
     peer_tls_ca: Option<PathBuf>,
-    /// Peer mTLS: this member's certificate (PEM).
+    /// Peer mTLS: this member's certificate chain (PEM), valid for client
+    /// and server use and naming the host of --advertise-peer (DNS or IP
+    /// subject alternative name).
     #[arg(long, env = "T4_PEER_TLS_CERT", requires_all = ["peer_tls_ca", "peer_tls_key"])]
     peer_tls_cert: Option<PathBuf>,
     /// Peer mTLS: this member's private key (PEM).

@@ -15,6 +15,10 @@
 //!    revision, and the survivors take writes again.
 //! 4. The killed node restarts on its data directory and converges: it
 //!    follows the new leader and holds every acknowledged write.
+//!
+//! A second test runs peers over mTLS: members with certificates from the
+//! cluster's CA form a cluster and forward writes; a node whose certificate
+//! another CA signed cannot join.
 
 mod common;
 
@@ -24,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_addr, Server};
+use common::{free_addr, make_ca, make_leaf, Server};
 use etcd_client::{Client, GetOptions};
 
 /// Election timeout and lock TTL of the test cluster (short, so the
@@ -36,22 +40,28 @@ const LOCK_TTL_MS: u64 = 1500;
 type Acked = Arc<Mutex<BTreeMap<String, (String, i64)>>>;
 
 fn start(root: &Path, id: &str, peer: SocketAddr) -> Server {
+    start_with(root, id, peer, &[])
+}
+
+fn start_with(root: &Path, id: &str, peer: SocketAddr, extra: &[String]) -> Server {
     let bucket = root.join("bucket");
-    Server::start(
-        &root.join(id),
-        &[
-            "--node-id",
-            id,
-            "--peer-listen",
-            &peer.to_string(),
-            "--object-store-dir",
-            bucket.to_str().expect("utf-8 temp path"),
-            "--election-timeout-ms",
-            &ELECTION_TIMEOUT_MS.to_string(),
-            "--lock-ttl-ms",
-            &LOCK_TTL_MS.to_string(),
-        ],
-    )
+    let mut args: Vec<String> = [
+        "--node-id",
+        id,
+        "--peer-listen",
+        &peer.to_string(),
+        "--object-store-dir",
+        bucket.to_str().expect("utf-8 temp path"),
+        "--election-timeout-ms",
+        &ELECTION_TIMEOUT_MS.to_string(),
+        "--lock-ttl-ms",
+        &LOCK_TTL_MS.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&root.join(id), &args)
 }
 
 /// Waits until `server` answers a linearizable read (which on a follower
@@ -328,4 +338,52 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     let rev = put_retrying(&mut c1, "w-after/restart", "ok").await;
     let kv = c3.get("w-after/restart", None).await.expect("get");
     assert_eq!(kv.kvs()[0].mod_revision(), rev);
+}
+
+/// Peers over mTLS: n1 and n2 (certificates from the cluster's CA) form a
+/// cluster and n2 forwards writes; n3, whose certificate another CA signed,
+/// is refused at every handshake and never becomes a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_peers_form_a_cluster_and_a_foreign_node_cannot_join() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = root.path().join("pki");
+    std::fs::create_dir(&pki).expect("mkdir");
+    make_ca(&pki, "cluster-ca");
+    make_ca(&pki, "other-ca");
+    let tls1 = make_leaf(&pki, "cluster-ca", "n1");
+    let tls2 = make_leaf(&pki, "cluster-ca", "n2");
+    let tls3 = make_leaf(&pki, "other-ca", "n3");
+
+    let mut n1 = start_with(root.path(), "n1", free_addr(), &tls1);
+    let mut c1 = ready(&mut n1).await;
+    let mut n2 = start_with(root.path(), "n2", free_addr(), &tls2);
+    let mut c2 = ready(&mut n2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while member_ids(&mut c1).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "n2 did not join over mTLS; n1 log:\n{}\nn2 log:\n{}",
+            n1.log(),
+            n2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rev = put_retrying(&mut c2, "w/mtls", "forwarded").await;
+    let kv = c1.get("w/mtls", None).await.expect("get on n1");
+    assert_eq!(kv.kvs()[0].mod_revision(), rev);
+
+    let n3 = start_with(root.path(), "n3", free_addr(), &tls3);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let members = member_ids(&mut c1).await;
+    assert_eq!(
+        members.keys().collect::<Vec<_>>(),
+        ["n1", "n2"],
+        "a node signed by another CA must not join; n3 log:\n{}",
+        n3.log()
+    );
+    assert!(
+        n1.log().contains("peer TLS handshake refused"),
+        "the leader logs the refused handshakes; log:\n{}",
+        n1.log()
+    );
 }

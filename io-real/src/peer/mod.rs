@@ -63,6 +63,10 @@
 //! - Inbound messages waiting for the node thread: the sink's business
 //!   (the driver bounds them).
 
+mod tls;
+
+pub use tls::{PeerTlsConfig, TlsError, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,16 +104,21 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// How the transport behaves.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PeerOptions {
     /// Messages queued per destination before new ones are dropped.
     /// Default: 1024.
     pub queue_max: usize,
+    /// mTLS ([`tls`](self#)); `None`: plaintext. Default: `None`.
+    pub tls: Option<PeerTlsConfig>,
 }
 
 impl Default for PeerOptions {
     fn default() -> Self {
-        PeerOptions { queue_max: 1024 }
+        PeerOptions {
+            queue_max: 1024,
+            tls: None,
+        }
     }
 }
 
@@ -194,8 +203,12 @@ impl Outbox {
             self.links.remove(&oldest);
         }
         let (queue, rx) = mpsc::channel(self.options.queue_max);
-        self.runtime
-            .spawn(run_link(self.me.clone(), to.clone(), rx));
+        self.runtime.spawn(run_link(
+            self.me.clone(),
+            to.clone(),
+            self.options.tls.clone(),
+            rx,
+        ));
         self.links.insert(
             (to.id.clone(), to.peer_addr.clone()),
             Link {
@@ -211,11 +224,16 @@ impl Outbox {
 /// One destination's task: (re)connects, streams what is queued, drops
 /// what is queued while the destination is unreachable. Ends when the
 /// outbox drops the queue's sender.
-async fn run_link(me: Member, to: Member, mut queue: mpsc::Receiver<PeerMsg>) {
+async fn run_link(
+    me: Member,
+    to: Member,
+    tls: Option<PeerTlsConfig>,
+    mut queue: mpsc::Receiver<PeerMsg>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut failures: u64 = 0;
     loop {
-        let client = match connect(&to.peer_addr).await {
+        let client = match connect(&to.peer_addr, tls.as_ref()).await {
             Ok(client) => client,
             Err(why) => {
                 failures += 1;
@@ -253,7 +271,7 @@ enum StreamEnd {
     Broken(String),
 }
 
-async fn connect(addr: &str) -> Result<PeerClient, String> {
+async fn connect(addr: &str, tls: Option<&PeerTlsConfig>) -> Result<PeerClient, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -262,7 +280,12 @@ async fn connect(addr: &str) -> Result<PeerClient, String> {
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .http2_adaptive_window(true);
-    let channel = endpoint.connect().await.map_err(|e| {
+    let channel = match tls {
+        // The scheme stays http: the connector does the TLS itself.
+        Some(tls) => endpoint.connect_with_connector(tls.connector()).await,
+        None => endpoint.connect().await,
+    };
+    let channel = channel.map_err(|e| {
         let mut why = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -500,12 +523,17 @@ impl Drop for Listener {
 }
 
 /// Serves `inbox` on `listener` (already bound, so a taken port fails at
-/// bind time) on the current runtime.
+/// bind time) on the current runtime; with `tls`, only to peers that
+/// complete an mTLS handshake.
 ///
 /// # Errors
 /// The listener's address cannot be read.
-pub fn serve(listener: tokio::net::TcpListener, inbox: Inbox) -> std::io::Result<Listener> {
-    serve_limited(listener, inbox, FRAME_BYTES_MAX)
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    inbox: Inbox,
+    tls: Option<&PeerTlsConfig>,
+) -> std::io::Result<Listener> {
+    serve_limited(listener, inbox, tls, FRAME_BYTES_MAX)
 }
 
 /// [`serve`] with another bound on a frame's size (tests use a small one).
@@ -515,27 +543,40 @@ pub fn serve(listener: tokio::net::TcpListener, inbox: Inbox) -> std::io::Result
 pub fn serve_limited(
     listener: tokio::net::TcpListener,
     mut inbox: Inbox,
+    tls: Option<&PeerTlsConfig>,
     frame_bytes_max: usize,
 ) -> std::io::Result<Listener> {
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     inbox.stop = Some(stop.subscribe());
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .http2_adaptive_window(Some(true))
-        .add_service(PeerServer::new(inbox).max_decoding_message_size(frame_bytes_max))
-        // Graceful: stop accepting, then wait for the connections, whose
-        // streams the inbox ends on the same signal.
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stopped.wait_for(|stopped| *stopped).await;
-        });
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
+        .add_service(PeerServer::new(inbox).max_decoding_message_size(frame_bytes_max));
+    // Graceful: stop accepting, then wait for the connections, whose
+    // streams the inbox ends on the same signal.
+    let signal = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    };
+    let report = |result: Result<(), tonic::transport::Error>| {
+        if let Err(e) = result {
             tracing::error!(error = %e, "peer listener failed");
         }
-    });
+    };
+    match tls {
+        Some(tls) => {
+            let incoming = tls.incoming(listener);
+            let server = router.serve_with_incoming_shutdown(incoming, signal);
+            tokio::spawn(async move { report(server.await) });
+        }
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = router.serve_with_incoming_shutdown(incoming, signal);
+            tokio::spawn(async move { report(server.await) });
+        }
+    }
     Ok(Listener { addr, stop })
 }
 
