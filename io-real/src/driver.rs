@@ -566,6 +566,13 @@ impl NodeThread {
                     let _ = reply.send(Err(Error::Unavailable("node is closing".into())));
                 } else {
                     self.next_req += 1;
+                    // Ids from REMOTE_REQ_BASE up are the core's own, for
+                    // requests followers forward to it.
+                    assert!(
+                        self.next_req < t4_core::node::REMOTE_REQ_BASE,
+                        "client request ids must stay below REMOTE_REQ_BASE: {}",
+                        self.next_req
+                    );
                     let req = ReqId(self.next_req);
                     self.replies.insert(req, reply);
                     self.node.handle_client(now, req, request);

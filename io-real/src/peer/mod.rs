@@ -109,7 +109,7 @@ pub struct PeerOptions {
     /// Messages queued per destination before new ones are dropped.
     /// Default: 1024.
     pub queue_max: usize,
-    /// mTLS ([`tls`](self#)); `None`: plaintext. Default: `None`.
+    /// mTLS ([`PeerTlsConfig`]); `None`: plaintext. Default: `None`.
     pub tls: Option<PeerTlsConfig>,
 }
 
