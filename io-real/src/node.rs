@@ -844,15 +844,6 @@ impl Node {
     /// The final sync or persist failed (the data stays recoverable from the
     /// WAL on the next open).
     pub async fn close(&self) -> Result<(), Error> {
-        if let Some(listener) = self
-            .inner
-            .peer_listener
-            .lock()
-            .expect("lock poisoned")
-            .take()
-        {
-            listener.stop();
-        }
         let handle = self.inner.node_thread.lock().expect("lock poisoned").take();
         let Some(handle) = handle else { return Ok(()) };
         let (tx, rx) = oneshot::channel();
@@ -862,8 +853,12 @@ impl Node {
         } else {
             Err("node thread ended unexpectedly".into())
         };
-        tokio::task::spawn_blocking(move || handle.join())
-            .await
+        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+        // Cluster mode: the peer listener stops only now, so that answers
+        // to this node's forwarded requests still reach it while it
+        // finishes what is in flight.
+        self.stop_peer_listener();
+        joined
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|_| Error::Internal("node thread panicked".into()))?;
         // The driver threads are gone with their engine handles; dropping
@@ -874,6 +869,20 @@ impl Node {
             .expect("engine lock poisoned")
             .take();
         result.map_err(Error::Internal)
+    }
+}
+
+impl Node {
+    fn stop_peer_listener(&self) {
+        let listener = self
+            .inner
+            .peer_listener
+            .lock()
+            .expect("lock poisoned")
+            .take();
+        if let Some(listener) = listener {
+            listener.stop();
+        }
     }
 }
 
