@@ -3,11 +3,14 @@
 //! The fields mirror T4's `Config` where they apply to a single node on local
 //! storage (seed `000`: `DataDir`, `SegmentMaxSize`, `NodeID`,
 //! `ReadConsistency`) plus etcd's lease, watch and quota settings, and the
-//! object store that makes a single node durable in a bucket; peer and
-//! checkpoint fields arrive with the issues that implement them.
+//! object store that makes a single node durable in a bucket, and cluster
+//! mode ([`ClusterOptions`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use t4_core::cluster::FollowerWaitMode;
 
 use crate::object::{RetryConfig, StoreConfig};
 
@@ -107,6 +110,79 @@ pub struct Config {
     /// before its segment is sealed and uploaded (T4 `SegmentMaxAge`).
     /// Default: 10 s.
     pub segment_max_age: Duration,
+    /// Cluster mode: several nodes share [`Config::object_store`] (which
+    /// then must be set: it holds `leader-lock`), one leads, the others
+    /// follow (ARCHITECTURE §3.5–3.7). The bucket holds only the lock in
+    /// this mode: the log is made durable by a majority of the members'
+    /// disks, not by uploads, so the bucket-mode settings above
+    /// (checkpoints, upload mode) do not apply. `None`: single node.
+    /// Default: `None`.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// Cluster mode's settings (T4's flags in brackets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Where this node listens for its peers (`--peer-listen`).
+    pub peer_listen: SocketAddr,
+    /// How peers reach this node, `host:port`, as written into
+    /// `leader-lock` (`--advertise-peer`). Default: `peer_listen`.
+    pub advertise_peer: String,
+    /// A follower that hears nothing from its leader this long starts
+    /// watching the lock; members refuse a new leader within this long of
+    /// hearing from theirs, which is what keeps the leader's read lease
+    /// sound (`--election-timeout-ms`). The leader's heartbeat interval is
+    /// a fifth of it, at most 100 ms. Default: 1 s.
+    pub election_timeout: Duration,
+    /// A lock unchanged this long (by the watcher's clock) while the leader
+    /// is silent means the leader is gone (`--lock-ttl-ms`). The leader
+    /// rewrites the lock every third of it (at most every second) while a
+    /// member is unreachable, and silent followers read it as often.
+    /// Default: 5 s.
+    pub lock_ttl: Duration,
+    /// Who must have a write before it is acknowledged
+    /// (`--follower-wait-mode`). [`FollowerWaitMode::None`] is unsafe (a
+    /// leader lost with its disk loses acknowledged writes). Default:
+    /// quorum.
+    pub follower_wait_mode: FollowerWaitMode,
+    /// Applied entries the leader keeps in memory for followers that lag
+    /// (`--peer-buffer-size`). Default: 10 000.
+    pub peer_buffer_entries: usize,
+    /// Messages queued per peer before new ones are dropped (the transport
+    /// is allowed to lose messages; core re-sends). Default: 1024.
+    pub peer_queue_max: usize,
+    /// Peer mTLS; `None`: plaintext.
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// Peer mTLS files (`--peer-tls-ca`, `--peer-tls-cert`, `--peer-tls-key`):
+/// TLS 1.3, both sides present a certificate signed by `ca` and verify the
+/// other's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTls {
+    /// PEM bundle of the CA that signs every member's certificate.
+    pub ca: PathBuf,
+    /// This member's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl ClusterOptions {
+    /// Defaults for a node listening for peers on `peer_listen`.
+    #[must_use]
+    pub fn new(peer_listen: SocketAddr) -> ClusterOptions {
+        ClusterOptions {
+            peer_listen,
+            advertise_peer: peer_listen.to_string(),
+            election_timeout: Duration::from_secs(1),
+            lock_ttl: Duration::from_secs(5),
+            follower_wait_mode: FollowerWaitMode::Quorum,
+            peer_buffer_entries: 10_000,
+            peer_queue_max: 1024,
+            peer_tls: None,
+        }
+    }
 }
 
 impl Config {
@@ -142,6 +218,7 @@ impl Config {
             gc_keep: 3,
             wal_sync_upload: true,
             segment_max_age: Duration::from_secs(10),
+            cluster: None,
         }
     }
 

@@ -34,6 +34,16 @@
 //!
 //! Reads never pass through either thread: callers take an engine snapshot.
 //!
+//! # Cluster mode
+//!
+//! The lock's object operations run as in bucket mode. Peer messages in
+//! ([`Event::Peer`]) were decoded by the peer listener's tasks
+//! ([`crate::peer`]) and are fed to the node like any event; at most
+//! [`PEER_INBOX_MAX`] wait at a time, more are dropped (as a network
+//! would). Messages out ([`Action::Send`]) go to the [`Outbox`], which
+//! never blocks. `TruncateWal` and `SaveHardState` run on the node thread
+//! (both fsync; both are rare: a leader change, a promise).
+//!
 //! # Time
 //!
 //! One monotonic origin ([`Clock`], an `Instant` taken when the node opens)
@@ -43,9 +53,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,9 +72,12 @@ use t4_core::node::checkpoint::TakenCheckpoint;
 
 use crate::checkpoint;
 use crate::engine::RocksEngine;
+use crate::node::ClusterStatus;
 use crate::object::ObjectStore;
+use crate::peer::Outbox;
 use crate::wal::Wal;
 use t4_core::bucket::lock::Member;
+use t4_core::cluster::{HardState, PeerMsg};
 use t4_core::object::{ObjectError, ObjectResult};
 
 /// The answer channel of one client request.
@@ -139,8 +152,32 @@ pub(crate) enum Event {
         /// Its files, or what went wrong.
         result: Result<TakenCheckpoint, String>,
     },
+    /// Cluster mode: a message from another member (decoded by the peer
+    /// listener; counted in [`ClusterStart::inbound`]).
+    Peer {
+        /// The sender.
+        from: Member,
+        /// The message.
+        msg: PeerMsg,
+    },
     /// Stop accepting writes, finish what is in flight, persist, exit.
     Close(oneshot::Sender<Result<(), String>>),
+}
+
+/// Peer messages waiting for the node thread at most; the peer listener
+/// drops more (the protocol tolerates lost messages, not unbounded memory).
+pub(crate) const PEER_INBOX_MAX: usize = 4096;
+
+/// What a cluster-mode node thread needs besides the bucket.
+pub(crate) struct ClusterStart {
+    /// The hard state loaded at open.
+    pub hard_state: HardState,
+    /// Where `SaveHardState` writes (`crate::hard_state`).
+    pub hard_state_dir: PathBuf,
+    /// Where `Send` goes.
+    pub outbox: Outbox,
+    /// Peer messages sent to the node thread and not yet handled.
+    pub inbound: Arc<AtomicUsize>,
 }
 
 /// The bucket of a bucket-mode node and where its operations run.
@@ -153,9 +190,10 @@ pub(crate) struct Bucket {
     pub me: Member,
     /// Where local checkpoints are made (`crate::checkpoint::local_root`).
     pub checkpoints: PathBuf,
-    /// Told once the start-up finished: `Err` says why the node refused to
-    /// start.
-    pub started: oneshot::Sender<Result<(), String>>,
+    /// Bucket mode: told once the start-up finished (`Err` says why the
+    /// node refused to start). `None` in cluster mode, which has no
+    /// start-up phase.
+    pub started: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// How long a closing node waits for work in flight (an upload retried
@@ -181,6 +219,8 @@ pub(crate) struct Published {
     pub closed: AtomicBool,
     /// Another node took over the bucket: reads are refused too.
     pub fenced: AtomicBool,
+    /// Cluster mode: role, leader, members as of the last loop turn.
+    pub cluster: Mutex<Option<ClusterStatus>>,
     /// [`t4_core::Node::read_fast_until`] in [`Clock`] nanoseconds (`0`:
     /// every linearizable read asks the node; `u64::MAX`: none need to).
     pub read_fast_until: AtomicU64,
@@ -203,6 +243,7 @@ impl Published {
             closed: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             read_fast_until: AtomicU64::new(0),
+            cluster: Mutex::new(None),
             revision_rx: rx,
         };
         (published, tx)
@@ -227,6 +268,19 @@ impl Published {
             .store(node.fenced().is_some(), Ordering::Release);
         self.read_fast_until
             .store(node.read_fast_until().map_or(0, |t| t.0), Ordering::Release);
+        if let Some(role) = node.cluster_role() {
+            let status = ClusterStatus {
+                role,
+                leader: node.leader(),
+                members: node.members(),
+                commit_index: node.commit_index().unwrap_or_default(),
+                term: node.term(),
+            };
+            let mut published = self.cluster.lock().expect("cluster status lock poisoned");
+            if published.as_ref() != Some(&status) {
+                *published = Some(status);
+            }
+        }
         revision_tx.send_if_modified(|rev| {
             let changed = *rev != meta.current_revision;
             *rev = meta.current_revision;
@@ -244,6 +298,7 @@ pub(crate) fn spawn(
     published: Arc<Published>,
     revision_tx: watch::Sender<i64>,
     bucket: Option<Bucket>,
+    cluster: Option<ClusterStart>,
 ) -> std::io::Result<(mpsc::Sender<Event>, thread::JoinHandle<()>)> {
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     let (trim_tx, trim_rx) = mpsc::channel::<TrimJob>();
@@ -260,12 +315,24 @@ pub(crate) fn spawn(
             let (objects, start, checkpoints) = match bucket {
                 Some(b) => (
                     Some((b.store, b.runtime, object_events)),
-                    Some((b.me, b.started)),
+                    b.started.map(|started| (b.me, started)),
                     b.checkpoints,
                 ),
                 None => (None, None, PathBuf::new()),
             };
+            let (outbox, hard_state, hard_state_dir, inbound) = match cluster {
+                Some(c) => (
+                    Some(c.outbox),
+                    Some(c.hard_state),
+                    c.hard_state_dir,
+                    Some(c.inbound),
+                ),
+                None => (None, None, PathBuf::new(), None),
+            };
             NodeThread {
+                outbox,
+                hard_state_dir,
+                inbound,
                 objects,
                 checkpoints,
                 started: None,
@@ -283,13 +350,19 @@ pub(crate) fn spawn(
                 next_req: 0,
                 closing: None,
             }
-            .run(&events_rx, trim_handle, start);
+            .run(&events_rx, trim_handle, start, hard_state);
         })?;
     Ok((events_tx, handle))
 }
 
 /// The node thread's state: the core node and where its outputs go.
 struct NodeThread {
+    /// Cluster mode: where peer messages go.
+    outbox: Option<Outbox>,
+    /// Cluster mode: where the hard state is saved.
+    hard_state_dir: PathBuf,
+    /// Cluster mode: peer messages queued for this thread.
+    inbound: Option<Arc<AtomicUsize>>,
     /// Bucket mode: the store, the runtime its operations run on, and where
     /// they report.
     objects: Option<(
@@ -328,11 +401,17 @@ impl NodeThread {
         events: &mpsc::Receiver<Event>,
         trim_handle: thread::JoinHandle<()>,
         start: Option<(Member, oneshot::Sender<Result<(), String>>)>,
+        hard_state: Option<HardState>,
     ) {
         if let Some((me, started)) = start {
             self.node.start_bucket(self.clock.now(), me);
             self.started = Some(started);
             // Its first request goes out now, not at the first event.
+            self.execute_actions();
+        }
+        if let Some(hard_state) = hard_state {
+            self.node.start_cluster(self.clock.now(), hard_state);
+            // The first lock read goes out now, not at the first event.
             self.execute_actions();
         }
         loop {
@@ -446,6 +525,25 @@ impl NodeThread {
             .map_err(|e| e.to_string())
     }
 
+    /// Runs a `TruncateWal` (durable when it returns; no completion on
+    /// success). A sync queued for this turn covered entries that are gone:
+    /// core forgot it already, and the truncation fsynced what is kept.
+    fn truncate_wal(&mut self, io: IoId, term: Term, after: Index) {
+        self.pending_sync = None;
+        let result = match &self.wal_broken {
+            Some(why) => Err(why.clone()),
+            None => self.wal.truncate_after(after).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => tracing::info!(after = after.0, "truncated the WAL's conflicting tail"),
+            Err(error) => {
+                self.wal_broken.get_or_insert_with(|| error.clone());
+                self.node
+                    .handle_io(self.clock.now(), IoDone::WalFailed { io, term, error });
+            }
+        }
+    }
+
     /// Runs an `AppendWal` (a write, no fsync); a failure is fed back to the
     /// node at once.
     fn append_wal(&mut self, io: IoId, term: Term, entries: &[Entry]) {
@@ -468,6 +566,13 @@ impl NodeThread {
                     let _ = reply.send(Err(Error::Unavailable("node is closing".into())));
                 } else {
                     self.next_req += 1;
+                    // Ids from REMOTE_REQ_BASE up are the core's own, for
+                    // requests followers forward to it.
+                    assert!(
+                        self.next_req < t4_core::node::REMOTE_REQ_BASE,
+                        "client request ids must stay below REMOTE_REQ_BASE: {}",
+                        self.next_req
+                    );
                     let req = ReqId(self.next_req);
                     self.replies.insert(req, reply);
                     self.node.handle_client(now, req, request);
@@ -508,6 +613,14 @@ impl NodeThread {
             Event::CheckpointTaken { io, result } => {
                 self.node
                     .handle_io(now, IoDone::CheckpointTaken { io, result });
+            }
+            Event::Peer { from, msg } => {
+                if let Some(inbound) = &self.inbound {
+                    inbound.fetch_sub(1, Ordering::AcqRel);
+                }
+                // Fed while closing too: answers to forwarded requests
+                // come this way.
+                self.node.handle_peer(now, &from, msg);
             }
             Event::Close(done) => {
                 // Asynchronous upload: what is acknowledged goes to the
@@ -586,8 +699,20 @@ impl NodeThread {
                     self.node
                         .handle_io(self.clock.now(), IoDone::WalRead { io, result });
                 }
-                Action::Send { .. } | Action::TruncateWal { .. } | Action::SaveHardState { .. } => {
-                    unreachable!("io-real never sets NodeConfig::cluster: cluster mode is not wired into the server yet")
+                Action::Send { to, msg } => match &mut self.outbox {
+                    Some(outbox) => outbox.send(&to, msg),
+                    None => unreachable!("core sends peer messages only in cluster mode"),
+                },
+                Action::TruncateWal { io, term, after } => self.truncate_wal(io, term, after),
+                Action::SaveHardState { io, state } => {
+                    let error = crate::hard_state::save(&self.hard_state_dir, &state.encode())
+                        .err()
+                        .map(|e| e.to_string());
+                    if let Some(error) = &error {
+                        tracing::error!(%error, ?state, "cannot save the hard state");
+                    }
+                    self.node
+                        .handle_io(self.clock.now(), IoDone::HardStateSaved { io, error });
                 }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod hard_state;
 pub mod object;
+pub mod peer;
 pub mod wal;
 
 pub mod snapshot;
@@ -15,14 +16,16 @@ mod driver;
 mod node;
 mod watch_stream;
 
-pub use config::{Config, ReadConsistency};
+pub use config::{ClusterOptions, Config, FollowerWaitMode, PeerTls, ReadConsistency};
 pub use engine::RocksEngine;
-pub use node::{Node, NodeStatus, OpenError};
+pub use node::{member_id_of, ClusterStatus, Node, NodeStatus, OpenError};
 pub use snapshot::{restore_snapshot, RestoreError, RestoreReport, SnapshotStream};
 pub use watch_stream::{WatchControl, WatchStream};
 
 // The core types the embedding API speaks, so embedders need not depend on
 // t4-core themselves.
+pub use t4_core::bucket::lock::Member;
 pub use t4_core::kv;
+pub use t4_core::node::ClusterRole;
 pub use t4_core::watch::{StreamId, WatchOutput};
 pub use t4_core::{Error, Index, Invalid, NodeId, Term};

@@ -19,9 +19,13 @@ use t4_core::node::BucketConfig;
 use t4_core::watch::{StreamId, WatchConfig};
 use t4_core::{mvcc, ClientRequest, Error, Index, KvEngine, NodeConfig, NodeId, Response, Term};
 
-use crate::config::{Config, ReadConsistency};
+use t4_core::bucket::lock::Member;
+use t4_core::cluster::{ClusterConfig, HardState};
+
+use crate::config::{ClusterOptions, Config, ReadConsistency};
 use crate::driver::{self, Clock, Event, Published};
 use crate::engine::{RocksEngine, RocksOptions};
+use crate::peer;
 use crate::snapshot::SnapshotStream;
 use crate::wal::Wal;
 use crate::watch_stream::WatchStream;
@@ -54,6 +58,43 @@ pub enum OpenError {
     /// what is missing.
     #[error("refusing to start: {0}")]
     Start(String),
+    /// The configuration cannot work (the message says which setting).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Cluster mode: the peer listener cannot be bound.
+    #[error("cannot listen for peers on {addr}: {source}")]
+    PeerListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Cluster mode: the peer mTLS files cannot be used (the message names
+    /// the file and what is wrong).
+    #[error(transparent)]
+    PeerTls(#[from] peer::TlsError),
+    /// Cluster mode: the hard state (the highest term this node promised)
+    /// cannot be read or is damaged. Starting as if nothing had been
+    /// promised could let this node promise twice in one term, so the
+    /// node refuses to start; the message names the file.
+    #[error("cannot load the hard state: {0}")]
+    HardState(String),
+}
+
+/// Cluster mode: what this node knows of the cluster (published by the
+/// node thread; lock-free of the node thread to read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's role.
+    pub role: t4_core::node::ClusterRole,
+    /// The leader this node knows of (itself when leading).
+    pub leader: Option<Member>,
+    /// The voting members, as of the last lock this node read or wrote.
+    pub members: Vec<Member>,
+    /// The commit index this node knows.
+    pub commit_index: Index,
+    /// The current term.
+    pub term: Term,
 }
 
 /// A snapshot of a node's progress, for status endpoints. Lock-free to
@@ -89,6 +130,10 @@ struct Inner {
     node_thread: Mutex<Option<thread::JoinHandle<()>>>,
     /// Source of watch stream ids (unique for the node's lifetime).
     next_stream: AtomicU64,
+    /// Cluster mode: the peer listener, stopped at close.
+    peer_listener: Mutex<Option<peer::Listener>>,
+    /// Cluster mode: peer messages sent to the node thread, not yet handled.
+    inbound: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running t4 node storing its data under [`Config::data_dir`].
@@ -125,6 +170,16 @@ impl Node {
     /// the engine's applied index (truncating a torn tail, refusing
     /// mid-log corruption), and starts serving.
     ///
+    /// In cluster mode ([`Config::cluster`]) it also binds the peer
+    /// listener, loads the hard state (the highest term this node promised;
+    /// none yet is fine, a damaged one is refused), and starts the node's
+    /// part in the cluster: it returns at once, before the node knows a
+    /// leader. Until then writes fail with [`Error::Unavailable`] ("no
+    /// leader … retry"), as they do during a leader change; the WAL's
+    /// entries after the applied index wait for the leader to say they are
+    /// committed. Followers forward writes to the leader and ask it for a
+    /// read index before a linearizable read.
+    ///
     /// # Errors
     /// See [`OpenError`].
     pub async fn open(config: Config) -> Result<Node, OpenError> {
@@ -134,15 +189,43 @@ impl Node {
             }
             None => None,
         };
-        if let Some(store) = &store {
+        // Cluster mode: bind the peer port first, so a taken port fails
+        // before anything else happens.
+        let peer_tls = match config.cluster.as_ref().and_then(|c| c.peer_tls.as_ref()) {
+            Some(files) => Some(peer::PeerTlsConfig::load(files)?),
+            None => None,
+        };
+        let peer_listener = match &config.cluster {
+            Some(cluster) => {
+                check_cluster_config(&config, cluster)?;
+                let listener = tokio::net::TcpListener::bind(cluster.peer_listen)
+                    .await
+                    .map_err(|source| OpenError::PeerListen {
+                        addr: cluster.peer_listen,
+                        source,
+                    })?;
+                Some(listener)
+            }
+            None => None,
+        };
+        if let (Some(store), None) = (&store, &config.cluster) {
             restore_if_missing(&config, &**store).await?;
         }
         let runtime = tokio::runtime::Handle::current();
+        let outbox_tls = peer_tls.clone();
         let (node, started) = tokio::task::spawn_blocking(move || {
-            Node::open_blocking(config, store.map(|s| (s, runtime)))
+            Node::open_blocking(config, store.map(|s| (s, runtime)), outbox_tls)
         })
         .await
         .map_err(|e| OpenError::Spawn(std::io::Error::other(e.to_string())))??;
+        if let Some(listener) = peer_listener {
+            // Peer messages that arrived meanwhile waited in the backlog.
+            let served = node.serve_peers(listener, peer_tls.as_ref());
+            if let Err(e) = served {
+                let _ = node.close().await;
+                return Err(e);
+            }
+        }
         if let Some(started) = started {
             // Bucket mode: serve nothing before the start-up caught up.
             let outcome = started
@@ -156,12 +239,54 @@ impl Node {
         Ok(node)
     }
 
+    /// Cluster mode: serves the peer service on `listener`, delivering to
+    /// the node thread (at most [`driver::PEER_INBOX_MAX`] messages
+    /// waiting; more are dropped).
+    fn serve_peers(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<&peer::PeerTlsConfig>,
+    ) -> Result<(), OpenError> {
+        let events = self.inner.events.clone();
+        let inbound = Arc::clone(&self.inner.inbound);
+        let dropped = AtomicU64::new(0);
+        let sink: peer::Sink = Arc::new(move |from, msg| {
+            if inbound.fetch_add(1, Ordering::AcqRel) >= driver::PEER_INBOX_MAX {
+                inbound.fetch_sub(1, Ordering::AcqRel);
+                let n = dropped.fetch_add(1, Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        bound = driver::PEER_INBOX_MAX,
+                        "the node thread is behind on peer messages; dropping"
+                    );
+                }
+                return true;
+            }
+            let sent = events.send(Event::Peer { from, msg });
+            if sent.is_err() {
+                inbound.fetch_sub(1, Ordering::AcqRel);
+            }
+            sent.is_ok()
+        });
+        let addr = listener.local_addr().ok();
+        let inbox = peer::Inbox::new(self.inner.config.node_id.clone(), sink);
+        let served = peer::serve(listener, inbox, tls).map_err(|source| OpenError::PeerListen {
+            addr: addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+            source,
+        })?;
+        tracing::info!(addr = %served.local_addr(), mtls = tls.is_some(), "serving peers");
+        *self.inner.peer_listener.lock().expect("lock poisoned") = Some(served);
+        Ok(())
+    }
+
     /// Opens the engine and the WAL and starts the driver; in bucket mode
     /// also returns the receiver told when the start-up is over.
     #[allow(clippy::type_complexity)]
     fn open_blocking(
         config: Config,
         bucket: Option<(Arc<dyn crate::object::ObjectStore>, tokio::runtime::Handle)>,
+        peer_tls: Option<peer::PeerTlsConfig>,
     ) -> Result<(Node, Option<oneshot::Receiver<Result<(), String>>>), OpenError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
             path: config.data_dir.clone(),
@@ -196,11 +321,41 @@ impl Node {
         );
         let (published, revision_tx) = Published::new();
         let published = Arc::new(published);
-        let (bucket, started) = match bucket {
+        let inbound = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (bucket, started, cluster) = match bucket {
             Some((store, runtime)) => {
-                tracing::info!(store = %store.describe(), "bucket mode: catching up from the bucket");
-                let (tx, rx) = oneshot::channel();
-                let me = t4_core::bucket::lock::Member {
+                let cluster = match &config.cluster {
+                    Some(options) => {
+                        tracing::info!(store = %store.describe(), peer_listen = %options.peer_listen,
+                            advertise = %options.advertise_peer, "cluster mode");
+                        let hard_state = load_hard_state(&config.data_dir)?;
+                        Some(driver::ClusterStart {
+                            hard_state,
+                            hard_state_dir: config.data_dir.clone(),
+                            outbox: peer::Outbox::new(
+                                member_of(&config, options),
+                                peer::PeerOptions {
+                                    queue_max: options.peer_queue_max,
+                                    tls: peer_tls,
+                                },
+                                runtime.clone(),
+                            ),
+                            inbound: Arc::clone(&inbound),
+                        })
+                    }
+                    None => {
+                        tracing::info!(store = %store.describe(), "bucket mode: catching up from the bucket");
+                        None
+                    }
+                };
+                let (tx, rx) = match cluster {
+                    Some(_) => (None, None),
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        (Some(tx), Some(rx))
+                    }
+                };
+                let me = Member {
                     id: config.node_id.clone(),
                     peer_addr: String::new(),
                 };
@@ -211,9 +366,9 @@ impl Node {
                     started: tx,
                     checkpoints: crate::checkpoint::local_root(&config.data_dir),
                 };
-                (Some(bucket), Some(rx))
+                (Some(bucket), rx, cluster)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let (events, handle) = driver::spawn(
             node,
@@ -222,6 +377,7 @@ impl Node {
             Arc::clone(&published),
             revision_tx,
             bucket,
+            cluster,
         )
         .map_err(OpenError::Spawn)?;
         let node = Node {
@@ -234,6 +390,8 @@ impl Node {
                 published,
                 node_thread: Mutex::new(Some(handle)),
                 next_stream: AtomicU64::new(1),
+                peer_listener: Mutex::new(None),
+                inbound,
             }),
         };
         Ok((node, started))
@@ -249,6 +407,18 @@ impl Node {
     #[must_use]
     pub fn member_id(&self) -> NodeId {
         self.inner.member_id
+    }
+
+    /// Cluster mode: role, leader, members, commit index and term as the
+    /// node thread last published them; `None` outside cluster mode.
+    #[must_use]
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.inner
+            .published
+            .cluster
+            .lock()
+            .expect("cluster status lock poisoned")
+            .clone()
     }
 
     /// The current revision.
@@ -683,8 +853,12 @@ impl Node {
         } else {
             Err("node thread ended unexpectedly".into())
         };
-        tokio::task::spawn_blocking(move || handle.join())
-            .await
+        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+        // Cluster mode: the peer listener stops only now, so that answers
+        // to this node's forwarded requests still reach it while it
+        // finishes what is in flight.
+        self.stop_peer_listener();
+        joined
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|_| Error::Internal("node thread panicked".into()))?;
         // The driver threads are gone with their engine handles; dropping
@@ -695,6 +869,20 @@ impl Node {
             .expect("engine lock poisoned")
             .take();
         result.map_err(Error::Internal)
+    }
+}
+
+impl Node {
+    fn stop_peer_listener(&self) {
+        let listener = self
+            .inner
+            .peer_listener
+            .lock()
+            .expect("lock poisoned")
+            .take();
+        if let Some(listener) = listener {
+            listener.stop();
+        }
     }
 }
 
@@ -820,18 +1008,108 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
         },
         quota_bytes: config.quota_backend_bytes,
         seed: entropy_seed(),
-        bucket: config.object_store.as_ref().map(|_| BucketConfig {
-            unavailable_after_ns: nanos(config.bucket_unavailable_after),
-            checkpoint_every_entries: config.checkpoint_entries,
-            checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
-            gc_keep: config.gc_keep,
-            sync_upload: config.wal_sync_upload,
-            segment_max_age_ns: nanos(config.segment_max_age),
-            // One knob for both segment kinds, as in T4 (see the field).
-            segment_max_bytes: config.segment_max_size,
-            ..BucketConfig::default()
-        }),
+        bucket: config
+            .object_store
+            .as_ref()
+            .map(|_| BucketConfig {
+                unavailable_after_ns: nanos(config.bucket_unavailable_after),
+                checkpoint_every_entries: config.checkpoint_entries,
+                checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
+                gc_keep: config.gc_keep,
+                sync_upload: config.wal_sync_upload,
+                segment_max_age_ns: nanos(config.segment_max_age),
+                // One knob for both segment kinds, as in T4 (see the field).
+                segment_max_bytes: config.segment_max_size,
+                ..BucketConfig::default()
+            })
+            .filter(|_| config.cluster.is_none()),
+        cluster: config
+            .cluster
+            .as_ref()
+            .map(|options| cluster_config(config, options)),
         ..NodeConfig::default()
+    }
+}
+
+/// Core's cluster configuration for `options` (see
+/// [`ClusterOptions`] for how the intervals derive from the two timeouts).
+fn cluster_config(config: &Config, options: &ClusterOptions) -> ClusterConfig {
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let defaults = ClusterConfig::new(member_of(config, options));
+    let election_timeout_ns = nanos(options.election_timeout);
+    let lock_ttl_ns = nanos(options.lock_ttl);
+    ClusterConfig {
+        election_timeout_ns,
+        heartbeat_interval_ns: defaults
+            .heartbeat_interval_ns
+            .min(election_timeout_ns / 5)
+            .max(1),
+        lock_ttl_ns,
+        lock_watch_interval_ns: defaults.lock_watch_interval_ns.min(lock_ttl_ns / 3).max(1),
+        lock_refresh_interval_ns: defaults
+            .lock_refresh_interval_ns
+            .min(lock_ttl_ns / 3)
+            .max(1),
+        peer_buffer_entries: options.peer_buffer_entries,
+        wait_mode: options.follower_wait_mode,
+        ..defaults
+    }
+}
+
+/// This node as the lock names it.
+fn member_of(config: &Config, options: &ClusterOptions) -> Member {
+    Member {
+        id: config.node_id.clone(),
+        peer_addr: options.advertise_peer.clone(),
+    }
+}
+
+/// Why a cluster configuration cannot work, if it cannot.
+fn check_cluster_config(config: &Config, options: &ClusterOptions) -> Result<(), OpenError> {
+    let bad = |why: String| Err(OpenError::Config(why));
+    if config.object_store.is_none() {
+        return bad("cluster mode needs an object store for its leader-lock \
+                    (an S3 bucket or a directory shared by every member)"
+            .into());
+    }
+    if config.node_id.is_empty() {
+        return bad("cluster mode needs a node id".into());
+    }
+    if options.advertise_peer.is_empty() {
+        return bad("cluster mode needs the address peers reach this node at".into());
+    }
+    if options.election_timeout.is_zero() || options.lock_ttl.is_zero() {
+        return bad(format!(
+            "the election timeout ({:?}) and the lock TTL ({:?}) must be positive",
+            options.election_timeout, options.lock_ttl
+        ));
+    }
+    if options.peer_buffer_entries == 0 || options.peer_queue_max == 0 {
+        return bad("the peer buffer size and the peer queue bound must be positive".into());
+    }
+    Ok(())
+}
+
+/// The hard state in `dir` (the default when there is none).
+///
+/// # Errors
+/// The file cannot be read, or it is damaged ([`OpenError::HardState`]).
+fn load_hard_state(dir: &std::path::Path) -> Result<HardState, OpenError> {
+    let path = dir.join(crate::hard_state::FILE_NAME);
+    match crate::hard_state::load(dir) {
+        Ok(None) => Ok(HardState::default()),
+        Ok(Some(bytes)) => HardState::decode(&bytes).map_err(|why| {
+            OpenError::HardState(format!(
+                "{} holds no valid hard state ({why}); refusing to start, since a \
+                 forgotten promise could let this node vote twice in one term",
+                path.display()
+            ))
+        }),
+        Err(e) => Err(OpenError::HardState(format!(
+            "{e}; refusing to start, since a forgotten promise could let this node \
+             vote twice in one term (restore the file, or wipe the whole data directory \
+             so that the node rejoins as a new, empty member)"
+        ))),
     }
 }
 
@@ -848,8 +1126,11 @@ fn entropy_seed() -> u64 {
     hasher.finish()
 }
 
-/// A stable 64-bit member id derived from the node name (FNV-1a), never 0.
-fn member_id_of(name: &str) -> u64 {
+/// A stable 64-bit member id derived from the node name (FNV-1a), never 0:
+/// what etcd's API reports as a member's id (`MemberList`, `Status.leader`,
+/// headers), the same on every node for a given name.
+#[must_use]
+pub fn member_id_of(name: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         hash ^= u64::from(b);

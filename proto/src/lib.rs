@@ -7,8 +7,9 @@
 //!   `AuthStatus` messages, so the `Auth` service trait cannot be implemented
 //!   from it yet (the Auth issue will address it; until then the server
 //!   answers every Auth method `Unimplemented`).
-//! - The peer protocol (leader ↔ follower) arrives with the cluster issue as
-//!   `.proto` files compiled here.
+//! - [`peer`]: cluster mode's peer transport (`peer.proto`): the frame
+//!   carrying one member's message to another and a hand-written tonic
+//!   service and client for it (no `protoc` needed).
 #![warn(missing_docs)]
 
 /// etcd v3 API messages (`Pb*` names) and server traits (`Pb*Service`,
@@ -16,6 +17,8 @@
 pub mod etcd {
     pub use etcd_client::proto::*;
 }
+
+pub mod peer;
 
 /// Fully qualified gRPC service names of the etcd API (for services we
 /// answer with `Unimplemented` until their issue lands).

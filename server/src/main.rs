@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node serving the etcd v3 gRPC API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Work with snapshots taken by `etcdctl snapshot save` (Maintenance
     /// Snapshot) from a t4 node.
     #[command(subcommand)]
@@ -156,11 +156,147 @@ struct RunArgs {
     #[arg(long, env = "T4_SEGMENT_MAX_AGE_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     segment_max_age_sec: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Cluster mode's flags (T4's names). `--peer-listen` turns it on.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Cluster mode: listen for peers on this address. Every member shares
+    /// one bucket (--s3-bucket or --object-store-dir), where `leader-lock`
+    /// names the leader; a write is acknowledged once a majority of the
+    /// members have it on disk.
+    #[arg(long, env = "T4_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// The address peers reach this node at, `host:port` (default: the
+    /// --peer-listen address, which must then not be a wildcard).
+    #[arg(long, env = "T4_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+    /// A follower that hears nothing from the leader this long, in
+    /// milliseconds, starts watching the lock.
+    #[arg(long, env = "T4_ELECTION_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    election_timeout_ms: u64,
+    /// A lock unchanged this long, in milliseconds, while the leader is
+    /// silent means the leader is gone: a follower takes over.
+    #[arg(long, env = "T4_LOCK_TTL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lock_ttl_ms: u64,
+    /// Who must have a write before it is acknowledged: `quorum` (a
+    /// majority of the members), `all`, or `none` (the leader alone:
+    /// UNSAFE, losing the leader with its disk loses acknowledged writes).
+    #[arg(
+        long,
+        env = "T4_FOLLOWER_WAIT_MODE",
+        value_enum,
+        default_value = "quorum"
+    )]
+    follower_wait_mode: WaitMode,
+    /// Applied log entries the leader keeps in memory for followers that
+    /// fall behind.
+    #[arg(long, env = "T4_PEER_BUFFER_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    peer_buffer_size: u64,
+    /// Peer mTLS (TLS 1.3; each side verifies the other): the CA
+    /// certificate (PEM) that signs every member's certificate. Needs
+    /// --peer-tls-cert and --peer-tls-key.
+    #[arg(long, env = "T4_PEER_TLS_CA", requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    peer_tls_ca: Option<PathBuf>,
+    /// Peer mTLS: this member's certificate chain (PEM), valid for client
+    /// and server use and naming the host of --advertise-peer (DNS or IP
+    /// subject alternative name).
+    #[arg(long, env = "T4_PEER_TLS_CERT", requires_all = ["peer_tls_ca", "peer_tls_key"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// Peer mTLS: this member's private key (PEM).
+    #[arg(long, env = "T4_PEER_TLS_KEY", requires_all = ["peer_tls_ca", "peer_tls_cert"])]
+    peer_tls_key: Option<PathBuf>,
+}
+
+/// `--follower-wait-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WaitMode {
+    /// A majority of the members (safe).
+    Quorum,
+    /// Every member (safe; one slow member stalls writes).
+    All,
+    /// The leader alone (unsafe).
+    None,
+}
+
+impl ClusterArgs {
+    /// The cluster options these flags give; `None` without
+    /// `--peer-listen`.
+    ///
+    /// # Errors
+    /// Cluster flags without `--peer-listen`, cluster mode without a
+    /// bucket, or a wildcard listen address without `--advertise-peer`.
+    fn options(&self, has_bucket: bool) -> Result<Option<t4_io_real::ClusterOptions>, String> {
+        let Some(listen) = self.peer_listen else {
+            if self.advertise_peer.is_some() || self.peer_tls_ca.is_some() {
+                return Err("--advertise-peer and --peer-tls-* need --peer-listen \
+                            (they configure cluster mode)"
+                    .into());
+            }
+            return Ok(None);
+        };
+        if !has_bucket {
+            return Err(
+                "cluster mode (--peer-listen) needs a bucket shared by every \
+                        member for its leader-lock: --s3-bucket or --object-store-dir"
+                    .into(),
+            );
+        }
+        let advertise = match &self.advertise_peer {
+            Some(addr) => {
+                if addr
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+                {
+                    return Err(format!("--advertise-peer {addr:?} is not host:port"));
+                }
+                addr.clone()
+            }
+            None if listen.ip().is_unspecified() => {
+                return Err(format!(
+                    "--peer-listen {listen} is a wildcard address peers cannot connect \
+                     to: give --advertise-peer host:port"
+                ));
+            }
+            None => listen.to_string(),
+        };
+        let mut options = t4_io_real::ClusterOptions::new(listen);
+        options.advertise_peer = advertise;
+        options.election_timeout = Duration::from_millis(self.election_timeout_ms);
+        options.lock_ttl = Duration::from_millis(self.lock_ttl_ms);
+        options.follower_wait_mode = match self.follower_wait_mode {
+            WaitMode::Quorum => t4_io_real::FollowerWaitMode::Quorum,
+            WaitMode::All => t4_io_real::FollowerWaitMode::All,
+            WaitMode::None => t4_io_real::FollowerWaitMode::None,
+        };
+        options.peer_buffer_entries = usize::try_from(self.peer_buffer_size).unwrap_or(usize::MAX);
+        options.peer_tls = match (&self.peer_tls_ca, &self.peer_tls_cert, &self.peer_tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(t4_io_real::PeerTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Some(options))
+    }
 }
 
 /// Why the upload flags cannot be used together with the bucket flags
 /// given (`has_bucket`), if they cannot.
 fn check_upload_flags(args: &RunArgs, has_bucket: bool) -> Result<(), String> {
+    if !args.wal_sync_upload && args.cluster.peer_listen.is_some() {
+        return Err(
+            "--wal-sync-upload=false does not apply in cluster mode: the log is \
+                    durable on a majority of the members' disks, not uploaded"
+                .into(),
+        );
+    }
     if !args.wal_sync_upload && !has_bucket {
         return Err("--wal-sync-upload=false needs a bucket (--s3-bucket or \
                     --object-store-dir): without one there is nothing to upload"
@@ -250,6 +386,16 @@ fn main() -> ExitCode {
         Command::Run(args) => init_logging(&args.log_level, args.log_format).and_then(|()| {
             let object_store = args.bucket.store_config();
             check_upload_flags(&args, object_store.is_some())?;
+            let cluster = args.cluster.options(object_store.is_some())?;
+            if cluster
+                .as_ref()
+                .is_some_and(|c| c.follower_wait_mode == t4_io_real::FollowerWaitMode::None)
+            {
+                tracing::warn!(
+                    "--follower-wait-mode none is UNSAFE: writes are acknowledged before \
+                     any follower has them, and a leader lost with its disk loses them"
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -274,6 +420,7 @@ fn main() -> ExitCode {
                 gc_keep: args.gc_keep,
                 wal_sync_upload: args.wal_sync_upload,
                 segment_max_age: Duration::from_secs(args.segment_max_age_sec),
+                cluster,
             }))
         }),
         Command::Snapshot(SnapshotCommand::Restore(args)) => restore(&args),
@@ -326,6 +473,98 @@ mod tests {
         assert_eq!(args.lease_checkpoint_interval, Duration::from_secs(300));
         assert!(args.wal_sync_upload);
         assert_eq!(args.segment_max_age_sec, 10);
+    }
+
+    /// Cluster flags: T4's defaults, `--peer-listen` turns cluster mode
+    /// on, and every combination that cannot work is refused with a
+    /// message saying what to change.
+    #[test]
+    fn cluster_flags() {
+        let args = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["t4", "run"].iter().chain(extra)).expect("flags parse");
+            let Command::Run(args) = cli.command else {
+                panic!("run expected")
+            };
+            args
+        };
+        let options = |extra: &[&str]| {
+            let a = args(extra);
+            let has_bucket = a.bucket.store_config().is_some();
+            a.cluster.options(has_bucket)
+        };
+        assert_eq!(options(&[]), Ok(None), "single node by default");
+        let c = options(&["--peer-listen", "127.0.0.1:3380", "--object-store-dir", "b"])
+            .expect("valid")
+            .expect("cluster mode");
+        assert_eq!(c.advertise_peer, "127.0.0.1:3380");
+        assert_eq!(c.election_timeout, Duration::from_millis(1000));
+        assert_eq!(c.lock_ttl, Duration::from_millis(5000));
+        assert_eq!(c.follower_wait_mode, t4_io_real::FollowerWaitMode::Quorum);
+        assert_eq!(c.peer_buffer_entries, 10_000);
+        assert_eq!(c.peer_tls, None);
+        let c = options(&[
+            "--peer-listen",
+            "0.0.0.0:3380",
+            "--advertise-peer",
+            "n1.example:3380",
+            "--election-timeout-ms",
+            "300",
+            "--lock-ttl-ms",
+            "900",
+            "--follower-wait-mode",
+            "all",
+            "--peer-buffer-size",
+            "5",
+            "--s3-bucket",
+            "b",
+        ])
+        .expect("valid")
+        .expect("cluster mode");
+        assert_eq!(c.advertise_peer, "n1.example:3380");
+        assert_eq!(c.election_timeout, Duration::from_millis(300));
+        assert_eq!(c.follower_wait_mode, t4_io_real::FollowerWaitMode::All);
+        assert_eq!(c.peer_buffer_entries, 5);
+
+        let why = options(&["--peer-listen", "127.0.0.1:3380"]).expect_err("no bucket");
+        assert!(why.contains("needs a bucket"), "{why}");
+        let why = options(&["--peer-listen", "0.0.0.0:3380", "--object-store-dir", "b"])
+            .expect_err("wildcard");
+        assert!(why.contains("--advertise-peer"), "{why}");
+        for bad in ["no-port", ":3380", "host:port", "host:99999"] {
+            let why = options(&[
+                "--peer-listen",
+                "127.0.0.1:3380",
+                "--advertise-peer",
+                bad,
+                "--object-store-dir",
+                "b",
+            ])
+            .expect_err(bad);
+            assert!(why.contains("not host:port"), "{why}");
+        }
+        let why = options(&["--advertise-peer", "h:1"]).expect_err("no --peer-listen");
+        assert!(why.contains("need --peer-listen"), "{why}");
+        for bad in [
+            &["--election-timeout-ms", "0"][..],
+            &["--lock-ttl-ms", "0"],
+            &["--peer-buffer-size", "0"],
+            &["--follower-wait-mode", "some"],
+            &["--peer-tls-ca", "ca.pem"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["t4", "run"].iter().chain(bad)).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        let a = args(&[
+            "--peer-listen",
+            "127.0.0.1:3380",
+            "--object-store-dir",
+            "b",
+            "--wal-sync-upload=false",
+        ]);
+        let why = check_upload_flags(&a, true).expect_err("no async upload in cluster mode");
+        assert!(why.contains("cluster mode"), "{why}");
     }
 
     /// `--wal-sync-upload=false` works with a bucket and is refused

@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub wal_sync_upload: bool,
     /// Bucket mode, background upload: the longest a segment stays open.
     pub segment_max_age: Duration,
+    /// Cluster mode; `None`: single node.
+    pub cluster: Option<t4_io_real::ClusterOptions>,
 }
 
 /// Runs the server until a shutdown signal.
@@ -105,6 +107,7 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     config.gc_keep = opts.gc_keep;
     config.wal_sync_upload = opts.wal_sync_upload;
     config.segment_max_age = opts.segment_max_age;
+    config.cluster.clone_from(&opts.cluster);
     let node = Node::open(config).await.map_err(|e| match e {
         t4_io_real::OpenError::DataDir { path, source } => format!(
             "cannot use data directory {}: {source} (choose another with --data-dir or T4_DATA_DIR)",
@@ -116,7 +119,7 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     health.ready.store(true, Ordering::Release);
 
     let ctx = Ctx {
-        cluster_id: cluster_id_of(&node),
+        cluster_id: cluster_id_of(&node, &opts),
         client_url: format!("http://{listen}"),
         metrics,
     };
@@ -183,9 +186,24 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
 }
 
 /// The etcd cluster id: stable for a data directory's node (derived from the
-/// member id, as a one-member cluster's id is in etcd).
-fn cluster_id_of(node: &Node) -> u64 {
-    node.member_id().0.rotate_left(17) ^ 0x7434_7434_7434_7434
+/// member id, as a one-member cluster's id is in etcd); in cluster mode the
+/// same on every member (derived from the shared bucket).
+fn cluster_id_of(node: &Node, opts: &RunOptions) -> u64 {
+    use t4_io_real::object::StoreConfig;
+    let shared = match (&opts.cluster, &opts.object_store) {
+        (Some(_), Some(StoreConfig::S3(s3))) => Some(format!(
+            "s3://{}/{}",
+            s3.bucket,
+            s3.prefix.trim_matches('/')
+        )),
+        (Some(_), Some(StoreConfig::Directory(dir))) => Some(format!(
+            "dir://{}",
+            dir.canonicalize().unwrap_or_else(|_| dir.clone()).display()
+        )),
+        _ => None,
+    };
+    let base = shared.map_or(node.member_id().0, |s| t4_io_real::member_id_of(&s));
+    base.rotate_left(17) ^ 0x7434_7434_7434_7434
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,9 @@
-//! etcd's Cluster service: `MemberList` reports this one member; membership
-//! changes answer `Unimplemented` until the cluster issue lands.
+//! etcd's Cluster service. `MemberList` reports this one member on a single
+//! node, and the members of `leader-lock` in cluster mode (ids derived from
+//! member names with [`t4_io_real::member_id_of`], the same ids every
+//! member's headers and `Status.leader` use). Membership changes through
+//! the etcd API answer `FailedPrecondition`: members join by starting with
+//! `--peer-listen` against the shared bucket.
 
 use tonic::{Request, Response, Status};
 
@@ -27,13 +31,25 @@ impl ClusterService {
     }
 }
 
-/// Membership changes on a single node get a clear refusal, not a hang
-/// (etcd answers membership errors with FailedPrecondition too).
-fn single_node(method: &str) -> Status {
-    Status::failed_precondition(format!(
-        "t4: {method} needs cluster mode; this node runs single-node \
-         (cluster mode arrives with the cluster issue)"
-    ))
+/// Membership changes get a clear refusal, not a hang (etcd answers
+/// membership errors with FailedPrecondition too).
+fn refuse_membership_change(node: &Node, method: &str) -> Status {
+    if node.config().cluster.is_some() {
+        Status::failed_precondition(format!(
+            "t4: {method} is not supported through the etcd API: a node joins the \
+             cluster by starting with --peer-listen against the cluster's bucket"
+        ))
+    } else {
+        Status::failed_precondition(format!(
+            "t4: {method} needs cluster mode; this node runs single-node \
+             (start members with --peer-listen and a shared bucket)"
+        ))
+    }
+}
+
+/// A member's peer URL as etcd shows it (plaintext peers: `http://`).
+fn peer_url(addr: &str) -> String {
+    format!("http://{addr}")
 }
 
 #[tonic::async_trait]
@@ -42,21 +58,21 @@ impl PbClusterService for ClusterService {
         &self,
         _r: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
-        Err(single_node("MemberAdd"))
+        Err(refuse_membership_change(&self.node, "MemberAdd"))
     }
 
     async fn member_remove(
         &self,
         _r: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(single_node("MemberRemove"))
+        Err(refuse_membership_change(&self.node, "MemberRemove"))
     }
 
     async fn member_update(
         &self,
         _r: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        Err(single_node("MemberUpdate"))
+        Err(refuse_membership_change(&self.node, "MemberUpdate"))
     }
 
     async fn member_list(
@@ -64,16 +80,49 @@ impl PbClusterService for ClusterService {
         _r: Request<PbMemberListRequest>,
     ) -> Result<Response<PbMemberListResponse>, Status> {
         let ids = self.ctx.ids(&self.node);
-        let me = PbMember {
-            id: ids.member_id,
-            name: self.node.config().node_id.clone(),
-            peer_ur_ls: Vec::new(),
-            client_ur_ls: vec![self.ctx.client_url.clone()],
-            is_learner: false,
+        let me = &self.node.config().node_id;
+        let lock_members = self
+            .node
+            .cluster_status()
+            .map(|c| c.members)
+            .unwrap_or_default();
+        let members = if lock_members.is_empty() {
+            // A single node, or a cluster member that has not read the
+            // lock yet: just this one.
+            vec![PbMember {
+                id: ids.member_id,
+                name: me.clone(),
+                peer_ur_ls: self
+                    .node
+                    .config()
+                    .cluster
+                    .as_ref()
+                    .map(|c| vec![peer_url(&c.advertise_peer)])
+                    .unwrap_or_default(),
+                client_ur_ls: vec![self.ctx.client_url.clone()],
+                is_learner: false,
+            }]
+        } else {
+            // Client URLs are known for this member only: the lock holds
+            // peer addresses.
+            lock_members
+                .into_iter()
+                .map(|m| PbMember {
+                    id: t4_io_real::member_id_of(&m.id),
+                    client_ur_ls: if m.id == *me {
+                        vec![self.ctx.client_url.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                    peer_ur_ls: vec![peer_url(&m.peer_addr)],
+                    name: m.id,
+                    is_learner: false,
+                })
+                .collect()
         };
         Ok(Response::new(PbMemberListResponse {
             header: ids.header(self.node.current_revision()),
-            members: vec![me],
+            members,
         }))
     }
 
@@ -81,6 +130,6 @@ impl PbClusterService for ClusterService {
         &self,
         _r: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        Err(single_node("MemberPromote"))
+        Err(refuse_membership_change(&self.node, "MemberPromote"))
     }
 }

@@ -1,6 +1,6 @@
 //! etcd's Maintenance service. `MoveLeader` and `Downgrade` answer
-//! `Unimplemented` (one node has no leader to move; t4 has one storage
-//! version).
+//! `Unimplemented` (the leader is whoever holds `leader-lock`; t4 has one
+//! storage version).
 
 use std::pin::Pin;
 
@@ -116,15 +116,32 @@ impl PbMaintenanceService for MaintenanceService {
             .map_err(|e| status(&e))?;
         let ids = self.ctx.ids(&self.node);
         let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        let mut errors: Vec<String> = alarms.alarms.iter().map(alarm_error).collect();
+        // A single node is its own leader. In cluster mode: the leader this
+        // member knows of (0 and etcd's "no leader" error while there is
+        // none), and etcd's raftIndex is the commit index.
+        let (leader, raft_index) = match self.node.cluster_status() {
+            None => (ids.member_id, s.applied_index.0),
+            Some(c) => {
+                let leader = c
+                    .leader
+                    .as_ref()
+                    .map_or(0, |m| t4_io_real::member_id_of(&m.id));
+                if leader == 0 {
+                    errors.push("etcdserver: no leader".to_owned());
+                }
+                (leader, c.commit_index.0.max(s.applied_index.0))
+            }
+        };
         Ok(Response::new(PbStatusResponse {
             header: ids.header(s.current_revision),
             version: ETCD_COMPAT_VERSION.to_owned(),
             db_size: bytes(s.db_size_bytes),
-            leader: ids.member_id,
-            raft_index: s.applied_index.0,
+            leader,
+            raft_index,
             raft_term: s.term.0,
             raft_applied_index: s.applied_index.0,
-            errors: alarms.alarms.iter().map(alarm_error).collect(),
+            errors,
             db_size_in_use: bytes(s.db_size_in_use_bytes),
             is_learner: false,
             db_size_quota: bytes(self.node.config().quota_backend_bytes),
@@ -226,7 +243,7 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
         Err(unimplemented(
             "MoveLeader",
-            "a single node is always its own leader",
+            "the leader is whoever holds the bucket's leader-lock",
         ))
     }
 

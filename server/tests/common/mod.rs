@@ -404,3 +404,116 @@ impl Drop for FlockHolder {
         let _ = self.0.wait();
     }
 }
+
+/// Runs the `openssl` command-line tool in `dir` (for test certificates).
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (the openssl command-line tool must be installed)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA `<name>.pem` / `<name>.key` in `dir`.
+pub fn make_ca(dir: &Path, name: &str) {
+    let (key, pem, subj) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN={name}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A member certificate `<leaf>.pem` / `<leaf>.key` signed by CA `ca`,
+/// valid for 127.0.0.1 as client and server. Returns the `--peer-tls-*`
+/// flags for it.
+pub fn make_leaf(dir: &Path, ca: &str, leaf: &str) -> Vec<String> {
+    let (key, csr, pem, ext, subj) = (
+        format!("{leaf}.key"),
+        format!("{leaf}.csr"),
+        format!("{leaf}.pem"),
+        format!("{leaf}.ext"),
+        format!("/CN={leaf}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+        ],
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext file");
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
+    vec![
+        "--peer-tls-ca".to_owned(),
+        path(&ca_pem),
+        "--peer-tls-cert".to_owned(),
+        path(&pem),
+        "--peer-tls-key".to_owned(),
+        path(&key),
+    ]
+}
