@@ -103,8 +103,12 @@ pub struct NodeConfig {
     /// Database size above which space-consuming writes raise the NOSPACE
     /// alarm and fail (etcd `--quota-backend-bytes`, default 2 GiB).
     pub quota_bytes: u64,
-    /// Seed for the node's own random choices (generated lease ids). The
-    /// driver draws it; core draws no entropy.
+    /// Seed for the node's own random choices (generated lease ids, the
+    /// ids of requests forwarded to a cluster's leader). The driver draws
+    /// it anew at every process start — a restarted follower must not
+    /// reuse its previous incarnation's forwarded-request ids, or a late
+    /// answer to an old request is taken for a new one's; core draws no
+    /// entropy.
     pub seed: u64,
     /// `Some` when the node's log is durable in a bucket too (single node
     /// with a bucket, sync or async mode: ARCHITECTURE §3.4); `None` in

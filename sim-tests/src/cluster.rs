@@ -78,7 +78,7 @@ use t4_io_sim::clock::ClockConfig;
 use t4_io_sim::disk::Disk;
 use t4_io_sim::proto::{NODE_PORT, PEER_PORT};
 use t4_io_sim::s3::{FakeS3, S3Faults, S3_IP};
-use t4_io_sim::server::{serve, NodeStatus, ServerConfig, ServerContext, StatusCell};
+use t4_io_sim::server::{serve, Bugs, NodeStatus, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
 
 use crate::history::Return;
@@ -106,6 +106,8 @@ pub struct ClusterRunConfig {
     pub clients: usize,
     /// Deliberate protocol bugs (for the tests that prove the checks bite).
     pub mutants: ClusterMutants,
+    /// Deliberate driver bugs (likewise).
+    pub bugs: Bugs,
     /// Linearizability checker budget.
     pub check: CheckConfig,
 }
@@ -120,6 +122,7 @@ impl ClusterRunConfig {
             chaos_secs: 30,
             clients: 10,
             mutants: ClusterMutants::default(),
+            bugs: Bugs::default(),
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -253,7 +256,7 @@ fn member(i: usize) -> (String, Ipv4Addr, Member) {
     (name, ip, member)
 }
 
-fn start_member(s3: &FakeS3, i: usize, mutants: ClusterMutants, clock: ClockConfig) -> SimMember {
+fn start_member(s3: &FakeS3, i: usize, cfg: &ClusterRunConfig, clock: ClockConfig) -> SimMember {
     let (name, ip, me) = member(i);
     let disk = Disk::new();
     let ledger = Ledger::new();
@@ -261,13 +264,14 @@ fn start_member(s3: &FakeS3, i: usize, mutants: ClusterMutants, clock: ClockConf
     let config = ServerConfig {
         core: NodeConfig {
             cluster: Some(ClusterConfig {
-                mutants,
+                mutants: cfg.mutants,
                 ..ClusterConfig::new(me)
             }),
             trim_every_entries: 200,
             ..ServerConfig::default().core
         },
         clock,
+        bugs: cfg.bugs,
         ..ServerConfig::default()
     };
     let ctx = ServerContext {
@@ -350,7 +354,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     let mut members: Vec<SimMember> = Vec::new();
     // Form the cluster: n1 bootstraps, the others join one at a time.
     for i in 1..=cfg.nodes {
-        members.push(start_member(&s3, i, cfg.mutants, clocks[i - 1]));
+        members.push(start_member(&s3, i, cfg, clocks[i - 1]));
         let n = i;
         let joined = wait_for(&members, Duration::from_secs(120), |st| {
             st.iter().filter(|s| serving_leader(s)).count() == 1

@@ -18,6 +18,7 @@ use std::time::Instant;
 use sim_tests::cluster::{run, summary, ClusterReport, ClusterRunConfig};
 use sim_tests::runner::seeds_from_vars;
 use t4_core::cluster::ClusterMutants;
+use t4_io_sim::server::Bugs;
 
 fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
     seeds_from_vars("SIM_CLUSTER_SEED", "SIM_CLUSTER_SEEDS", default)
@@ -111,17 +112,36 @@ fn committing_on_connected_followers_is_caught() {
     );
 }
 
-/// Seed 2,205 (5 nodes) finds a real bug, not fixed yet: a write
-/// acknowledged at revision 121 sits at revision 122 in the final log (and
-/// the history is not linearizable). Found by the 400-seed run of 5-node
-/// clusters after the cluster simulation landed; every seed of the CI
-/// ranges passes. Run it with `cargo test -p sim-tests --release --test
-/// cluster -- --ignored`.
+/// Seed 2,205 (5 nodes), found by the 400-seed run after the cluster
+/// simulation landed: the simulator gave every process start the same core
+/// seed, so a follower that restarted reused its forwarded-request ids. The
+/// leader's late answer to the previous incarnation's request (client 6's
+/// put of `k/05`, revision 121) reached client 4, whose own put was at
+/// revision 122. The run with that behaviour must fail; the fixed run is a
+/// regression test.
 #[test]
-#[ignore = "known failing: issue 7 — an acknowledged revision differs from the final log"]
-fn known_bug_seed_2205() {
-    let (reports, panics) = play("5 nodes seed 2205", &[2_205], |seed| {
+fn reused_forward_ids_are_caught_seed_2205() {
+    let (reports, panics) = play("bug same-seed seed 2205", &[2_205], |seed| {
+        ClusterRunConfig {
+            bugs: Bugs {
+                same_seed_every_start: true,
+                ..Bugs::default()
+            },
+            ..ClusterRunConfig::new(seed, 5)
+        }
+    });
+    assert!(panics.is_empty(), "{panics:?}");
+    let lost = reports[0]
+        .violations
+        .iter()
+        .any(|v| v.starts_with("acknowledged write lost: client 4 put k/09"));
+    assert!(lost, "{:?}", reports[0].violations);
+}
+
+#[test]
+fn regression_seeds() {
+    let (reports, panics) = play("regressions", &[2_205], |seed| {
         ClusterRunConfig::new(seed, 5)
     });
-    assert_clean("5 nodes seed 2205", &reports, &panics);
+    assert_clean("regressions", &reports, &panics);
 }
