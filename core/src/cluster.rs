@@ -351,6 +351,12 @@ pub enum PeerMsg {
         /// Who joins.
         member: Member,
     },
+    /// The leader removed the receiver from the members. A hint only: the
+    /// receiver reads the lock, which decides.
+    Removed {
+        /// The leader's term.
+        term: Term,
+    },
 }
 
 impl PeerMsg {
@@ -365,7 +371,8 @@ impl PeerMsg {
             | PeerMsg::Ack { term, .. }
             | PeerMsg::Reject { term, .. }
             | PeerMsg::Fetch { term, .. }
-            | PeerMsg::Fetched { term, .. } => *term,
+            | PeerMsg::Fetched { term, .. }
+            | PeerMsg::Removed { term } => *term,
             _ => Term(0),
         }
     }

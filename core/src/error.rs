@@ -52,6 +52,14 @@ pub enum Error {
     /// (a `&'static str` cannot be rebuilt from bytes).
     #[error("unimplemented: {0}")]
     Unimplemented(&'static str),
+    /// A membership change named a member the cluster does not have
+    /// (etcd: "member not found"). Nothing was changed.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A membership change that may not be made (the last member, or a
+    /// node not in cluster mode). Nothing was changed.
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
     /// A bug or a storage failure; the node stops accepting writes.
     #[error("internal error: {0}")]
     Internal(String),

@@ -261,6 +261,18 @@ pub enum ClientRequest {
     /// request arrived; the driver then reads the engine. Local mode: at
     /// once. See the `read_lease` module.
     LinearizableRead,
+    /// etcd `MemberRemove` (`t4 member remove`): cluster mode, the member
+    /// `id` (its `--node-id`) leaves the lock's voting members, written by
+    /// the leader with one conditional lock write. Answered
+    /// [`Response::Members`] (the members left) once the write landed;
+    /// [`Error::MemberNotFound`] for an id that is not a voting member;
+    /// [`Error::MembershipRefused`] for the last member, or outside cluster
+    /// mode. Removing the leader makes it step aside; the others elect a
+    /// new leader once the lock expires.
+    MemberRemove {
+        /// The member's id.
+        id: String,
+    },
 }
 
 /// The answer to a [`ClientRequest`].
@@ -278,6 +290,8 @@ pub enum Response {
     Alarm(AlarmResponse),
     /// A linearizable read may be served now.
     ReadReady,
+    /// A membership change landed: the voting members now.
+    Members(Vec<crate::bucket::lock::Member>),
 }
 
 /// Completion of an I/O action, fed back with [`Node::handle_io`].
@@ -812,6 +826,17 @@ impl<E: KvEngine> Node<E> {
                 alarms: self.store.alarms().to_vec(),
             }),
             ClientRequest::LinearizableRead => return self.on_linearizable_read(now, req),
+            ClientRequest::MemberRemove { id } => {
+                if self.cluster.is_some() {
+                    return self.member_remove(now, req, id);
+                }
+                return self.reply(
+                    req,
+                    Err(Error::MembershipRefused(
+                        "a single node has no members to remove (not in cluster mode)".into(),
+                    )),
+                );
+            }
         };
         self.reply(req, Ok(answer));
     }

@@ -86,11 +86,6 @@ pub struct Bugs {
     /// taken for presence, and the manifest may name an SST the bucket
     /// lacks (core's behaviour before it checked).
     pub sst_conflict_is_presence: bool,
-    /// Every process start gives the core the same seed (the simulator's
-    /// behaviour before seed 2,205 of the 5-node runs): a restarted
-    /// follower's forwarded-request ids repeat its previous incarnation's,
-    /// and a late answer to an old request is taken for a new one's.
-    pub same_seed_every_start: bool,
 }
 
 impl Bugs {
@@ -312,11 +307,7 @@ pub async fn serve(ctx: ServerContext) {
     // forwarded-request ids must not repeat its previous incarnation's, or a
     // late answer to an old request would be taken for a new one's.
     let core = NodeConfig {
-        seed: if config.bugs.same_seed_every_start {
-            config.core.seed
-        } else {
-            thread_rng().gen()
-        },
+        seed: thread_rng().gen(),
         ..config.core.clone()
     };
     let mut node = match Node::new(core, engine) {

@@ -24,7 +24,12 @@
 //!      or a **one-way cut**, for 1–6 s;
 //!    - a node **cut from the bucket** but not from its peers, for 1–8 s;
 //!    - a **pause** of 0.5–8.5 s (past every timeout: the election timeout
-//!      is 1 s, the lock TTL 5 s).
+//!      is 1 s, the lock TTL 5 s);
+//!    - a **member removal** (`MemberRemove` of any member, the leader
+//!      included, sent to any node), under the disk-loss rule and only with
+//!      every member in the lock; no other removal or disk loss for 10 s. A node that
+//!      learns it was removed is stopped and started again 0.5–3 s later,
+//!      and joins again (so the cluster is back to full size).
 //!
 //!    Throughout: 1 % message loss with madsim's random latency (so
 //!    reordering), the fake S3's flaky faults (throttling, 500s, 409s on
@@ -72,11 +77,13 @@ use madsim::time::sleep;
 use t4_core::bucket::lock::Member;
 use t4_core::cluster::{ClusterConfig, ClusterMutants, HardState};
 use t4_core::log::Entry;
+use t4_core::node::ClientRequest;
 use t4_core::node::ClusterRole;
 use t4_core::NodeConfig;
+use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
 use t4_io_sim::disk::Disk;
-use t4_io_sim::proto::{NODE_PORT, PEER_PORT};
+use t4_io_sim::proto::{Request, NODE_PORT, PEER_PORT};
 use t4_io_sim::s3::{FakeS3, S3Faults, S3_IP};
 use t4_io_sim::server::{serve, Bugs, NodeStatus, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
@@ -108,6 +115,9 @@ pub struct ClusterRunConfig {
     pub mutants: ClusterMutants,
     /// Deliberate driver bugs (likewise).
     pub bugs: Bugs,
+    /// Member removals among the faults (off: the fault sequence of runs
+    /// from before they existed, for regression seeds found then).
+    pub removals: bool,
     /// Linearizability checker budget.
     pub check: CheckConfig,
 }
@@ -123,6 +133,7 @@ impl ClusterRunConfig {
             clients: 10,
             mutants: ClusterMutants::default(),
             bugs: Bugs::default(),
+            removals: true,
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -318,6 +329,46 @@ async fn wait_for(
     false
 }
 
+/// Nodes that know they were removed and are not down yet: stopped (to be
+/// started again, to join again).
+fn restart_removed(members: &[SimMember], handle: &Handle, down: &BTreeSet<usize>) -> Vec<usize> {
+    let mut stopped = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        if !down.contains(&i) && m.status.get().role == Some(ClusterRole::Removed) {
+            handle.kill(m.id());
+            m.disk.crash();
+            stopped.push(i);
+        }
+    }
+    stopped
+}
+
+/// A serving leader's lock lists all `n` nodes and none is removed.
+fn whole_membership(members: &[SimMember], n: usize) -> bool {
+    let statuses: Vec<NodeStatus> = members.iter().map(|m| m.status.get()).collect();
+    statuses
+        .iter()
+        .any(|s| serving_leader(s) && s.members.len() == n)
+        && statuses
+            .iter()
+            .all(|s| s.role != Some(ClusterRole::Removed))
+}
+
+/// Waits (at most [`CONVERGE_WITHIN`]) for [`converged`], starting again
+/// any node that learns it was removed (a removal may land late).
+async fn settle(members: &[SimMember], handle: &Handle, n: usize) -> bool {
+    let until = madsim::time::Instant::now() + CONVERGE_WITHIN;
+    while madsim::time::Instant::now() < until {
+        for i in restart_removed(members, handle, &BTreeSet::new()) {
+            handle.restart(members[i].id());
+        }
+        if wait_for(members, Duration::from_millis(500), |st| converged(st, n)).await {
+            return true;
+        }
+    }
+    false
+}
+
 /// One serving leader, every member in its lock, every node applied
 /// through the leader's commit index.
 fn converged(statuses: &[NodeStatus], n: usize) -> bool {
@@ -411,6 +462,32 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         machine.spawn(workload::run_client(client, Arc::clone(&rec)));
     }
 
+    // Membership changes go through a client machine of their own.
+    let removals: Arc<Mutex<Vec<(SocketAddr, String)>>> = Arc::default();
+    if cfg.removals {
+        let removals = Arc::clone(&removals);
+        let admin = handle
+            .create_node()
+            .name("admin")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)))
+            .build();
+        admin.spawn(async move {
+            loop {
+                let due = std::mem::take(&mut *removals.lock().expect("removals"));
+                for (node, id) in due {
+                    madsim::task::spawn(async move {
+                        if let Ok(mut client) = Client::bind(node).await {
+                            let req = Request::Core(ClientRequest::MemberRemove { id });
+                            let _ = client.call(req, CLIENT_TIMEOUT).await;
+                        }
+                    });
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let mut removal_quiet_until = madsim::time::Instant::now();
+
     if std::env::var_os("SIM_DEBUG").is_some() {
         println!("formed: {}", describe(&members));
     }
@@ -439,6 +516,12 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         for (_, u) in extract_due(&mut undo, now) {
             apply_undo(u, &members, &net, &handle, &mut down, &mut paused);
         }
+        for i in restart_removed(&members, &handle, &down) {
+            down.insert(i);
+            let back = Duration::from_millis(thread_rng().gen_range(500..3_000));
+            undo.push((now + back, Undo::Restart(i)));
+        }
+        let full = now >= removal_quiet_until && whole_membership(&members, n);
         if now >= next_fault {
             next_fault = now + Duration::from_millis(thread_rng().gen_range(200..1_500));
             let victim = thread_rng().gen_range(0..n);
@@ -472,6 +555,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
                 }
                 24..=33
                     if up
+                        && full
                         && (0..n)
                             .filter(|&i| i != victim)
                             .all(|i| members[i].disk_is_whole()) =>
@@ -518,6 +602,17 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
                     undo.push((now + ms(500, 8_500), Undo::Resume(victim)));
                     count(&mut faults, "pause");
                 }
+                90..=92
+                    if cfg.removals && up && full && (0..n).all(|i| members[i].disk_is_whole()) =>
+                {
+                    let via = SocketAddr::new(IpAddr::V4(members[victim].ip), NODE_PORT);
+                    removals
+                        .lock()
+                        .expect("removals")
+                        .push((via, members[other].name.clone()));
+                    removal_quiet_until = now + Duration::from_secs(10);
+                    count(&mut faults, "removal");
+                }
                 _ => {}
             }
         }
@@ -536,7 +631,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         }
     }
     net.update_config(|c| c.packet_loss_rate = 0.0);
-    if !wait_for(&members, CONVERGE_WITHIN, |st| converged(st, n)).await {
+    if !settle(&members, &handle, n).await {
         violations.push(format!(
             "no convergence within {CONVERGE_WITHIN:?} after the faults stopped: {}",
             describe(&members)
@@ -544,7 +639,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     }
     rec.stop.store(true, Ordering::Relaxed);
     sleep(CLIENT_TIMEOUT + Duration::from_secs(1)).await;
-    if !wait_for(&members, CONVERGE_WITHIN, |st| converged(st, n)).await {
+    if !settle(&members, &handle, n).await {
         violations.push(format!(
             "no convergence after the clients stopped: {}",
             describe(&members)

@@ -15,12 +15,12 @@
 //! | tag | field | meaning |
 //! |---|---|---|
 //! | 1 | `version` (uint32) | [`PEER_MSG_FORMAT_VERSION`]; any other value is refused |
-//! | 2–14 | `kind` (oneof) | exactly one message: 2 Prepare, 3 Promise, 4 Refuse, 5 Append, 6 Ack, 7 Reject, 8 Fetch, 9 Fetched, 10 ReadIndex, 11 ReadIndexReply, 12 Forward, 13 Forwarded, 14 Join |
+//! | 2–14 | `kind` (oneof) | exactly one message: 2 Prepare, 3 Promise, 4 Refuse, 5 Append, 6 Ack, 7 Reject, 8 Fetch, 9 Fetched, 10 ReadIndex, 11 ReadIndexReply, 12 Forward, 13 Forwarded, 14 Join, 15 Removed |
 //!
 //! Each kind is a small message whose fields are the variant's fields in
 //! declaration order from tag 1: terms, indexes and times as `uint64`
 //! (their newtypes' inner value), flags as `bool`, ids as `uint64`. Three
-//! differ: `Forward` is `id` (1) and a request oneof (2–7), `Forwarded` is
+//! differ: `Forward` is `id` (1) and a request oneof (2–8), `Forwarded` is
 //! `id` (1) and `Ok` (2) or `Err` (3), and `Join` is the member's `id` (1)
 //! and `peer_addr` (2).
 //! Entries are [`Entry`] itself (the WAL's encoding), the etcd request and
@@ -247,7 +247,10 @@ impl PeerMsg {
 struct Envelope {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
+    #[prost(
+        oneof = "Kind",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+    )]
     kind: Option<Kind>,
 }
 
@@ -280,6 +283,9 @@ enum Kind {
     Forwarded(ForwardedMsg),
     #[prost(message, tag = "14")]
     Join(JoinMsg),
+    /// The term.
+    #[prost(uint64, tag = "15")]
+    Removed(u64),
 }
 
 /// No fields: a oneof member whose presence is the whole information.
@@ -390,7 +396,7 @@ struct ForwardMsg {
     #[prost(uint64, tag = "1")]
     id: u64,
     /// Required.
-    #[prost(oneof = "ClientRequestKind", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "ClientRequestKind", tags = "2, 3, 4, 5, 6, 7, 8")]
     request: Option<ClientRequestKind>,
 }
 
@@ -410,6 +416,9 @@ enum ClientRequestKind {
     AlarmList(Unit),
     #[prost(message, tag = "7")]
     LinearizableRead(Unit),
+    /// The member id.
+    #[prost(string, tag = "8")]
+    MemberRemove(String),
 }
 
 /// A forwarded write: the log entry's payload oneof, with the same tags as
@@ -452,7 +461,7 @@ enum ResultKind {
 #[derive(Clone, PartialEq, prost::Message)]
 struct ResponseMsg {
     /// Required.
-    #[prost(oneof = "ResponseKind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "ResponseKind", tags = "1, 2, 3, 4, 5, 6, 7")]
     kind: Option<ResponseKind>,
 }
 
@@ -471,6 +480,14 @@ enum ResponseKind {
     Alarm(AlarmResponse),
     #[prost(message, tag = "6")]
     ReadReady(Unit),
+    #[prost(message, tag = "7")]
+    Members(MembersMsg),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MembersMsg {
+    #[prost(message, repeated, tag = "1")]
+    members: Vec<JoinMsg>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -505,7 +522,10 @@ enum WriteResponseKind {
 #[derive(Clone, PartialEq, prost::Message)]
 struct ErrorMsg {
     /// Required.
-    #[prost(oneof = "ErrorKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(
+        oneof = "ErrorKind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+    )]
     kind: Option<ErrorKind>,
 }
 
@@ -537,6 +557,10 @@ enum ErrorKind {
     Unimplemented(String),
     #[prost(string, tag = "11")]
     Internal(String),
+    #[prost(message, tag = "12")]
+    MemberNotFound(Unit),
+    #[prost(string, tag = "13")]
+    MembershipRefused(String),
 }
 
 /// [`Invalid`]'s variants. 0 is no variant, so a sender that forgot to set
@@ -559,6 +583,7 @@ enum InvalidCode {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// A [`Member`] (also an element of [`MembersMsg`]).
 struct JoinMsg {
     #[prost(string, tag = "1")]
     id: String,
@@ -567,6 +592,24 @@ struct JoinMsg {
 }
 
 // ----- PeerMsg → wire -----
+
+impl From<&Member> for JoinMsg {
+    fn from(member: &Member) -> JoinMsg {
+        JoinMsg {
+            id: member.id.clone(),
+            peer_addr: member.peer_addr.clone(),
+        }
+    }
+}
+
+impl From<JoinMsg> for Member {
+    fn from(m: JoinMsg) -> Member {
+        Member {
+            id: m.id,
+            peer_addr: m.peer_addr,
+        }
+    }
+}
 
 impl From<&PeerMsg> for Kind {
     fn from(msg: &PeerMsg) -> Kind {
@@ -655,10 +698,8 @@ impl From<&PeerMsg> for Kind {
                     }),
                 }),
             }),
-            PeerMsg::Join { member } => Kind::Join(JoinMsg {
-                id: member.id.clone(),
-                peer_addr: member.peer_addr.clone(),
-            }),
+            PeerMsg::Join { member } => Kind::Join(JoinMsg::from(member)),
+            PeerMsg::Removed { term } => Kind::Removed(term.0),
         }
     }
 }
@@ -679,6 +720,7 @@ impl From<&ClientRequest> for ClientRequestKind {
             ClientRequest::LeaseLeases => ClientRequestKind::LeaseLeases(Unit {}),
             ClientRequest::AlarmList => ClientRequestKind::AlarmList(Unit {}),
             ClientRequest::LinearizableRead => ClientRequestKind::LinearizableRead(Unit {}),
+            ClientRequest::MemberRemove { id } => ClientRequestKind::MemberRemove(id.clone()),
         }
     }
 }
@@ -694,6 +736,9 @@ impl From<&Response> for ResponseKind {
             Response::LeaseLeases(r) => ResponseKind::LeaseLeases(r.clone()),
             Response::Alarm(r) => ResponseKind::Alarm(r.clone()),
             Response::ReadReady => ResponseKind::ReadReady(Unit {}),
+            Response::Members(members) => ResponseKind::Members(MembersMsg {
+                members: members.iter().map(JoinMsg::from).collect(),
+            }),
         }
     }
 }
@@ -729,6 +774,8 @@ impl From<&Error> for ErrorKind {
             Error::Fenced(s) => ErrorKind::Fenced(s.clone()),
             Error::Unimplemented(s) => ErrorKind::Unimplemented((*s).to_owned()),
             Error::Internal(s) => ErrorKind::Internal(s.clone()),
+            Error::MemberNotFound => ErrorKind::MemberNotFound(Unit {}),
+            Error::MembershipRefused(s) => ErrorKind::MembershipRefused(s.clone()),
         }
     }
 }
@@ -833,11 +880,9 @@ impl TryFrom<Kind> for PeerMsg {
                 },
             },
             Kind::Join(m) => PeerMsg::Join {
-                member: Member {
-                    id: m.id,
-                    peer_addr: m.peer_addr,
-                },
+                member: Member::from(m),
             },
+            Kind::Removed(term) => PeerMsg::Removed { term: Term(term) },
         })
     }
 }
@@ -911,6 +956,7 @@ impl TryFrom<ClientRequestKind> for ClientRequest {
             ClientRequestKind::LeaseLeases(Unit {}) => ClientRequest::LeaseLeases,
             ClientRequestKind::AlarmList(Unit {}) => ClientRequest::AlarmList,
             ClientRequestKind::LinearizableRead(Unit {}) => ClientRequest::LinearizableRead,
+            ClientRequestKind::MemberRemove(id) => ClientRequest::MemberRemove { id },
         })
     }
 }
@@ -954,6 +1000,9 @@ impl TryFrom<ResponseKind> for Response {
             ResponseKind::LeaseLeases(r) => Response::LeaseLeases(r),
             ResponseKind::Alarm(r) => Response::Alarm(r),
             ResponseKind::ReadReady(Unit {}) => Response::ReadReady,
+            ResponseKind::Members(m) => {
+                Response::Members(m.members.into_iter().map(Member::from).collect())
+            }
         })
     }
 }
@@ -980,6 +1029,8 @@ impl TryFrom<ErrorKind> for Error {
                     .unwrap_or(UNIMPLEMENTED_UNKNOWN),
             ),
             ErrorKind::Internal(s) => Error::Internal(s),
+            ErrorKind::MemberNotFound(Unit {}) => Error::MemberNotFound,
+            ErrorKind::MembershipRefused(s) => Error::MembershipRefused(s),
         })
     }
 }

@@ -153,6 +153,12 @@ pub(super) struct Cluster {
     next_id: u64,
     /// Joining a cluster (not a member): when to ask the leader again.
     join_at: Option<Time>,
+    /// This process has seen itself a voting member in the lock.
+    was_member: bool,
+    /// It then saw a lock without it: it was removed (module docs,
+    /// "Removing a member"). It takes no further part and answers clients
+    /// [`Error::Unavailable`].
+    removed: bool,
 }
 
 /// Why the hard state is being saved.
@@ -201,6 +207,9 @@ struct Leader {
     since: Time,
     /// A membership change being written to the lock.
     changing: bool,
+    /// A removal asked for (member id, request), until a lock without the
+    /// member is ours.
+    removing: Option<(String, ReqId)>,
 }
 
 #[derive(Debug)]
@@ -268,6 +277,8 @@ pub enum ClusterRole {
         /// Serving clients.
         serving: bool,
     },
+    /// Removed from the members while running: takes no further part.
+    Removed,
 }
 
 impl Cluster {
@@ -311,6 +322,8 @@ impl Cluster {
             // Room for 2^32 requests per incarnation before ids could meet.
             next_id: splitmix(seed) << 32,
             join_at: None,
+            was_member: false,
+            removed: false,
         }
     }
 
@@ -365,6 +378,9 @@ impl<E: KvEngine> Node<E> {
     #[must_use]
     pub fn cluster_role(&self) -> Option<ClusterRole> {
         let c = self.cluster.as_deref()?;
+        if c.removed {
+            return Some(ClusterRole::Removed);
+        }
         Some(match &c.role {
             Role::Follower { leader } => ClusterRole::Follower {
                 leader: leader.as_ref().map(|m| m.id.clone()),
@@ -496,7 +512,7 @@ impl<E: KvEngine> Node<E> {
     /// A message from another member.
     pub fn handle_peer(&mut self, now: Time, from: &Member, msg: PeerMsg) {
         self.last_now = self.last_now.max(now);
-        if self.cluster.is_none() || !matches!(self.health, Health::Serving) {
+        if self.cluster.is_none() || !matches!(self.health, Health::Serving) || self.cl().removed {
             return;
         }
         match msg {
@@ -554,6 +570,14 @@ impl<E: KvEngine> Node<E> {
                 }
             }
             PeerMsg::Join { member } => self.on_join(now, member),
+            PeerMsg::Removed { term } => {
+                // Only a hint (it may be late, from a removal this process
+                // was since added back after): the lock decides.
+                if term >= self.term && matches!(self.cl().role, Role::Follower { .. }) {
+                    self.clm().was_member = true;
+                    self.read_cluster_lock(now, None);
+                }
+            }
         }
     }
 
@@ -743,13 +767,20 @@ impl<E: KvEngine> Node<E> {
         self.clm().lock = Some((lock.clone(), etag.clone()));
         match &self.cl().role {
             Role::Leader(_) | Role::Candidate(_) => {
-                if lock.term > self.term || (lock.term == self.term && !is_me) {
+                // Only the leader of a term writes locks of that term (a
+                // claim is always term + 1): a leader's own term's lock is
+                // its own, even one handing over to a successor.
+                let ours = is_me || matches!(self.cl().role, Role::Leader(_));
+                if lock.term > self.term || (lock.term == self.term && !ours) {
                     let leader = (!is_me).then(|| leader_member(&lock));
                     return self.step_down(now, lock.term, leader, "the lock names a newer term");
                 }
                 if matches!(self.cl().role, Role::Leader(_)) {
                     // Our own lock (a refresh's read-back found it ours).
-                    self.leader_adopts_members(&lock);
+                    self.leader_adopts_members(now, &lock);
+                    if self.cl().removed {
+                        return;
+                    }
                     self.schedule_lock_refresh(now);
                 } else {
                     self.clm().lock_next_at =
@@ -760,6 +791,11 @@ impl<E: KvEngine> Node<E> {
             Role::Follower { .. } => {}
         }
         let member = lock.members.iter().any(|m| m.id == me.id);
+        if member {
+            self.clm().was_member = true;
+        } else if self.cl().was_member {
+            return self.leave_removed(now, "the lock no longer lists this member");
+        }
         if std::mem::take(&mut self.clm().blank)
             && member
             && lock.members.len() > 1
@@ -771,7 +807,7 @@ impl<E: KvEngine> Node<E> {
         // (paused, partitioned), so take over at once with a new term; the
         // promise round keeps that safe. Never while rejoining: the others
         // take over once the lock expires.
-        if is_me && !self.cl().rejoining {
+        if is_me && member && !self.cl().rejoining {
             return self.claim_takeover(now, &lock, etag);
         }
         if !is_me && (newer || self.leader().is_none()) {
@@ -852,7 +888,10 @@ impl<E: KvEngine> Node<E> {
 
     fn on_lock_refreshed(&mut self, now: Time, lock: LeaderLock, etag: ETag) {
         self.clm().lock = Some((lock.clone(), etag));
-        self.leader_adopts_members(&lock);
+        self.leader_adopts_members(now, &lock);
+        if self.cl().removed {
+            return;
+        }
         self.schedule_lock_refresh(now);
         self.advance_commit(now);
     }
@@ -861,16 +900,59 @@ impl<E: KvEngine> Node<E> {
     /// is in flight any more. Its members are the voters, whether our last
     /// write set them or an earlier one of ours whose answer was lost
     /// landed late.
-    fn leader_adopts_members(&mut self, lock: &LeaderLock) {
-        if let Role::Leader(l) = &mut self.clm().role {
-            l.changing = false;
-            if l.members != lock.members {
-                tracing::info!(members = ?lock.members.iter().map(|m| &m.id).collect::<Vec<_>>(), "membership changed");
-                for peer in l.peers.values_mut() {
-                    peer.voter = lock.members.iter().any(|m| m.id == peer.member.id);
-                }
-                l.members = lock.members.clone();
+    fn leader_adopts_members(&mut self, now: Time, lock: &LeaderLock) {
+        let Role::Leader(l) = &mut self.clm().role else {
+            return;
+        };
+        l.changing = false;
+        if l.members != lock.members {
+            tracing::info!(members = ?lock.members.iter().map(|m| &m.id).collect::<Vec<_>>(), "membership changed");
+            for peer in l.peers.values_mut() {
+                peer.voter = lock.members.iter().any(|m| m.id == peer.member.id);
             }
+            l.members = lock.members.clone();
+        }
+        let removed = match &l.removing {
+            Some((id, req)) if !l.members.iter().any(|m| &m.id == id) => Some((id.clone(), *req)),
+            _ => None,
+        };
+        let Some((id, req)) = removed else {
+            return;
+        };
+        l.removing = None;
+        // It gets nothing more from us but the news (it reads the lock to
+        // check; if the news is lost, it reads the lock once it misses us).
+        let gone = l.peers.remove(&id);
+        tracing::info!(member = %id, "member removed");
+        if let Some(peer) = gone {
+            let term = self.term;
+            self.send(&peer.member, PeerMsg::Removed { term });
+        }
+        self.reply(req, Ok(Response::Members(lock.members.clone())));
+        if id == self.cl().me().id {
+            self.leave_removed(now, "this leader removed itself from the members");
+        }
+    }
+
+    /// This node is no longer a member: it stops taking part.
+    fn leave_removed(&mut self, now: Time, why: &str) {
+        tracing::warn!(why, "removed from the cluster; taking no further part");
+        self.step_down(now, self.term, None, why);
+        let c = self.clm();
+        c.removed = true;
+        c.join_at = None;
+        c.lock_next_at = None;
+        let forwarded: Vec<ReqId> = std::mem::take(&mut c.forwarded)
+            .into_values()
+            .map(|(r, _)| r)
+            .collect();
+        for req in forwarded {
+            self.reply(
+                req,
+                Err(Error::Timeout(format!(
+                    "{why}: the forwarded request may still take effect"
+                ))),
+            );
         }
     }
 
@@ -881,19 +963,34 @@ impl<E: KvEngine> Node<E> {
 
     /// Leader: the lock rewritten with `members` (a refresh keeps them).
     fn write_lock(&mut self, members: Vec<Member>) {
+        self.write_lock_led_by(members, None);
+    }
+
+    /// [`Node::write_lock`], naming `successor` as the leader if given.
+    fn write_lock_led_by(&mut self, members: Vec<Member>, successor: Option<Member>) {
         let Some((lock, etag)) = self.cl().lock.clone() else {
             return;
         };
         if self.cl().lock_io.is_some() {
             return;
         }
+        let (leader_id, leader_peer_addr) = match successor {
+            Some(m) => (m.id, m.peer_addr),
+            None => (lock.leader_id.clone(), lock.leader_peer_addr.clone()),
+        };
         let next = LeaderLock {
             members,
             generation: lock.generation + 1,
+            leader_id,
+            leader_peer_addr,
             ..lock
         };
         self.lock_put(LockStep::Refresh(next), PutCondition::IfMatch(etag));
     }
+}
+
+fn c_me<E: KvEngine>(node: &Node<E>) -> String {
+    node.cl().me().id.clone()
 }
 
 fn leader_member(lock: &LeaderLock) -> Member {
@@ -1239,6 +1336,7 @@ impl<E: KvEngine> Node<E> {
             heartbeat_at: now,
             since: now,
             changing: false,
+            removing: None,
         });
         self.schedule_lock_refresh(now);
         self.append_log(vec![barrier]);
@@ -1253,6 +1351,19 @@ impl<E: KvEngine> Node<E> {
         if was {
             tracing::info!(term = self.term.0, new_term = term.0, why, "stepping down");
             self.fail_waiting(now, why);
+            if let Role::Leader(Leader {
+                removing: Some((_, req)),
+                ..
+            }) = &self.cl().role
+            {
+                let req = *req;
+                self.reply(
+                    req,
+                    Err(Error::Timeout(format!(
+                        "{why}: the membership change may still have taken effect"
+                    ))),
+                );
+            }
         }
         // Only a durable promise binds this node to a term; knowing of a
         // newer one is not a promise.
@@ -1632,7 +1743,7 @@ impl<E: KvEngine> Node<E> {
         if behind {
             self.send_append(now, &from.id.clone());
         }
-        self.maybe_add_learner(now);
+        self.maybe_change_members(now);
     }
 
     fn on_reject(
@@ -1769,12 +1880,22 @@ impl<E: KvEngine> Node<E> {
         req: ReqId,
         request: ClientRequest,
     ) -> Option<ClientRequest> {
+        if self.cl().removed {
+            self.reply(
+                req,
+                Err(Error::Unavailable(
+                    "this member was removed from the cluster".into(),
+                )),
+            );
+            return None;
+        }
         let leader_only = matches!(
             request,
             ClientRequest::Write(_)
                 | ClientRequest::LeaseKeepAlive { .. }
                 | ClientRequest::LeaseTimeToLive { .. }
                 | ClientRequest::LeaseLeases
+                | ClientRequest::MemberRemove { .. }
         );
         if matches!(request, ClientRequest::LinearizableRead) {
             self.cluster_read(now, req);
@@ -2020,15 +2141,64 @@ impl<E: KvEngine> Node<E> {
         self.send_append(now, &member.id);
     }
 
-    /// Leader: a learner that caught up becomes a member (one change at a
-    /// time, written to the lock).
-    fn maybe_add_learner(&mut self, _now: Time) {
+    /// Leader, `ClientRequest::MemberRemove` (checked here, written by
+    /// [`Node::maybe_change_members`]).
+    pub(super) fn member_remove(&mut self, now: Time, req: ReqId, id: String) {
+        let Role::Leader(l) = &mut self.clm().role else {
+            // Routing sends it here only on a serving leader.
+            return self.reply(req, Err(no_leader("this node is not the leader")));
+        };
+        let refused = if !l.members.iter().any(|m| m.id == id) {
+            Some(Error::MemberNotFound)
+        } else if l.members.len() == 1 {
+            Some(Error::MembershipRefused(
+                "the last member cannot be removed".into(),
+            ))
+        } else if l.removing.is_some() {
+            Some(Error::Unavailable(
+                "another member is being removed; retry".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            return self.reply(req, Err(error));
+        }
+        l.removing = Some((id, req));
+        self.maybe_change_members(now);
+    }
+
+    /// Leader: one membership change at a time, written to the lock: a
+    /// removal asked for first, else a learner that caught up becomes a
+    /// member.
+    fn maybe_change_members(&mut self, _now: Time) {
         let commit = self.cl().commit;
         let Role::Leader(l) = &self.cl().role else {
             return;
         };
         if !l.serving || l.changing || self.cl().lock_io.is_some() {
             return;
+        }
+        if let Some((id, _)) = &l.removing {
+            let members: Vec<Member> = l.members.iter().filter(|m| &m.id != id).cloned().collect();
+            // Removing ourselves: the lock names the most caught-up member
+            // as leader (of our term, which it never led): once it misses
+            // us it claims term + 1 at once, without waiting out the lock
+            // TTL, through the usual promise round.
+            let successor = (*id == c_me(self))
+                .then(|| {
+                    l.peers
+                        .values()
+                        .filter(|p| members.iter().any(|m| m.id == p.member.id))
+                        .max_by_key(|p| (p.promised, p.matched))
+                        .map(|p| p.member.clone())
+                })
+                .flatten();
+            tracing::info!(member = %id, successor = ?successor.as_ref().map(|m| &m.id), "removing a member");
+            if let Role::Leader(l) = &mut self.clm().role {
+                l.changing = true;
+            }
+            return self.write_lock_led_by(members, successor);
         }
         // Caught up: within one append of the commit index. (Requiring it
         // to reach the commit index never ends under steady writes, whose
@@ -2056,9 +2226,10 @@ impl<E: KvEngine> Node<E> {
 
     pub(super) fn cluster_timer(&self) -> Option<Time> {
         let c = self.cluster.as_deref()?;
-        let mut t = c.lock_next_at;
+        let mut t = c.lock_next_at.filter(|_| !c.removed);
         let mut at = |x: Time| t = Some(t.map_or(x, |t: Time| t.min(x)));
         match &c.role {
+            _ if c.removed => {}
             Role::Follower { .. } => {
                 if let Some(join_at) = c.join_at {
                     at(join_at);
@@ -2084,6 +2255,10 @@ impl<E: KvEngine> Node<E> {
             return;
         }
         self.expire_requests(now);
+        if self.cl().removed {
+            return;
+        }
+        self.maybe_change_members(now);
         let c = self.cl();
         if c.lock_next_at.is_some_and(|t| now >= t) && c.lock_io.is_none() {
             let leader = matches!(c.role, Role::Leader(_));

@@ -117,6 +117,8 @@ fn client_requests() -> Vec<ClientRequest> {
         ClientRequest::LeaseLeases,
         ClientRequest::AlarmList,
         ClientRequest::LinearizableRead,
+        ClientRequest::MemberRemove { id: "n2".into() },
+        ClientRequest::MemberRemove { id: String::new() },
     ]);
     out
 }
@@ -193,6 +195,17 @@ fn responses() -> Vec<Response> {
         Response::Alarm(alarms),
         Response::Alarm(AlarmResponse::default()),
         Response::ReadReady,
+        Response::Members(vec![
+            Member {
+                id: "n1".into(),
+                peer_addr: "10.0.0.1:2380".into(),
+            },
+            Member {
+                id: "n3".into(),
+                peer_addr: "[::1]:2380".into(),
+            },
+        ]),
+        Response::Members(Vec::new()),
     ]
 }
 
@@ -234,6 +247,8 @@ fn errors() -> Vec<Error> {
         Error::Unimplemented("unknown alarm action"),
         Error::Unimplemented("the reference model has no alarms"),
         Error::Internal("disk on fire".into()),
+        Error::MemberNotFound,
+        Error::MembershipRefused("the last member cannot be removed".into()),
     ];
     out.extend(invalids().into_iter().map(Error::InvalidArgument));
     out
@@ -356,6 +371,10 @@ fn corpus() -> Vec<PeerMsg> {
                 peer_addr: "ünïcode:1".into(),
             },
         },
+        PeerMsg::Removed { term: Term(0) },
+        PeerMsg::Removed {
+            term: Term(u64::MAX),
+        },
     ];
     for (more, gone) in [(false, false), (true, false), (false, true), (true, true)] {
         let entries = if gone { Vec::new() } else { mixed_entries() };
@@ -404,6 +423,7 @@ fn variant(msg: &PeerMsg) -> &'static str {
         PeerMsg::Forward { .. } => "Forward",
         PeerMsg::Forwarded { .. } => "Forwarded",
         PeerMsg::Join { .. } => "Join",
+        PeerMsg::Removed { .. } => "Removed",
     }
 }
 
@@ -453,7 +473,7 @@ fn out_of_range_field(result: Result<PeerMsg, WireError>) -> &'static str {
 #[test]
 fn corpus_covers_every_variant() {
     let names: std::collections::BTreeSet<_> = corpus().iter().map(variant).collect();
-    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.len(), 14, "{names:?}");
 }
 
 /// Every message of the corpus decodes to itself.
@@ -547,7 +567,7 @@ fn read_index_reply_keeps_none_apart_from_zero() {
 /// and a write is the entry payload's encoding.
 #[test]
 fn forward_carries_every_client_request() {
-    assert_eq!(client_requests().len(), 13);
+    assert_eq!(client_requests().len(), 15);
     for request in client_requests() {
         assert_round_trips(&PeerMsg::Forward { id: 9, request });
     }
@@ -565,7 +585,7 @@ fn forward_carries_every_client_request() {
 /// A forwarded answer of every response kind round-trips.
 #[test]
 fn forwarded_carries_every_response() {
-    assert_eq!(responses().len(), 15);
+    assert_eq!(responses().len(), 17);
     for response in responses() {
         assert_round_trips(&PeerMsg::Forwarded {
             id: 3,
@@ -725,9 +745,9 @@ fn other_format_versions_are_refused() {
 #[test]
 fn no_kind_or_an_unknown_kind_is_refused() {
     assert_eq!(PeerMsg::decode(&raw(None)), Err(WireError::MissingKind));
-    // Field 15, length-delimited, empty: a kind this node does not know.
+    // Field 16, length-delimited, empty: a kind this node does not know.
     assert_eq!(
-        PeerMsg::decode(&[0x08, 0x01, 0x7a, 0x00]),
+        PeerMsg::decode(&[0x08, 0x01, 0x82, 0x01, 0x00]),
         Err(WireError::MissingKind)
     );
 }
@@ -966,6 +986,7 @@ fn arb_msg() -> impl Strategy<Value = PeerMsg> {
         (".*", ".*").prop_map(|(id, peer_addr)| PeerMsg::Join {
             member: Member { id, peer_addr }
         }),
+        t().prop_map(|term| PeerMsg::Removed { term }),
         proptest::sample::select(corpus()),
     ]
 }
