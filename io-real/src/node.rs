@@ -734,6 +734,27 @@ impl Node {
         }
     }
 
+    // ----- membership -----
+
+    /// Cluster mode: removes the member named `id` (its `--node-id`) from
+    /// the voting members (forwarded to the leader, one conditional write
+    /// of the lock); the members left. A member removed while running
+    /// stops taking part ([`ClusterRole::Removed`](t4_core::node::ClusterRole)).
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`], [`Error::MembershipRefused`] (the last
+    /// member, or not in cluster mode), no leader now
+    /// ([`Error::Unavailable`]), an outcome unknown ([`Error::Timeout`]).
+    pub async fn member_remove(&self, id: &str) -> Result<Vec<Member>, Error> {
+        match self
+            .request(ClientRequest::MemberRemove { id: id.to_owned() })
+            .await?
+        {
+            Response::Members(members) => Ok(members),
+            other => Err(unexpected("member_remove", &other)),
+        }
+    }
+
     // ----- alarms -----
 
     /// etcd `Alarm`. `Get` is answered from memory with the raised alarms

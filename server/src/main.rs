@@ -6,6 +6,7 @@ mod bucket_cli;
 mod etcd;
 mod http;
 mod inspect;
+mod member;
 mod metrics;
 mod run;
 
@@ -48,6 +49,10 @@ enum Command {
     /// changes it): metadata and WAL, keys, history, diffs.
     #[command(subcommand, after_long_help = inspect::ABOUT)]
     Inspect(inspect::InspectCommand),
+    /// Cluster mode: list the voting members, or remove one, through any
+    /// member's etcd API.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,6 +434,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => bucket_cli::gc(&args),
         Command::Restore(command) => bucket_cli::restore(&command),
         Command::Inspect(command) => inspect::run(command),
+        Command::Member(command) => member::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -130,8 +130,12 @@ pub async fn run(opts: RunOptions) -> Result<(), String> {
     // would hold that forever, so after SHUTDOWN_GRACE the server future is
     // dropped, which closes the remaining connections.
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let removed_node = node.clone();
     let signal = async move {
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = removed(&removed_node) => {}
+        }
         let _ = signalled_tx.send(true);
     };
     // TCP_NODELAY on every accepted connection. (The builder's
@@ -204,6 +208,23 @@ fn cluster_id_of(node: &Node, opts: &RunOptions) -> u64 {
     };
     let base = shared.map_or(node.member_id().0, |s| t4_io_real::member_id_of(&s));
     base.rotate_left(17) ^ 0x7434_7434_7434_7434
+}
+
+/// Cluster mode: resolves once this member learns it was removed from the
+/// members (`t4 member remove`, etcd `MemberRemove`); it then shuts down,
+/// as a removed etcd member does. Started again, it would join again.
+async fn removed(node: &Node) {
+    if node.config().cluster.is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        let role = node.cluster_status().map(|c| c.role);
+        if role == Some(t4_io_real::ClusterRole::Removed) {
+            tracing::warn!("this member was removed from the cluster; shutting down");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -387,3 +387,87 @@ async fn mtls_peers_form_a_cluster_and_a_foreign_node_cannot_join() {
         n1.log()
     );
 }
+
+/// Runs `t4 member …`; (success, stdout + stderr).
+fn t4_member(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_t4"))
+        .arg("member")
+        .args(args)
+        .output()
+        .expect("run t4 member");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `t4 member list` and `t4 member remove` against a running cluster: the
+/// removed member (a follower) shuts down by itself, the two left keep
+/// taking writes; bad removals are refused and change nothing, through
+/// the CLI and through etcd's `MemberRemove`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_list_and_remove() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut n1 = start(root.path(), "n1", free_addr());
+    let mut c1 = ready(&mut n1).await;
+    let mut n2 = start(root.path(), "n2", free_addr());
+    let mut c2 = ready(&mut n2).await;
+    let mut n3 = start(root.path(), "n3", free_addr());
+    ready(&mut n3).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while member_ids(&mut c1).await.len() < 3 {
+        assert!(Instant::now() < deadline, "n3 did not join:\n{}", n1.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (A follower's list is the lock as it last read it: ask the leader.)
+    let (ok, listed) = t4_member(&["list", "--endpoint", &n1.endpoint()]);
+    assert!(ok, "{listed}");
+    for name in ["n1", "n2", "n3"] {
+        assert!(listed.contains(&format!("  {name}  ")), "{listed}");
+    }
+    let (ok, json) = t4_member(&["list", "--json", "--endpoint", &n1.endpoint()]);
+    assert!(ok, "{json}");
+    let doc: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(doc["members"].as_array().map(Vec::len), Some(3), "{json}");
+
+    // Bad input changes nothing.
+    let (ok, text) = t4_member(&["remove", "n9", "--endpoint", &n1.endpoint()]);
+    assert!(!ok && text.contains("no member is named \"n9\""), "{text}");
+    let err = c2.member_remove(0xdead).await.expect_err("unknown id");
+    let status = common::status_of(err);
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert_eq!(status.message(), "etcdserver: member not found");
+    assert_eq!(member_ids(&mut c1).await.len(), 3);
+
+    // Remove n3 (named by its hex id): n3 shuts down.
+    let n3_id = member_ids(&mut c1).await["n3"].0;
+    let (ok, text) = t4_member(&[
+        "remove",
+        &format!("{n3_id:x}"),
+        "--endpoint",
+        &n1.endpoint(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("removed") && !text.contains("  n3  "),
+        "{text}"
+    );
+    let exit = n3.wait_exit(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "n3 did not shut down: {exit:?}\n{}",
+        n3.log()
+    );
+    assert!(
+        n3.log().contains("removed from the cluster"),
+        "{}",
+        n3.log()
+    );
+    let ids = member_ids(&mut c1).await;
+    assert_eq!(ids.keys().collect::<Vec<_>>(), ["n1", "n2"]);
+    put_retrying(&mut c2, "after-removal", "1").await;
+    let got = c1.get("after-removal", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"1");
+}

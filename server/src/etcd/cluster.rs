@@ -1,9 +1,10 @@
 //! etcd's Cluster service. `MemberList` reports this one member on a single
 //! node, and the members of `leader-lock` in cluster mode (ids derived from
 //! member names with [`t4_io_real::member_id_of`], the same ids every
-//! member's headers and `Status.leader` use). Membership changes through
-//! the etcd API answer `FailedPrecondition`: members join by starting with
-//! `--peer-listen` against the shared bucket.
+//! member's headers and `Status.leader` use). `MemberRemove` removes a
+//! member (by that id) through the leader, as `t4 member remove` does; the
+//! other membership changes answer `FailedPrecondition`: members join by
+//! starting with `--peer-listen` against the shared bucket.
 
 use tonic::{Request, Response, Status};
 
@@ -63,9 +64,41 @@ impl PbClusterService for ClusterService {
 
     async fn member_remove(
         &self,
-        _r: Request<PbMemberRemoveRequest>,
+        r: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(refuse_membership_change(&self.node, "MemberRemove"))
+        if self.node.config().cluster.is_none() {
+            return Err(refuse_membership_change(&self.node, "MemberRemove"));
+        }
+        let id = r.into_inner().id;
+        // The id etcd clients know is the hash of the member's name.
+        let name = self
+            .node
+            .cluster_status()
+            .map(|c| c.members)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| t4_io_real::member_id_of(&m.id) == id)
+            .map(|m| m.id)
+            .ok_or_else(|| super::errors::status(&t4_io_real::Error::MemberNotFound))?;
+        let left = self
+            .node
+            .member_remove(&name)
+            .await
+            .map_err(|e| super::errors::status(&e))?;
+        let ids = self.ctx.ids(&self.node);
+        Ok(Response::new(PbMemberRemoveResponse {
+            header: ids.header(self.node.current_revision()),
+            members: left
+                .into_iter()
+                .map(|m| PbMember {
+                    id: t4_io_real::member_id_of(&m.id),
+                    peer_ur_ls: vec![peer_url(&m.peer_addr)],
+                    name: m.id,
+                    client_ur_ls: Vec::new(),
+                    is_learner: false,
+                })
+                .collect(),
+        }))
     }
 
     async fn member_update(

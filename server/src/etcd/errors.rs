@@ -48,6 +48,8 @@ pub fn status(error: &Error) -> Status {
             format!("t4: {what} is not implemented"),
         ),
         Error::Internal(why) => (Code::Internal, format!("etcdserver: {why}")),
+        Error::MemberNotFound => (Code::NotFound, "etcdserver: member not found".into()),
+        Error::MembershipRefused(why) => (Code::FailedPrecondition, format!("etcdserver: {why}")),
     };
     Status::new(code, text)
 }
