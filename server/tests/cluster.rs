@@ -421,11 +421,20 @@ async fn member_list_and_remove() {
         assert!(Instant::now() < deadline, "n3 did not join:\n{}", n1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // (A follower's list is the lock as it last read it: ask the leader.)
-    let (ok, listed) = t4_member(&["list", "--endpoint", &n1.endpoint()]);
-    assert!(ok, "{listed}");
-    for name in ["n1", "n2", "n3"] {
-        assert!(listed.contains(&format!("  {name}  ")), "{listed}");
+    // A follower's list is the lock as it last read it (at most a lock
+    // TTL ago).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, listed) = t4_member(&["list", "--endpoint", &n2.endpoint()]);
+        assert!(ok, "{listed}");
+        if ["n1", "n2", "n3"]
+            .iter()
+            .all(|name| listed.contains(&format!("  {name}  ")))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n2 lists {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (ok, json) = t4_member(&["list", "--json", "--endpoint", &n1.endpoint()]);
     assert!(ok, "{json}");

@@ -12,7 +12,9 @@
 //!   linearizable reads ask the leader for a read index. A follower that
 //!   hears nothing for the election timeout reads the lock every watch
 //!   interval; if its ETag stays the same for the lock TTL (by this node's
-//!   own clock) it claims the lock with `If-Match` and term + 1.
+//!   own clock) it claims the lock with `If-Match` and term + 1. It also
+//!   reads the lock once every lock TTL while its leader is heard, to know
+//!   the members.
 //! - **Candidate**: won the lock for its term; saves its own promise, asks
 //!   every member for one, adopts the best log of a majority (fetching the
 //!   entries it lacks), appends a barrier entry and becomes leader.
@@ -78,6 +80,33 @@
 //! majority meets every majority that committed an entry in a member other
 //! than this one. The flag is durable, so a crash half-way through the
 //! catch-up restarts it rather than letting a partial log count.
+//!
+//! # Removing a member
+//!
+//! `ClientRequest::MemberRemove` goes to the leader, which writes the lock
+//! without the member (one change at a time, like an addition). Removing
+//! one member of `n` keeps every majority of the old members and every
+//! majority of the new ones overlapping (a majority of `n - 1` others and a
+//! majority of `n` with at most the removed one outside the first make
+//! more than `n - 1`), so an entry committed under either is in every
+//! later candidate's promise round. Entries committed before the write
+//! landed counted the removed member; nothing is committed by the new rule
+//! before the write landed.
+//!
+//! - The removed node gets nothing more from the leader but a
+//!   [`PeerMsg::Removed`] hint; it checks the lock, and once a lock read
+//!   shows it gone (after it had seen itself a member in this process) it
+//!   takes no further part ([`ClusterRole::Removed`]): no claims, no
+//!   answers to peers, clients refused. Started again it is a new node and
+//!   joins again.
+//! - The leader removing itself writes the lock naming its most caught-up
+//!   member as the leader, in its own term: that member, once it misses
+//!   the leader, finds itself named and claims term + 1 at once (the
+//!   promise round makes that as safe as any takeover), instead of waiting
+//!   out the lock TTL. A lock of a leader's own term can only be its own
+//!   write (claims are always term + 1), so a leader reading one naming
+//!   another node still adopts it.
+//! - The last member cannot be removed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -134,6 +163,10 @@ pub(super) struct Cluster {
     lock_next_at: Option<Time>,
     /// The next lock read decides whether this write of ours landed.
     lock_expect: Option<LeaderLock>,
+    /// When this node last asked for the lock. A follower that hears from
+    /// its leader still reads it every lock TTL, to learn the members (for
+    /// `MemberList`, and to learn that it was removed).
+    lock_read_at: Time,
     lock_failures: u32,
     /// When this node last heard from the leader it follows (or started).
     heard_at: Time,
@@ -310,6 +343,7 @@ impl Cluster {
             lock: None,
             lock_io: None,
             lock_next_at: None,
+            lock_read_at: Time(0),
             lock_expect: None,
             lock_failures: 0,
             heard_at: Time(0),
@@ -714,7 +748,7 @@ impl<E: KvEngine> Node<E> {
             return;
         }
         c.lock_next_at = None;
-        let _ = now;
+        c.lock_read_at = now;
         let io = self.io_id();
         let term = self.term;
         self.clm().lock_io = Some((io, LockStep::Read { expect }));
@@ -2236,6 +2270,7 @@ impl<E: KvEngine> Node<E> {
                 }
                 if c.lock_io.is_none() && c.lock_next_at.is_none() {
                     at(c.heard_at.plus_nanos(c.cfg.election_timeout_ns));
+                    at(c.lock_read_at.plus_nanos(c.cfg.lock_ttl_ns));
                 }
             }
             Role::Candidate(cand) => at(cand.prepare_at),
@@ -2283,7 +2318,8 @@ impl<E: KvEngine> Node<E> {
             Role::Follower { leader } => {
                 let leader = leader.clone();
                 let silent = now.0.saturating_sub(c.heard_at.0) >= c.cfg.election_timeout_ns;
-                if silent && c.lock_io.is_none() && c.lock_next_at.is_none() {
+                let stale = now.0.saturating_sub(c.lock_read_at.0) >= c.cfg.lock_ttl_ns;
+                if (silent || stale) && c.lock_io.is_none() && c.lock_next_at.is_none() {
                     self.read_cluster_lock(now, None);
                 }
                 let c = self.cl();

@@ -1772,3 +1772,11 @@ fn the_same_seed_at_every_start_mixes_answers_up() {
     };
     assert_ne!(put.revision, rev, "b got a's answer");
 }
+
+/// Followers that hear their leader still read the lock now and then, so
+/// every member's view of the members (etcd `MemberList`) catches up.
+#[test]
+fn followers_learn_members_added_after_them() {
+    let mut rig = Rig::cluster(3);
+    assert!(rig.run_until(6_000, |r| r.running().all(|(_, n)| n.members().len() == 3)));
+}
