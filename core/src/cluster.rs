@@ -111,6 +111,10 @@ pub struct ClusterMutants {
     pub reads_without_lease: bool,
     /// A member that lost its disk votes at once (no rejoin).
     pub vote_after_disk_loss: bool,
+    /// A follower applies what it appended without waiting for the leader
+    /// to say it is committed (so its reads can show a state no committed
+    /// prefix had).
+    pub apply_uncommitted: bool,
 }
 
 impl ClusterConfig {

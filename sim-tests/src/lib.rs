@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod history;
 pub mod leasecheck;
 pub mod lincheck;
+pub mod prefixcheck;
 pub mod resolve;
 pub mod run;
 pub mod runner;

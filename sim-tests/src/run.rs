@@ -464,6 +464,7 @@ fn start_clients(config: &RunConfig, swarm: &Swarm, rec: &Arc<Recorder>) -> Vec<
             timeout: swarm.client_timeout,
             think: Duration::from_millis(1_200),
             compact_rate: 0.01,
+            serializable_rate: 0.0,
         };
         let c = spawn(format!("client-{id}"), id);
         c.spawn(workload::run_client(cfg, Arc::clone(rec)));

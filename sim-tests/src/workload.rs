@@ -147,6 +147,10 @@ pub struct ClientConfig {
     pub think: Duration,
     /// Compactions per operation (etcd mix).
     pub compact_rate: f64,
+    /// The share of reads made serializable (served from the node's own
+    /// applied state; checked as "some committed prefix", not by the
+    /// linearizability checker).
+    pub serializable_rate: f64,
 }
 
 const ETCD_PREFIX: &[u8] = b"k/";
@@ -262,7 +266,14 @@ impl Worker {
     }
 
     /// Issues one call and records it.
-    async fn call(&mut self, call: Call) -> Return {
+    async fn call(&mut self, mut call: Call) -> Return {
+        if let Call::Range(r) = &mut call {
+            // Drawn only when asked for, so runs without serializable
+            // reads keep their random sequence.
+            if self.cfg.serializable_rate > 0.0 {
+                r.serializable = thread_rng().gen_bool(self.cfg.serializable_rate);
+            }
+        }
         let ret = recorded_call(
             &mut self.client,
             &self.rec,
@@ -653,6 +664,7 @@ pub async fn run_lease_client(cfg: LeaseClientConfig, rec: Arc<Recorder>) {
             timeout: cfg.timeout,
             think: Duration::ZERO,
             compact_rate: 0.0,
+            serializable_rate: 0.0,
         },
         client,
         rec: Arc::clone(&rec),

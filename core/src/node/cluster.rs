@@ -1854,7 +1854,12 @@ impl<E: KvEngine> Node<E> {
         loop {
             let c = self.cl();
             let applied = Index(self.store.meta().applied_index);
-            let through = c.commit.min(c.synced);
+            let through =
+                if c.cfg.mutants.apply_uncommitted && matches!(c.role, Role::Follower { .. }) {
+                    c.synced
+                } else {
+                    c.commit.min(c.synced)
+                };
             if applied >= through {
                 break;
             }

@@ -168,6 +168,7 @@ impl World {
                     timeout: self.client_timeout,
                     think: THINK,
                     compact_rate: 0.01,
+                    serializable_rate: 0.0,
                 };
                 let machine = Handle::current()
                     .create_node()
