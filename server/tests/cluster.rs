@@ -25,154 +25,36 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    all_written, assert_holds, form, member_ids, put_retrying, ready, start_member, wait_converged,
+    wait_new_leader, writer, Acked, Formed, ELECTION_TIMEOUT_MS, LOCK_TTL_MS,
+};
 use common::{free_addr, make_ca, make_leaf, Server};
-use etcd_client::{Client, GetOptions};
 
-/// Election timeout and lock TTL of the test cluster (short, so the
-/// failover fits in a test; the defaults are 1 s and 5 s).
-const ELECTION_TIMEOUT_MS: u64 = 500;
-const LOCK_TTL_MS: u64 = 1500;
+/// The flags naming the directory-store bucket `root/bucket`.
+fn dir_flags(root: &Path) -> Vec<String> {
+    let bucket = root.join("bucket");
+    vec![
+        "--object-store-dir".to_owned(),
+        bucket.to_str().expect("utf-8 temp path").to_owned(),
+    ]
+}
 
-/// What the writers saw acknowledged: key → (value, mod revision).
-type Acked = Arc<Mutex<BTreeMap<String, (String, i64)>>>;
-
+/// Member `id` on the directory-store bucket `root/bucket`.
 fn start(root: &Path, id: &str, peer: SocketAddr) -> Server {
     start_with(root, id, peer, &[])
 }
 
+/// Member `id` on the directory-store bucket `root/bucket`, with `extra`
+/// flags.
 fn start_with(root: &Path, id: &str, peer: SocketAddr, extra: &[String]) -> Server {
-    let bucket = root.join("bucket");
-    let mut args: Vec<String> = [
-        "--node-id",
-        id,
-        "--peer-listen",
-        &peer.to_string(),
-        "--object-store-dir",
-        bucket.to_str().expect("utf-8 temp path"),
-        "--election-timeout-ms",
-        &ELECTION_TIMEOUT_MS.to_string(),
-        "--lock-ttl-ms",
-        &LOCK_TTL_MS.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend_from_slice(extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(&root.join(id), &args)
-}
-
-/// Waits until `server` answers a linearizable read (which on a follower
-/// needs a leader), at most 60 s.
-async fn ready(server: &mut Server) -> Client {
-    match tokio::time::timeout(Duration::from_secs(60), server.client()).await {
-        Ok(client) => client,
-        Err(_) => panic!("t4 did not serve within 60 s; log:\n{}", server.log()),
-    }
-}
-
-/// The member id etcd's API reports for `name`, read from `MemberList`.
-async fn member_ids(c: &mut Client) -> BTreeMap<String, (u64, Vec<String>)> {
-    c.member_list()
-        .await
-        .expect("member list")
-        .members()
-        .iter()
-        .map(|m| (m.name().to_owned(), (m.id(), m.peer_urls().to_vec())))
-        .collect()
-}
-
-/// (leader id, term) as `c`'s node reports them.
-async fn leader_and_term(c: &mut Client) -> Option<(u64, u64)> {
-    let s = c.status().await.ok()?;
-    Some((s.leader(), s.raft_term()))
-}
-
-/// Puts `key`, retrying while the cluster has no leader to take it
-/// ("no leader … retry": nothing was applied) for up to 20 s.
-async fn put_retrying(c: &mut Client, key: &str, value: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match c.put(key, value, None).await {
-            Ok(r) => return r.header().expect("header").revision(),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "put {key}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Puts keys `w{id}/k{i}` one after another, recording each acknowledged
-/// one, until `stop`; errors (the node it talks to lost its leader or was
-/// killed) are skipped: that write's outcome is unknown and not recorded.
-async fn writer(
-    endpoint: String,
-    id: usize,
-    acked: Acked,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let Ok(mut c) = Client::connect([endpoint], None).await else {
-        return;
-    };
-    let mut i = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let (key, value) = (format!("w{id}/k{i}"), format!("value-{id}-{i}"));
-        i += 1;
-        let put = tokio::time::timeout(
-            Duration::from_secs(5),
-            c.put(key.clone(), value.clone(), None),
-        );
-        match put.await {
-            Ok(Ok(r)) => {
-                let rev = r.header().expect("put answers a header").revision();
-                acked.lock().expect("lock").insert(key, (value, rev));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Every key under `w`: key → (value, mod revision), by a read of
-/// `consistency` on `c`.
-async fn all_written(c: &mut Client, serializable: bool) -> BTreeMap<String, (String, i64)> {
-    let mut options = GetOptions::new().with_prefix();
-    if serializable {
-        options = options.with_serializable();
-    }
-    c.get("w", Some(options))
-        .await
-        .expect("get prefix")
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key_str().expect("utf-8").to_owned(),
-                (kv.value_str().expect("utf-8").to_owned(), kv.mod_revision()),
-            )
-        })
-        .collect()
-}
-
-fn assert_holds(
-    what: &str,
-    present: &BTreeMap<String, (String, i64)>,
-    acked: &BTreeMap<String, (String, i64)>,
-) {
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|(k, v)| present.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}={v:?} (found {:?})", present.get(k)))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{what}: {} of {} acknowledged writes missing or different: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(10)]
-    );
+    let mut flags = dir_flags(root);
+    flags.extend_from_slice(extra);
+    start_member(root, id, peer, &flags)
 }
 
 /// Form a cluster, forward writes, fail over after kill -9 of the leader
@@ -188,50 +70,21 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     .into();
 
     // 1. n1 bootstraps; n2 and n3 join.
-    let mut n1 = start(root.path(), "n1", peers["n1"]);
-    let mut c1 = ready(&mut n1).await;
-    let mut n2 = start(root.path(), "n2", peers["n2"]);
-    let mut n3 = start(root.path(), "n3", peers["n3"]);
-    let mut c2 = ready(&mut n2).await;
-    let mut c3 = ready(&mut n3).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ids = loop {
-        let ids = member_ids(&mut c1).await;
-        if ids.len() == 3 {
-            break ids;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n2 and n3 did not join: members {ids:?}\nn1 log:\n{}",
-            n1.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    for (name, (_, urls)) in &ids {
-        assert_eq!(
-            urls,
-            &vec![format!("http://{}", peers[name.as_str()])],
-            "{name}"
-        );
-    }
-    let n1_id = ids["n1"].0;
-    assert!(ids.values().all(|(id, _)| *id != 0));
-    let (_, term1) = leader_and_term(&mut c1).await.expect("status n1");
-    // Followers learn the membership from the lock as they read it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for c in [&mut c1, &mut c2, &mut c3] {
-        loop {
-            let status = leader_and_term(c).await;
-            if status == Some((n1_id, term1)) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "status {status:?}, want leader n1 in term {term1}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let Formed {
+        servers: [mut n1, n2, n3],
+        clients: [_, mut c2, mut c3],
+        ids: [n1_id, ..],
+        term: term1,
+    } = form(
+        root.path(),
+        [
+            ("n1", peers["n1"]),
+            ("n2", peers["n2"]),
+            ("n3", peers["n3"]),
+        ],
+        &dir_flags(root.path()),
+    )
+    .await;
 
     // 2. A follower forwards writes; the other follower reads them.
     let acked: Acked = Arc::default();
@@ -248,7 +101,7 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     );
 
     // 3. Writers everywhere; kill -9 the leader.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = [&n1, &n2, &n3]
         .iter()
         .enumerate()
@@ -258,6 +111,7 @@ async fn three_processes_form_forward_fail_over_and_converge() {
                 id,
                 Arc::clone(&acked),
                 Arc::clone(&stop),
+                Duration::from_secs(5),
             ))
         })
         .collect();
@@ -265,35 +119,23 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     let before_kill = acked.lock().expect("lock").len();
     n1.kill9();
     let killed_at = Instant::now();
-    let (new_leader, term2) = loop {
-        let a = leader_and_term(&mut c2).await;
-        let b = leader_and_term(&mut c3).await;
-        if let (Some((l2, t2)), Some((l3, t3))) = (a, b) {
-            if l2 != 0 && l2 != n1_id && (l2, t2) == (l3, t3) {
-                break (l2, t2);
-            }
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(15),
-            "no new leader 15 s after the kill: n2 {a:?}, n3 {b:?}\nn2 log:\n{}\nn3 log:\n{}",
-            n2.log(),
-            n3.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (new_leader, term2) = wait_new_leader(
+        &mut [&mut c2, &mut c3],
+        n1_id,
+        term1,
+        Duration::from_secs(15),
+        &[&n2, &n3],
+    )
+    .await;
     let failover = killed_at.elapsed();
     eprintln!("new leader {new_leader} in term {term2} after {failover:?}");
-    assert!(
-        term2 > term1,
-        "the new leader's term {term2} is above {term1}"
-    );
     assert!(
         failover < Duration::from_secs(10),
         "failover took {failover:?} (election timeout {ELECTION_TIMEOUT_MS} ms, lock TTL {LOCK_TTL_MS} ms)"
     );
     // The survivors take writes again.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
     }
@@ -318,22 +160,14 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     let mut n1 = start(root.path(), "n1", peers["n1"]);
     let mut c1 = ready(&mut n1).await;
     let want = all_written(&mut c2, false).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = leader_and_term(&mut c1).await;
-        let local = all_written(&mut c1, true).await;
-        if local == want && status == Some((new_leader, term2)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n1 did not converge: status {status:?}, {} of {} keys\nlog:\n{}",
-            local.len(),
-            want.len(),
-            n1.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_converged(
+        &mut c1,
+        &want,
+        (new_leader, term2),
+        Duration::from_secs(30),
+        &n1,
+    )
+    .await;
     assert_holds("n1 after its restart", &want, &acked);
     let rev = put_retrying(&mut c1, "w-after/restart", "ok").await;
     let kv = c3.get("w-after/restart", None).await.expect("get");

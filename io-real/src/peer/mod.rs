@@ -9,8 +9,9 @@
 //!   one long-lived client stream open to its destination and writes each
 //!   message as a [`PeerFrame`] (sender id and address, destination id, the
 //!   [`PeerMsg::encode`] bytes). A full queue drops the message; a broken
-//!   stream is reopened with backoff, and what was queued for an
-//!   unreachable destination is dropped.
+//!   stream is reopened (what is queued meanwhile waits for the new one),
+//!   and what is queued for a destination that cannot be connected to is
+//!   dropped.
 //! - **Receiving** ([`serve`]): the `t4.peer.Peer` service on the peer
 //!   listener. Each incoming stream is read frame by frame on its own task,
 //!   decoded there (not on the node thread), and handed to a sink (the
@@ -20,9 +21,11 @@
 //!   is core's trust boundary (`t4_core::cluster::wire`).
 //!
 //! Dropping is always allowed: core treats the transport as a lossy
-//! network (every exchange is retried or re-sent by a timer), so a lost
-//! message costs latency, never safety. What core relies on is only that
-//! a message, when it arrives, arrives whole and from the member it names.
+//! network (replication and elections re-send by timer; a lost forwarded
+//! write or read-index exchange fails its client after the request
+//! timeout), so a lost message costs latency, never safety. Still, drop
+//! only what cannot be delivered. What core relies on is only that a
+//! message, when it arrives, arrives whole and from the member it names.
 //!
 //! # Why a pair of one-way streams instead of one bidirectional stream
 //!
@@ -258,9 +261,15 @@ async fn run_link(
             StreamEnd::OutboxGone => return,
             StreamEnd::Broken(why) => {
                 tracing::info!(to = %to.id, addr = %to.peer_addr, %why, "peer stream ended; reconnecting");
-                if !sleep_dropping(&mut queue, BACKOFF_MIN).await {
-                    return;
-                }
+                // Keep what is queued meanwhile: a stream that just broke
+                // does not say the peer is gone. A member resuming from a
+                // pause longer than the keep-alive timeout closes every
+                // connection it serves at once, yet is reachable, and
+                // answers core never re-sends (to forwarded writes, to
+                // read-index requests) queued in this pause would be lost;
+                // their clients would wait the whole request timeout. If
+                // the peer is gone, the failed connect below drops them.
+                tokio::time::sleep(BACKOFF_MIN).await;
             }
         }
     }
