@@ -92,26 +92,40 @@ fn five_nodes() {
     assert_clean("5 nodes", &reports, &panics);
 }
 
+/// Runs seeds of `range` one at a time until one breaks a check (the
+/// mutant is caught): that seed, or `None`. Mutants take particular
+/// interleavings, so a fixed seed stops catching them whenever the protocol
+/// or the workload changes the random sequence; searching keeps the test
+/// honest without picking seeds by hand.
+fn first_caught(
+    test: &str,
+    range: std::ops::Range<u64>,
+    config: impl Fn(u64) -> ClusterRunConfig,
+) -> Option<u64> {
+    for seed in seeds(range) {
+        let (reports, panics) = play(test, &[seed], &config);
+        if !panics.is_empty() || reports.iter().any(|r| !r.violations.is_empty()) {
+            return Some(seed);
+        }
+    }
+    None
+}
+
 /// Committing on the followers that are connected instead of a majority
-/// of members (T4's rule) must be caught. It takes a rare interleaving: 3
-/// of seeds 0..200 catch it (47, 132, 143; drawn without serializable
-/// reads); this range holds one.
+/// of members (T4's rule) must be caught. It takes a rare interleaving
+/// (about 1 seed in 70).
 #[test]
 fn committing_on_connected_followers_is_caught() {
-    let (reports, panics) = play("mutant commit-on-connected", &seeds(40..50), |seed| {
+    let caught = first_caught("mutant commit-on-connected", 0..500, |seed| {
         ClusterRunConfig {
             mutants: ClusterMutants {
                 commit_on_connected: true,
                 ..ClusterMutants::default()
             },
-            serializable_rate: 0.0,
             ..ClusterRunConfig::new(seed, 3)
         }
     });
-    assert!(
-        !panics.is_empty() || reports.iter().any(|r| !r.violations.is_empty()),
-        "the mutant went unnoticed"
-    );
+    assert!(caught.is_some(), "the mutant went unnoticed");
 }
 
 /// A follower applying entries before they are committed must be caught
@@ -119,7 +133,7 @@ fn committing_on_connected_followers_is_caught() {
 /// log must be cut below what it applied).
 #[test]
 fn applying_uncommitted_entries_is_caught() {
-    let (reports, panics) = play("mutant apply-uncommitted", &seeds(0..10), |seed| {
+    let caught = first_caught("mutant apply-uncommitted", 0..200, |seed| {
         ClusterRunConfig {
             mutants: ClusterMutants {
                 apply_uncommitted: true,
@@ -128,10 +142,7 @@ fn applying_uncommitted_entries_is_caught() {
             ..ClusterRunConfig::new(seed, 3)
         }
     });
-    assert!(
-        !panics.is_empty() || reports.iter().any(|r| !r.violations.is_empty()),
-        "the mutant went unnoticed"
-    );
+    assert!(caught.is_some(), "the mutant went unnoticed");
 }
 
 /// Seed 2,205 (5 nodes), found by the 400-seed run after the cluster

@@ -292,6 +292,10 @@ enum ReadWaiter {
     Asked {
         req: ReqId,
         id: u64,
+        /// When it was last asked (asked again every half election
+        /// timeout until answered: an answer may be lost, and asking twice
+        /// is harmless).
+        at: Time,
     },
 }
 
@@ -845,10 +849,7 @@ impl<E: KvEngine> Node<E> {
             return self.claim_takeover(now, &lock, etag);
         }
         if !is_me && (newer || self.leader().is_none()) {
-            let leader = leader_member(&lock);
-            if let Role::Follower { leader: l } = &mut self.clm().role {
-                *l = Some(leader);
-            }
+            self.follow(now, leader_member(&lock));
         }
         let c = self.clm();
         if member {
@@ -1699,11 +1700,7 @@ impl<E: KvEngine> Node<E> {
         c.heard_at = now;
         c.watching = None;
         c.join_at = c.join_at.map(|_| now.plus_nanos(c.cfg.election_timeout_ns));
-        if let Role::Follower { leader } = &mut c.role {
-            if leader.as_ref().map(|l| &l.id) != Some(&from.id) {
-                *leader = Some(from.clone());
-            }
-        }
+        self.follow(now, from.clone());
         let (prev_index, prev_term) = prev;
         let committed = self.known_committed();
         let c = self.cl();
@@ -1846,6 +1843,10 @@ impl<E: KvEngine> Node<E> {
         if candidate > c.commit && c.log.term_at(candidate) == Some(term) {
             self.clm().commit = candidate;
             self.cluster_apply(now);
+            // Followers learn the new commit index now, not with the next
+            // heartbeat: their watches and reads wait for it (about one
+            // heartbeat interval late otherwise).
+            self.broadcast(now);
         }
     }
 
@@ -2000,7 +2001,7 @@ impl<E: KvEngine> Node<E> {
                 let leader = leader.clone();
                 let id = self.clm().id();
                 self.clm().reads.push(Read {
-                    waiter: ReadWaiter::Asked { req, id },
+                    waiter: ReadWaiter::Asked { req, id, at: now },
                     index: None,
                     arrived: now,
                     confirmed: false,
@@ -2008,6 +2009,60 @@ impl<E: KvEngine> Node<E> {
                 self.send(&leader, PeerMsg::ReadIndex { id });
             }
             _ => self.reply(req, Err(no_leader("no leader to confirm the read"))),
+        }
+    }
+
+    /// Follower: `leader` leads now. If that is a change, requests
+    /// forwarded to the previous leader fail at once (outcome unknown:
+    /// they may still take effect) rather than wait out their timeout, and
+    /// reads waiting for a read index ask the new leader.
+    fn follow(&mut self, now: Time, leader: Member) {
+        let Role::Follower { leader: current } = &mut self.clm().role else {
+            return;
+        };
+        if current.as_ref().is_some_and(|l| l.id == leader.id) {
+            return;
+        }
+        let changed = current.is_some();
+        *current = Some(leader);
+        if !changed {
+            return;
+        }
+        let forwarded: Vec<ReqId> = std::mem::take(&mut self.clm().forwarded)
+            .into_values()
+            .map(|(r, _)| r)
+            .collect();
+        for req in forwarded {
+            self.reply(
+                req,
+                Err(Error::Timeout(
+                    "the leader changed: the forwarded request may still take effect".into(),
+                )),
+            );
+        }
+        self.ask_read_index_again(now, true);
+    }
+
+    /// Follower: asks the leader again for the read index of reads it has
+    /// not answered (all of them if `all`, else those asked at least half
+    /// an election timeout ago).
+    fn ask_read_index_again(&mut self, now: Time, all: bool) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let c = self.clm();
+        let every = c.cfg.election_timeout_ns / 2;
+        let mut ask = Vec::new();
+        for r in &mut c.reads {
+            if let (ReadWaiter::Asked { id, at, .. }, None) = (&mut r.waiter, r.index) {
+                if all || now.0.saturating_sub(at.0) >= every {
+                    *at = now;
+                    ask.push(*id);
+                }
+            }
+        }
+        for id in ask {
+            self.send(&leader, PeerMsg::ReadIndex { id });
         }
     }
 
@@ -2053,6 +2108,8 @@ impl<E: KvEngine> Node<E> {
             return;
         };
         match index {
+            // A repeated answer (the read was asked again) changes nothing.
+            Some(_) if c.reads[pos].index.is_some() => {}
             Some(index) => {
                 c.reads[pos].index = Some(index);
                 c.reads[pos].confirmed = true;
@@ -2286,6 +2343,10 @@ impl<E: KvEngine> Node<E> {
         }
         for r in &c.reads {
             at(r.arrived.plus_nanos(c.cfg.request_timeout_ns));
+            let led = matches!(c.role, Role::Follower { leader: Some(_) });
+            if let (ReadWaiter::Asked { at: asked, .. }, None, true) = (&r.waiter, r.index, led) {
+                at(asked.plus_nanos(c.cfg.election_timeout_ns / 2));
+            }
         }
         t
     }
@@ -2327,6 +2388,7 @@ impl<E: KvEngine> Node<E> {
                 if (silent || stale) && c.lock_io.is_none() && c.lock_next_at.is_none() {
                     self.read_cluster_lock(now, None);
                 }
+                self.ask_read_index_again(now, false);
                 let c = self.cl();
                 if c.join_at.is_some_and(|at| now >= at) {
                     let member = c.me().clone();

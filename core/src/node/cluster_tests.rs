@@ -1780,3 +1780,22 @@ fn followers_learn_members_added_after_them() {
     let mut rig = Rig::cluster(3);
     assert!(rig.run_until(6_000, |r| r.running().all(|(_, n)| n.members().len() == 3)));
 }
+
+/// A follower's read whose read-index answer is lost asks again (half an
+/// election timeout later) instead of waiting out the request timeout.
+#[test]
+fn a_lost_read_index_answer_is_asked_again() {
+    let mut rig = Rig::cluster(3);
+    rig.cut.insert(("n1".into(), "n2".into()));
+    let req = rig.request("n2", ClientRequest::LinearizableRead);
+    rig.run_ms(50);
+    assert!(!rig.replies.contains_key(&req));
+    rig.heal();
+    let start = rig.now;
+    assert_eq!(rig.answer(req, 2_000), Some(Ok(Response::ReadReady)));
+    assert!(
+        rig.now.0 - start.0 <= 600 * MS,
+        "answered after {} ms",
+        (rig.now.0 - start.0) / MS
+    );
+}
