@@ -422,29 +422,38 @@ def spread(s: dict, kind: str) -> str:
     return f"±{(hi - lo) / 2 / med * 100:.0f}%"
 
 
-def results_table(summaries: List[dict]) -> str:
-    head = ("| workload | clients | t4 ops/s | etcd ops/s | t4 / etcd | t4 p99 | etcd p99 "
-            "| spread t4 / etcd | notes |")
-    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for s in summaries:
-        notes = []
-        for kind in ("t4", "etcd"):
-            if s[f"{kind}_runs_failed"]:
-                notes.append(f"{kind}: {s[f'{kind}_runs_failed']} run(s) failed")
-            if s[f"{kind}_errors"]:
-                notes.append(f"{kind}: {s[f'{kind}_errors']} errors")
-            if s[f"{kind}_conflicts"]:
-                notes.append(f"{kind}: {s[f'{kind}_conflicts']} conflicts")
-        clients = s["t4_clients"] if s["t4_clients"] is not None else s["etcd_clients"]
-        if s["t4_clients"] != s["etcd_clients"] and None not in (s["t4_clients"],
-                                                                 s["etcd_clients"]):
-            clients = f"{s['t4_clients']} / {s['etcd_clients']}"
-        ratio = f"{s['ratio']:.2f}×" if s["ratio"] is not None else "—"
-        rows.append(
-            f"| {s['workload']} | {clients if clients is not None else '—'} "
+# The columns of a results table after the workload (bench/compare_cluster.py adds its own
+# between the two): head, alignment, and the cells of one median record.
+RESULT_COLUMNS = ("clients | t4 ops/s | etcd ops/s | t4 / etcd | t4 p99 | etcd p99 "
+                  "| spread t4 / etcd | notes")
+RESULT_ALIGN = "---:|---:|---:|---:|---:|---:|---:|---"
+
+
+def result_cells(s: dict) -> str:
+    """One median record's cells under RESULT_COLUMNS, ` | `-separated."""
+    notes = []
+    for kind in ("t4", "etcd"):
+        if s[f"{kind}_runs_failed"]:
+            notes.append(f"{kind}: {s[f'{kind}_runs_failed']} run(s) failed")
+        if s[f"{kind}_errors"]:
+            notes.append(f"{kind}: {s[f'{kind}_errors']} errors")
+        if s[f"{kind}_conflicts"]:
+            notes.append(f"{kind}: {s[f'{kind}_conflicts']} conflicts")
+    notes += s.get("extra_notes", [])
+    clients = s["t4_clients"] if s["t4_clients"] is not None else s["etcd_clients"]
+    if s["t4_clients"] != s["etcd_clients"] and None not in (s["t4_clients"],
+                                                             s["etcd_clients"]):
+        clients = f"{s['t4_clients']} / {s['etcd_clients']}"
+    ratio = f"{s['ratio']:.2f}×" if s["ratio"] is not None else "—"
+    return (f"{clients if clients is not None else '—'} "
             f"| {fmt_ops(s['t4_ops_per_sec'])} | {fmt_ops(s['etcd_ops_per_sec'])} | {ratio} "
             f"| {fmt_us(s['t4_p99_us'])} | {fmt_us(s['etcd_p99_us'])} "
-            f"| {spread(s, 't4')} / {spread(s, 'etcd')} | {'; '.join(notes)} |")
+            f"| {spread(s, 't4')} / {spread(s, 'etcd')} | {'; '.join(notes)}")
+
+
+def results_table(summaries: List[dict]) -> str:
+    rows = [f"| workload | {RESULT_COLUMNS} |", f"|---|{RESULT_ALIGN}|"]
+    rows += [f"| {s['workload']} | {result_cells(s)} |" for s in summaries]
     return "\n".join(rows)
 
 
