@@ -3,7 +3,7 @@
 
 Usage:
     bench/compare_cluster.py [--workloads a,b] [--variants all,leader] [--repeats 3]
-                             [--duration 3s | --total N] [--out FILE.jsonl]
+                             [--duration 2s | --total N] [--out FILE.jsonl]
                              [--results-md bench/RESULTS.md] [--t4-bin PATH] ...
     bench/compare_cluster.py --quick         # a smoke run: every workload once, 200 ops each
 
@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,8 +58,11 @@ VARIANTS = ["all", "leader"]
 VARIANT_LABEL = {"all": "all 3", "leader": "leader"}
 FORM_TIMEOUT_S = 60.0        # a cluster agrees on a leader and its members within this
 CTL_TIMEOUT_S = 20.0         # one etcdctl status / member list / compaction
-RUN_OVERHEAD_S = 3.0         # connect, populate, 1 s warm-up, compaction, status (estimate)
-CLUSTER_OVERHEAD_S = 6.0     # forming and stopping one cluster (estimate)
+# For the time estimate only:
+RUN_OVERHEAD_S = 1.2         # connect, the 0.5 s warm-up, endpoint status, compaction
+POPULATE_S = 2.5             # a read workload writing its 10,000 keys through a cluster
+CLUSTER_OVERHEAD_S = 4.0     # forming and stopping one cluster
+NEEDS_KEYS = {"seq-get", "par-get", "mixed", "range-100", "txn-cas"}  # t4 bench populates
 CLUSTERS_PER_ROUND_MAX = 4   # a kind whose clusters keep breaking gives up for the round
 QUICK_TOTAL = 200
 QUICK_KEYS = 1000
@@ -94,6 +97,13 @@ def etcdctl_json(etcdctl: str, endpoints: List[str], *cmd: str) -> object:
 # Clusters
 # ----------------------------------------------------------------------------------------------
 
+class Status(NamedTuple):
+    """What the members of a cluster agree on."""
+    leader: str     # the leader's name
+    term: int       # etcd's raft term; t4's leader-lock term
+    revision: int   # the newest store revision any member reports
+
+
 class Cluster:
     """Three server processes of one kind this script started on loopback, each with its own
     fresh data dir (and for t4 one shared directory store as the bucket)."""
@@ -108,6 +118,7 @@ class Cluster:
         self.members: Dict[str, Server] = {}
         self.formed_s: Optional[float] = None
         self.log_marks: Dict[str, int] = {}   # member -> log size once formed
+        self.ids: Dict[int, str] = {}         # etcd member id -> name, once all three are in
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -192,35 +203,40 @@ class Cluster:
     def check_alive(self, when: str) -> None:
         dead = [f"{s.kind} {s.exit_description()}" for s in self.members.values() if not s.alive()]
         if dead:
-            raise HarnessError(self.failure(f"{'; '.join(dead)} {when}"))
+            raise HarnessError(self.failure(f"{'; '.join(dead)} {when}".strip()))
 
-    def status(self) -> Tuple[str, int]:
-        """(leader name, term) as every member reports it; HarnessError unless all three
-        answer and agree on one leader that is a member."""
+    def status(self) -> "Status":
+        """The leader, term and revision as every member reports them (one `etcdctl endpoint
+        status`); HarnessError unless all three answer and agree on one leader and term, and
+        (while forming) MemberList shows all three members."""
         self.check_alive("")
-        listed = etcdctl_json(self.args.etcdctl_bin, self.endpoints()[:1], "member", "list")
-        by_id = {int(m["ID"]): m.get("name", "") for m in listed.get("members", [])}
-        if sorted(by_id.values()) != self.names:
-            raise HarnessError(f"members {sorted(by_id.values())}, want {self.names}")
+        if len(self.ids) != MEMBERS:
+            listed = etcdctl_json(self.args.etcdctl_bin, self.endpoints()[:1], "member", "list")
+            ids = {int(m["ID"]): m.get("name", "") for m in listed.get("members", [])}
+            if sorted(ids.values()) != self.names:
+                raise HarnessError(f"members {sorted(ids.values())}, want {self.names}")
+            self.ids = ids  # member ids are fixed from here on (derived from names in t4)
         statuses = etcdctl_json(self.args.etcdctl_bin, self.endpoints(), "endpoint", "status")
         if not isinstance(statuses, list) or len(statuses) != MEMBERS:
             raise HarnessError(f"endpoint status: {statuses!r}")
         leaders = {int(s["Status"].get("leader", 0)) for s in statuses}
         terms = {int(s["Status"].get("raftTerm", 0)) for s in statuses}
-        if len(leaders) != 1 or len(terms) != 1 or next(iter(leaders)) not in by_id:
+        if len(leaders) != 1 or len(terms) != 1 or next(iter(leaders)) not in self.ids:
             raise HarnessError(f"members disagree or have no leader: leaders {sorted(leaders)}, "
-                               f"terms {sorted(terms)}, members {by_id}")
-        return by_id[next(iter(leaders))], next(iter(terms))
+                               f"terms {sorted(terms)}, members {self.ids}")
+        revision = max(int(s["Status"]["header"].get("revision", 0)) for s in statuses)
+        return Status(self.ids[next(iter(leaders))], next(iter(terms)), revision)
 
-    def leader(self, wait_s: float) -> Tuple[str, int]:
+    def leader(self, wait_s: float) -> "Status":
         """status(), retried for up to wait_s (a cluster that is forming, or electing)."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 return self.status()
             except HarnessError as e:
-                if time.monotonic() >= deadline or any(not s.alive()
-                                                       for s in self.members.values()):
+                if any(not s.alive() for s in self.members.values()):
+                    raise  # check_alive's message: who died, and the logs
+                if time.monotonic() >= deadline:
                     raise HarnessError(self.failure(f"no agreed leader: {e}"))
             time.sleep(0.1)
 
@@ -232,24 +248,21 @@ class Cluster:
         return [self.members[n].endpoint for n in self.names if n != leader] + \
             [self.members[leader].endpoint]
 
-    def compact(self) -> Optional[str]:
-        """Compacts to the current revision and waits until it is applied (--physical); the
-        error text if that failed (not fatal: the next run just sees more history)."""
+    def compact(self, revision: int) -> Optional[str]:
+        """Compacts to `revision` and waits until that is applied (--physical); the error text
+        if that failed (not fatal: the next run just sees more history)."""
+        argv = [self.args.etcdctl_bin, "--endpoints", self.endpoints()[0],
+                "--command-timeout=60s", "compaction", "--physical", str(revision)]
         try:
-            got = etcdctl_json(self.args.etcdctl_bin, self.endpoints()[:1], "get",
-                               "bench-compaction-probe")
-            rev = int(got["header"]["revision"])
-            argv = [self.args.etcdctl_bin, "--endpoints", self.endpoints()[0],
-                    "--command-timeout=60s", "compaction", "--physical", str(rev)]
             p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, env=etcdctl_env(), timeout=90,
                                preexec_fn=die_with_parent)
-            out = p.stdout.decode("utf-8", "replace").strip()
-            # compacting twice to the same revision (nothing written since) is not a failure
-            if p.returncode != 0 and "compacted" not in out:
-                return f"compaction {rev}: {out[-200:]}"
-        except (HarnessError, KeyError, ValueError, subprocess.TimeoutExpired) as e:
-            return f"compaction: {e}"
+        except subprocess.TimeoutExpired:
+            return f"compaction {revision}: no answer within 90s"
+        out = p.stdout.decode("utf-8", "replace").strip()
+        # compacting twice to the same revision (nothing written since) is not a failure
+        if p.returncode != 0 and "compacted" not in out:
+            return f"compaction {revision}: {out[-200:]}"
         return None
 
     def log_problems(self, samples_max: int = 5) -> Tuple[Dict[str, int], Dict[str, List[str]]]:
@@ -283,7 +296,7 @@ class Cluster:
         several seconds for it.)"""
         order = list(self.names)
         try:
-            leader, _ = self.status()
+            leader = self.status().leader
             order.remove(leader)
             order.append(leader)
         except (HarnessError, ValueError):
@@ -359,22 +372,18 @@ def bench_argv(args: argparse.Namespace, endpoints: List[str], workload: str) ->
     return argv
 
 
-def run_bench(h: Harness, cluster: Cluster, workload: str, variant: str, repeat: int,
-              position: int) -> dict:
-    """One `t4 bench` run against a running cluster. Never raises: the record says what went
-    wrong ("error"), and "cluster_broken" when the cluster cannot serve the next run (a member
+def run_bench(h: Harness, cluster: Cluster, before: Status, workload: str, variant: str,
+              repeat: int, position: int) -> Tuple[dict, Optional[Status]]:
+    """One `t4 bench` run against a running cluster whose state is `before`; then the state
+    after it and a compaction to its revision. Never raises: the record says what went wrong
+    ("error"); the state after is None when the cluster cannot serve another run (a member
     died, or the members agree on no leader within 10 s)."""
     args = h.args
     rec = {"type": "run", "workload": workload, "variant": variant, "server": cluster.kind,
            "repeat": repeat, "position": position, "cluster": cluster.label,
-           "started_at": now_iso()}
-    try:
-        leader, term = cluster.leader(wait_s=10)
-    except HarnessError as e:
-        rec.update(error=f"before the run: {e}", cluster_broken=True)
-        return rec
-    rec["leader_before"], rec["term_before"] = leader, term
-    endpoints = cluster.bench_endpoints(variant, leader)
+           "started_at": now_iso(), "leader_before": before.leader,
+           "term_before": before.term}
+    endpoints = cluster.bench_endpoints(variant, before.leader)
     argv = bench_argv(args, endpoints, workload)
     rec["bench_cmd"] = shlex.join(argv)
     bench_log = h.logdir / f"{cluster.label}-{workload}-{variant}.bench-stderr.log"
@@ -399,17 +408,20 @@ def run_bench(h: Harness, cluster: Cluster, workload: str, variant: str, repeat:
         rec["error"] = f"t4 bench still running after {timeout:.0f}s; killed"
     # After the run: did the leader change under load, did a member die?
     try:
-        rec["leader_after"], rec["term_after"] = cluster.leader(wait_s=10)
+        after = cluster.leader(wait_s=10)
     except HarnessError as e:
         rec["error"] = (rec.get("error", "") + f"\nafter the run: {e}").strip()
         rec["cluster_broken"] = True
-        return rec
-    if (rec["leader_after"], rec["term_after"]) != (leader, term):
+        if "result" in rec:  # measured on a cluster that broke: kept, but not in the medians
+            rec["partial_result"] = rec.pop("result")
+        return rec, None
+    rec["leader_after"], rec["term_after"] = after.leader, after.term
+    if (after.leader, after.term) != (before.leader, before.term):
         rec["leader_changed"] = True
-    problem = cluster.compact()
+    problem = cluster.compact(after.revision)
     if problem:
         rec["compaction_error"] = problem
-    return rec
+    return rec, after
 
 
 def summarise(workload: str, variant: str, runs: List[dict]) -> dict:
@@ -518,9 +530,12 @@ def write_section(md_path: Path, section: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def estimate_s(args: argparse.Namespace) -> float:
-    runs = len(args.workloads) * len(args.variants) * args.repeats * 2
     measured = args.duration if args.total is None else 0.5
-    return runs * (measured + RUN_OVERHEAD_S) + args.repeats * 2 * CLUSTER_OVERHEAD_S
+    populate = POPULATE_S if args.total is None else POPULATE_S / 5
+    per_round_and_kind = sum(len(args.variants) * (measured + RUN_OVERHEAD_S
+                                                   + (populate if w in NEEDS_KEYS else 0))
+                             for w in args.workloads) + CLUSTER_OVERHEAD_S
+    return args.repeats * 2 * per_round_and_kind
 
 
 def run_round(h: Harness, kind: str, r: int, position: int, emit, runs: Dict) -> int:
@@ -556,12 +571,13 @@ def run_round(h: Harness, kind: str, r: int, position: int, emit, runs: Dict) ->
         try:
             crec.update(label=cluster.label, formed_s=cluster.formed_s,
                         endpoints=dict(zip(cluster.names, cluster.endpoints())))
-            crec["leader"], crec["term"] = cluster.leader(wait_s=10)
+            state: Optional[Status] = cluster.leader(wait_s=10)
+            crec["leader"], crec["term"] = state.leader, state.term
             log(f"  {kind} cluster {cluster.label}: formed in {cluster.formed_s:.1f} s, leader "
                 f"{crec['leader']} (term {crec['term']})")
             while todo:
                 workload, variant = todo.pop(0)
-                rec = run_bench(h, cluster, workload, variant, r, position)
+                rec, state = run_bench(h, cluster, state, workload, variant, r, position)
                 record(rec)
                 tag = f"{workload:13s} {VARIANT_LABEL[variant]:7s} {kind:4s} #{r + 1}"
                 if "error" in rec:
@@ -573,7 +589,7 @@ def run_round(h: Harness, kind: str, r: int, position: int, emit, runs: Dict) ->
                         f"p50 {fmt_us(x.get('p50_us'))}  p99 {fmt_us(x.get('p99_us'))}"
                         + (f"  errors {x['errors']}" if x.get("errors") else "")
                         + ("  LEADER CHANGED" if rec.get("leader_changed") else ""))
-                if rec.get("cluster_broken"):
+                if state is None:
                     crec["broken_in"] = f"{workload} {variant}"
                     if todo:
                         log(f"  {kind} cluster {cluster.label} broke; a fresh one for the "
@@ -760,11 +776,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="rounds: each runs everything against a fresh cluster of each kind, "
                          "the kind going first alternating (default 3)")
-    ap.add_argument("--duration", type=parse_duration, default=parse_duration("3s"),
-                    help="measured length of each run, e.g. 5s (default 3s)")
+    ap.add_argument("--duration", type=parse_duration, default=parse_duration("2s"),
+                    help="measured length of each run, e.g. 5s (default 2s)")
     ap.add_argument("--total", type=int, help="measure this many operations per run instead "
                                               "of --duration")
-    ap.add_argument("--warmup", help="t4 bench --warmup (default: its default, 1s)")
+    ap.add_argument("--warmup", default="500ms",
+                    help="t4 bench --warmup: a duration, or a count of operations (default "
+                         "500ms: the cluster is warm from the runs before)")
     ap.add_argument("--clients", type=int, help="t4 bench --clients (default: its per-workload "
                                                 "default)")
     ap.add_argument("--key-size", type=int, help="t4 bench --key-size (default: its default)")
@@ -806,7 +824,7 @@ def main() -> int:
     if args.quick:
         args.repeats = 1
         args.total = QUICK_TOTAL if args.total is None else args.total
-        args.warmup = "0" if args.warmup is None else args.warmup
+        args.warmup = "0"
         args.bench_arg = [f"--keys {QUICK_KEYS}"] + args.bench_arg
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
