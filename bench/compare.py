@@ -627,6 +627,22 @@ def check_bench_subcommand(bench_bin: Path) -> None:
 # Markdown report
 # ----------------------------------------------------------------------------------------------
 
+# bench/compare_cluster.py owns the text between these two lines of a report (its section on
+# 3-node clusters); rewriting the report here keeps that section.
+CLUSTER_SECTION_BEGIN = ("<!-- bench/compare_cluster.py: begin (--results-md replaces this "
+                         "section) -->")
+CLUSTER_SECTION_END = "<!-- bench/compare_cluster.py: end -->"
+
+
+def write_report(md_path: Path, report: str) -> None:
+    """Writes `report` to md_path, followed by the cluster section md_path already had."""
+    old = md_path.read_text() if md_path.exists() else ""
+    b, e = old.find(CLUSTER_SECTION_BEGIN), old.find(CLUSTER_SECTION_END)
+    if b >= 0 and e > b:
+        report = (report.rstrip("\n") + "\n\n" + old[b:e + len(CLUSTER_SECTION_END)] + "\n")
+    md_path.write_text(report)
+
+
 def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
                     out_path: Optional[Path], md_path: Path) -> str:
     readme = os.path.relpath(REPO / "bench" / "README.md", md_path.parent)
@@ -830,7 +846,8 @@ def run_comparison(args: argparse.Namespace) -> int:
         if args.results_md:
             md_path = Path(args.results_md).resolve()
             md_path.parent.mkdir(parents=True, exist_ok=True)
-            md_path.write_text(markdown_report(meta, summaries, check_perf, out_path, md_path))
+            write_report(md_path, markdown_report(meta, summaries, check_perf, out_path,
+                                                  md_path))
             print(f"report: {md_path}")
         if failures:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
@@ -872,7 +889,7 @@ def report_from(args: argparse.Namespace) -> int:
     if args.results_md:
         md_path = Path(args.results_md).resolve()
         md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(markdown_report(meta, summaries, check_perf, path, md_path))
+        write_report(md_path, markdown_report(meta, summaries, check_perf, path, md_path))
         print(f"report: {md_path}")
     return 0
 

@@ -66,8 +66,8 @@ NEEDS_KEYS = {"seq-get", "par-get", "mixed", "range-100", "txn-cas"}  # t4 bench
 CLUSTERS_PER_ROUND_MAX = 4   # a kind whose clusters keep breaking gives up for the round
 QUICK_TOTAL = 200
 QUICK_KEYS = 1000
-SECTION_BEGIN = "<!-- bench/compare_cluster.py: begin (--results-md replaces this section) -->"
-SECTION_END = "<!-- bench/compare_cluster.py: end -->"
+SECTION_BEGIN = compare.CLUSTER_SECTION_BEGIN   # our section of a report (compare.py keeps it)
+SECTION_END = compare.CLUSTER_SECTION_END
 
 
 # ----------------------------------------------------------------------------------------------
