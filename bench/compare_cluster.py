@@ -15,7 +15,7 @@ What it does (bench/README.md, "Clusters", has the long version):
      time; etcd: a static 3-member cluster), runs every workload in every endpoint variant
      against it with `t4 bench --output jsonl`, then stops it and deletes its data; then the
      same with the other kind. The kind that goes first alternates from round to round. Only
-     one cluster runs at a time. Between runs both clusters are compacted to their current
+     one cluster runs at a time. After every run the cluster is compacted to its current
      revision, so no run pays for the history the runs before it wrote.
   3. Endpoint variants: `all` gives `t4 bench` the three members' endpoints, followers first
      (worker i talks to endpoint i mod 3, so a single-client workload talks to a follower and
@@ -57,7 +57,7 @@ MEMBERS = 3
 VARIANTS = ["all", "leader"]
 VARIANT_LABEL = {"all": "all 3", "leader": "leader"}
 FORM_TIMEOUT_S = 60.0        # a cluster agrees on a leader and its members within this
-CTL_TIMEOUT_S = 20.0         # one etcdctl status / member list / compaction
+CTL_TIMEOUT_S = 20.0         # one etcdctl endpoint status or member list
 # For the time estimate only:
 RUN_OVERHEAD_S = 1.2         # connect, the 0.5 s warm-up, endpoint status, compaction
 POPULATE_S = 2.5             # a read workload writing its 10,000 keys through a cluster
