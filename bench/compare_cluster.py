@@ -416,6 +416,7 @@ def run_bench(h: Harness, cluster: Cluster, before: Status, workload: str, varia
             rec["partial_result"] = rec.pop("result")
         return rec, None
     rec["leader_after"], rec["term_after"] = after.leader, after.term
+    rec["revision_after"] = after.revision
     if (after.leader, after.term) != (before.leader, before.term):
         rec["leader_changed"] = True
     problem = cluster.compact(after.revision)
