@@ -42,6 +42,12 @@ bench-compare *ARGS:
 bench *ARGS:
     python3 bench/compare.py {{ARGS}}
 
+# E.g. `just bench-compare-cluster --quick` (a smoke run), `… --results-md bench/RESULTS.md`;
+# every workload through all 3 members and through the leader alone; bench/README.md, "Clusters".
+# A 3-node t4 cluster against a 3-node etcd cluster on loopback, side by side (~10 min).
+bench-compare-cluster *ARGS:
+    python3 bench/compare_cluster.py {{ARGS}}
+
 # A 1 s seq-put pair through bench/compare.py, with checks (needs the release build; not in CI).
 bench-selftest:
     python3 bench/compare.py --self-test

@@ -422,29 +422,38 @@ def spread(s: dict, kind: str) -> str:
     return f"±{(hi - lo) / 2 / med * 100:.0f}%"
 
 
-def results_table(summaries: List[dict]) -> str:
-    head = ("| workload | clients | t4 ops/s | etcd ops/s | t4 / etcd | t4 p99 | etcd p99 "
-            "| spread t4 / etcd | notes |")
-    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for s in summaries:
-        notes = []
-        for kind in ("t4", "etcd"):
-            if s[f"{kind}_runs_failed"]:
-                notes.append(f"{kind}: {s[f'{kind}_runs_failed']} run(s) failed")
-            if s[f"{kind}_errors"]:
-                notes.append(f"{kind}: {s[f'{kind}_errors']} errors")
-            if s[f"{kind}_conflicts"]:
-                notes.append(f"{kind}: {s[f'{kind}_conflicts']} conflicts")
-        clients = s["t4_clients"] if s["t4_clients"] is not None else s["etcd_clients"]
-        if s["t4_clients"] != s["etcd_clients"] and None not in (s["t4_clients"],
-                                                                 s["etcd_clients"]):
-            clients = f"{s['t4_clients']} / {s['etcd_clients']}"
-        ratio = f"{s['ratio']:.2f}×" if s["ratio"] is not None else "—"
-        rows.append(
-            f"| {s['workload']} | {clients if clients is not None else '—'} "
+# The columns of a results table after the workload (bench/compare_cluster.py adds its own
+# between the two): head, alignment, and the cells of one median record.
+RESULT_COLUMNS = ("clients | t4 ops/s | etcd ops/s | t4 / etcd | t4 p99 | etcd p99 "
+                  "| spread t4 / etcd | notes")
+RESULT_ALIGN = "---:|---:|---:|---:|---:|---:|---:|---"
+
+
+def result_cells(s: dict) -> str:
+    """One median record's cells under RESULT_COLUMNS, ` | `-separated."""
+    notes = []
+    for kind in ("t4", "etcd"):
+        if s[f"{kind}_runs_failed"]:
+            notes.append(f"{kind}: {s[f'{kind}_runs_failed']} run(s) failed")
+        if s[f"{kind}_errors"]:
+            notes.append(f"{kind}: {s[f'{kind}_errors']} errors")
+        if s[f"{kind}_conflicts"]:
+            notes.append(f"{kind}: {s[f'{kind}_conflicts']} conflicts")
+    notes += s.get("extra_notes", [])
+    clients = s["t4_clients"] if s["t4_clients"] is not None else s["etcd_clients"]
+    if s["t4_clients"] != s["etcd_clients"] and None not in (s["t4_clients"],
+                                                             s["etcd_clients"]):
+        clients = f"{s['t4_clients']} / {s['etcd_clients']}"
+    ratio = f"{s['ratio']:.2f}×" if s["ratio"] is not None else "—"
+    return (f"{clients if clients is not None else '—'} "
             f"| {fmt_ops(s['t4_ops_per_sec'])} | {fmt_ops(s['etcd_ops_per_sec'])} | {ratio} "
             f"| {fmt_us(s['t4_p99_us'])} | {fmt_us(s['etcd_p99_us'])} "
-            f"| {spread(s, 't4')} / {spread(s, 'etcd')} | {'; '.join(notes)} |")
+            f"| {spread(s, 't4')} / {spread(s, 'etcd')} | {'; '.join(notes)}")
+
+
+def results_table(summaries: List[dict]) -> str:
+    rows = [f"| workload | {RESULT_COLUMNS} |", f"|---|{RESULT_ALIGN}|"]
+    rows += [f"| {s['workload']} | {result_cells(s)} |" for s in summaries]
     return "\n".join(rows)
 
 
@@ -617,6 +626,22 @@ def check_bench_subcommand(bench_bin: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Markdown report
 # ----------------------------------------------------------------------------------------------
+
+# bench/compare_cluster.py owns the text between these two lines of a report (its section on
+# 3-node clusters); rewriting the report here keeps that section.
+CLUSTER_SECTION_BEGIN = ("<!-- bench/compare_cluster.py: begin (--results-md replaces this "
+                         "section) -->")
+CLUSTER_SECTION_END = "<!-- bench/compare_cluster.py: end -->"
+
+
+def write_report(md_path: Path, report: str) -> None:
+    """Writes `report` to md_path, followed by the cluster section md_path already had."""
+    old = md_path.read_text() if md_path.exists() else ""
+    b, e = old.find(CLUSTER_SECTION_BEGIN), old.find(CLUSTER_SECTION_END)
+    if b >= 0 and e > b:
+        report = (report.rstrip("\n") + "\n\n" + old[b:e + len(CLUSTER_SECTION_END)] + "\n")
+    md_path.write_text(report)
+
 
 def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
                     out_path: Optional[Path], md_path: Path) -> str:
@@ -821,7 +846,8 @@ def run_comparison(args: argparse.Namespace) -> int:
         if args.results_md:
             md_path = Path(args.results_md).resolve()
             md_path.parent.mkdir(parents=True, exist_ok=True)
-            md_path.write_text(markdown_report(meta, summaries, check_perf, out_path, md_path))
+            write_report(md_path, markdown_report(meta, summaries, check_perf, out_path,
+                                                  md_path))
             print(f"report: {md_path}")
         if failures:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
@@ -863,7 +889,7 @@ def report_from(args: argparse.Namespace) -> int:
     if args.results_md:
         md_path = Path(args.results_md).resolve()
         md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(markdown_report(meta, summaries, check_perf, path, md_path))
+        write_report(md_path, markdown_report(meta, summaries, check_perf, path, md_path))
         print(f"report: {md_path}")
     return 0
 
