@@ -56,6 +56,10 @@
 //!   message;
 //! - **liveness**: convergence after the faults stop.
 //!
+//! - **watches** (three watchers on nodes drawn at random, resuming from
+//!   the next revision when their stream breaks, a third of them slow
+//!   consumers): every event in order, none missing or extra, progress
+//!   notifications honest ([`crate::watchcheck`]), across failovers;
 //! - **serializable reads** (a fifth of the reads, answered from the
 //!   node's own applied state) show some committed prefix: exactly what the
 //!   committed log held at their revision ([`crate::prefixcheck`]); they
@@ -91,7 +95,7 @@ use t4_io_sim::wal::Ledger;
 
 use crate::history::Return;
 use crate::lincheck::{self, CheckConfig, Verdict};
-use crate::workload::{self, ClientConfig, Mix, Recorded, Recorder};
+use crate::workload::{self, ClientConfig, Mix, Recorded, Recorder, WatcherConfig};
 
 /// After the faults stop, the cluster must settle within this.
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
@@ -122,6 +126,9 @@ pub struct ClusterRunConfig {
     /// The share of client reads made serializable (0: none, the random
     /// sequence of runs from before they existed).
     pub serializable_rate: f64,
+    /// Watchers (each on a node drawn at random, resuming across breaks;
+    /// 0: the random sequence of runs from before they existed).
+    pub watchers: usize,
     /// Linearizability checker budget.
     pub check: CheckConfig,
 }
@@ -139,6 +146,7 @@ impl ClusterRunConfig {
             bugs: Bugs::default(),
             removals: true,
             serializable_rate: 0.2,
+            watchers: 3,
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -172,6 +180,9 @@ pub struct ClusterReport {
     pub checked: usize,
     /// Serializable reads checked against the committed prefix.
     pub serializable_checked: usize,
+    /// Watch streams checked, and the events in them.
+    pub watches: usize,
+    pub watch_events: usize,
     /// Unknown writes the final log settled.
     pub resolved: usize,
     /// The checker ran out of budget.
@@ -496,6 +507,26 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     }
     let mut removal_quiet_until = madsim::time::Instant::now();
 
+    for w in 0..cfg.watchers {
+        let target = &members[thread_rng().gen_range(0..members.len())];
+        let watcher = WatcherConfig {
+            id: cfg.clients + w,
+            node: SocketAddr::new(IpAddr::V4(target.ip), NODE_PORT),
+            timeout: Duration::from_secs(2),
+        };
+        let machine = handle
+            .create_node()
+            .name(format!("watcher-{w}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                4,
+                u8::try_from(w + 1).expect("few watchers"),
+            )))
+            .build();
+        machine.spawn(workload::run_watcher(watcher, Arc::clone(&rec)));
+    }
+
     if std::env::var_os("SIM_DEBUG").is_some() {
         println!("formed: {}", describe(&members));
     }
@@ -653,6 +684,10 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             describe(&members)
         ));
     }
+    // Watchers see everything through the final revision, then close.
+    sleep(Duration::from_secs(3)).await;
+    rec.end.store(true, Ordering::Relaxed);
+    sleep(Duration::from_secs(1)).await;
     monitor.abort();
     if std::env::var_os("SIM_DEBUG").is_some() {
         println!("final: {}", describe(&members));
@@ -890,6 +925,13 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     let resolved = crate::resolve::resolve(&mut ops, &log, &truth);
     report.resolved = resolved.applied + resolved.dropped;
     report.serializable_checked = crate::prefixcheck::check(&truth, &ops, &mut v);
+    match crate::watchcheck::check_all(&truth, &c.recorded.watches) {
+        Ok(stats) => {
+            report.watch_events = stats.events_validated;
+            report.watches = stats.watches;
+        }
+        Err(e) => v.push(format!("watch: {e}")),
+    }
     ops.retain(|op| !crate::prefixcheck::is_serializable(op));
     let result = lincheck::check(&ops, &cfg.check);
     report.checked = result.ops_checked;
@@ -926,7 +968,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         }
     };
     format!(
-        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} resolved={} log_entries={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
+        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} resolved={} log_entries={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
         reports.len() + panics,
         reports.iter().map(|r| r.sim_secs).sum::<f64>(),
         sum(|r| r.ops),
@@ -936,6 +978,8 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         sum(|r| r.acked_writes),
         sum(|r| r.checked),
         sum(|r| r.serializable_checked),
+        sum(|r| r.watches),
+        sum(|r| r.watch_events),
         sum(|r| r.resolved),
         sum(|r| r.log_entries),
         sum(|r| r.leader_terms),

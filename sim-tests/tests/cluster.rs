@@ -151,12 +151,14 @@ fn applying_uncommitted_entries_is_caught() {
 /// the leader's late answer to the previous incarnation's put reached
 /// another client's put. Fixed in the simulator (the core's exact scenario
 /// is `a_late_answer_to_a_previous_incarnation_is_ignored`); kept with the
-/// fault sequence of its time (no removals, no serializable reads).
+/// fault sequence of its time (no removals, serializable reads or
+/// watchers).
 #[test]
 fn regression_seeds() {
     let (reports, panics) = play("regressions", &[2_205], |seed| ClusterRunConfig {
         removals: false,
         serializable_rate: 0.0,
+        watchers: 0,
         ..ClusterRunConfig::new(seed, 5)
     });
     assert_clean("regressions", &reports, &panics);
