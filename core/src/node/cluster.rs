@@ -1404,11 +1404,19 @@ impl<E: KvEngine> Node<E> {
         // newer one is not a promise.
         self.term = self.term.max(term);
         let c = self.clm();
-        c.role = Role::Follower { leader };
+        // A follower keeps its leader until `follow` compares it with the
+        // new one (requests forwarded to the old one fail).
+        if !matches!(c.role, Role::Follower { .. }) {
+            c.role = Role::Follower { leader: None };
+        }
         c.verified = Index(0);
         c.watching = None;
         if c.lock_io.is_none() {
             c.lock_next_at = Some(now.plus_nanos(c.cfg.election_timeout_ns));
+        }
+        match leader {
+            Some(leader) => self.follow(now, leader),
+            None => self.clm().role = Role::Follower { leader: None },
         }
     }
 
@@ -2013,9 +2021,9 @@ impl<E: KvEngine> Node<E> {
     }
 
     /// Follower: `leader` leads now. If that is a change, requests
-    /// forwarded to the previous leader fail at once (outcome unknown:
-    /// they may still take effect) rather than wait out their timeout, and
-    /// reads waiting for a read index ask the new leader.
+    /// forwarded to a previous leader fail at once (outcome unknown: they
+    /// may still take effect) rather than wait out their timeout, and reads
+    /// waiting for a read index ask the new leader.
     fn follow(&mut self, now: Time, leader: Member) {
         let Role::Follower { leader: current } = &mut self.clm().role else {
             return;
@@ -2023,11 +2031,10 @@ impl<E: KvEngine> Node<E> {
         if current.as_ref().is_some_and(|l| l.id == leader.id) {
             return;
         }
-        let changed = current.is_some();
+        // Requests are forwarded only while a leader is known, so whatever
+        // is outstanding went to a previous one (also when the leader was
+        // unknown in between: this node promised a newer term meanwhile).
         *current = Some(leader);
-        if !changed {
-            return;
-        }
         let forwarded: Vec<ReqId> = std::mem::take(&mut self.clm().forwarded)
             .into_values()
             .map(|(r, _)| r)

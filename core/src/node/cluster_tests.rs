@@ -110,6 +110,8 @@ struct Rig {
     slow_fsync_ns: u64,
     /// A driver bug: every start of a node gets the same seed.
     same_seed: bool,
+    /// `ClusterConfig::request_timeout_ns` of nodes started from now on.
+    request_timeout_ns: u64,
 }
 
 /// A tiny deterministic generator (xorshift*).
@@ -166,6 +168,7 @@ impl Rig {
             slow_fsync: BTreeSet::new(),
             slow_fsync_ns: 10_000 * MS,
             same_seed: false,
+            request_timeout_ns: ClusterConfig::new(member("n1")).request_timeout_ns,
         }
     }
 
@@ -204,6 +207,7 @@ impl Rig {
         NodeConfig {
             cluster: Some(ClusterConfig {
                 mutants: self.mutants,
+                request_timeout_ns: self.request_timeout_ns,
                 ..ClusterConfig::new(member(id))
             }),
             ..NodeConfig::default()
@@ -1798,4 +1802,34 @@ fn a_lost_read_index_answer_is_asked_again() {
         "answered after {} ms",
         (rig.now.0 - start.0) / MS
     );
+}
+
+/// A follower whose leader changes fails the requests it forwarded to the
+/// old one at once (outcome unknown), instead of waiting out the request
+/// timeout.
+#[test]
+fn forwarded_requests_fail_fast_when_the_leader_changes() {
+    let mut rig = Rig::cluster(3);
+    rig.request_timeout_ns = 60_000 * MS;
+    for id in ["n1", "n2", "n3"] {
+        rig.crash(id);
+        rig.start(id);
+    }
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().len() == 1 && r.converged()));
+    let leader = rig.serving_leaders()[0].clone();
+    let follower = if leader == "n2" { "n3" } else { "n2" };
+    rig.machines.get_mut(&leader).unwrap().paused = true;
+    // Cut from the bucket, the follower cannot take over itself (which
+    // fails what it forwarded anyway): it learns the new leader from its
+    // first append.
+    rig.no_bucket.insert(follower.to_owned());
+    let req = rig.put(follower, "x", "1");
+    let start = rig.now;
+    let answer = rig.answer(req, 30_000);
+    let Some(Err(Error::Timeout(why))) = &answer else {
+        panic!("{answer:?} {follower} {leader}\n{}", rig.dump())
+    };
+    assert!(why.contains("leader changed"), "{why}");
+    assert_ne!(rig.node(follower).leader().map(|m| m.id), Some(leader));
+    assert!(rig.now.0 - start.0 < 20_000 * MS);
 }
