@@ -977,7 +977,13 @@ impl<E: KvEngine> Node<E> {
         c.removed = true;
         c.join_at = None;
         c.lock_next_at = None;
-        let forwarded: Vec<ReqId> = std::mem::take(&mut c.forwarded)
+        self.fail_forwarded(why);
+    }
+
+    /// Follower: fails the requests forwarded to the leader, outcome
+    /// unknown (they may still take effect).
+    fn fail_forwarded(&mut self, why: &str) {
+        let forwarded: Vec<ReqId> = std::mem::take(&mut self.clm().forwarded)
             .into_values()
             .map(|(r, _)| r)
             .collect();
@@ -1022,10 +1028,6 @@ impl<E: KvEngine> Node<E> {
         };
         self.lock_put(LockStep::Refresh(next), PutCondition::IfMatch(etag));
     }
-}
-
-fn c_me<E: KvEngine>(node: &Node<E>) -> String {
-    node.cl().me().id.clone()
 }
 
 fn leader_member(lock: &LeaderLock) -> Member {
@@ -2035,18 +2037,7 @@ impl<E: KvEngine> Node<E> {
         // is outstanding went to a previous one (also when the leader was
         // unknown in between: this node promised a newer term meanwhile).
         *current = Some(leader);
-        let forwarded: Vec<ReqId> = std::mem::take(&mut self.clm().forwarded)
-            .into_values()
-            .map(|(r, _)| r)
-            .collect();
-        for req in forwarded {
-            self.reply(
-                req,
-                Err(Error::Timeout(
-                    "the leader changed: the forwarded request may still take effect".into(),
-                )),
-            );
-        }
+        self.fail_forwarded("the leader changed");
         self.ask_read_index_again(now, true);
     }
 
@@ -2276,6 +2267,7 @@ impl<E: KvEngine> Node<E> {
     /// member.
     fn maybe_change_members(&mut self, _now: Time) {
         let commit = self.cl().commit;
+        let me = self.cl().me().id.clone();
         let Role::Leader(l) = &self.cl().role else {
             return;
         };
@@ -2288,7 +2280,7 @@ impl<E: KvEngine> Node<E> {
             // as leader (of our term, which it never led): once it misses
             // us it claims term + 1 at once, without waiting out the lock
             // TTL, through the usual promise round.
-            let successor = (*id == c_me(self))
+            let successor = (*id == me)
                 .then(|| {
                     l.peers
                         .values()
