@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts" / "pylib"))
@@ -936,6 +936,68 @@ def self_test(args: argparse.Namespace) -> int:
         return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# Command line (bench/compare_cluster.py shares these)
+# ----------------------------------------------------------------------------------------------
+
+def add_client_args(ap: argparse.ArgumentParser) -> None:
+    """The `t4 bench` settings passed to every run alike (client_flags)."""
+    ap.add_argument("--clients", type=int, help="t4 bench --clients (default: its per-workload "
+                                                "default)")
+    ap.add_argument("--key-size", type=int, help="t4 bench --key-size (default: its default)")
+    ap.add_argument("--val-size", type=int, help="t4 bench --val-size (default: its default)")
+    ap.add_argument("--bench-arg", action="append", default=[], metavar="ARGS",
+                    help="extra arguments for every `t4 bench` run (repeatable)")
+
+
+def add_binary_args(ap: argparse.ArgumentParser) -> None:
+    """The binaries: the t4 server, the `t4 bench` client, etcd and etcdctl."""
+    ap.add_argument("--t4-bin", help="the t4 binary to serve with (default: build the release "
+                                     "binary with cargo)")
+    ap.add_argument("--bench-bin", help="the t4 binary whose `bench` subcommand is the client "
+                                        "(default: --t4-bin)")
+    ap.add_argument("--etcd-bin", default="etcd")
+    ap.add_argument("--etcdctl-bin", default="etcdctl")
+
+
+def add_logs_and_no_run_args(ap: argparse.ArgumentParser) -> None:
+    """--keep-logs, and the two ways to run nothing: --report-from and --estimate."""
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy server and bench logs to DIR")
+    ap.add_argument("--report-from", metavar="FILE.jsonl",
+                    help="run nothing: re-render the tables (and --results-md) from the results "
+                         "file of an earlier run, adding any --note")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print how long the run would take and exit")
+
+
+def parse_workloads(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--workloads a,b -> args.workloads, a list of known workloads (else a usage error)."""
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                servers: str) -> int:
+    """run(args) with SIGTERM and SIGHUP (as Ctrl-C already does) unwinding through its finally
+    blocks, which stop the `servers` ("servers", "clusters") and remove the temp dirs. Returns
+    run's exit status, 2 when it raised HarnessError, 130 when interrupted."""
+    def on_signal(signum, _frame):
+        log(f"{signal.Signals(signum).name}: stopping the {servers}, removing temp dirs")
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        return run(args)
+    except HarnessError as e:
+        log(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        log(f"interrupted; {servers} stopped, temp dirs removed")
+        return 130
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description="Benchmark t4 against a real etcd, side by side (see bench/README.md).")
@@ -945,20 +1007,10 @@ def main() -> int:
                     help="pairs of runs per workload, alternating order (default 3)")
     ap.add_argument("--duration", type=parse_duration, default=parse_duration("8s"),
                     help="length of each run, e.g. 10s (default 8s)")
-    ap.add_argument("--clients", type=int, help="t4 bench --clients (default: its per-workload "
-                                                "default)")
-    ap.add_argument("--key-size", type=int, help="t4 bench --key-size (default: its default)")
-    ap.add_argument("--val-size", type=int, help="t4 bench --val-size (default: its default)")
-    ap.add_argument("--bench-arg", action="append", default=[], metavar="ARGS",
-                    help="extra arguments for every `t4 bench` run (repeatable)")
+    add_client_args(ap)
     ap.add_argument("--skip-check-perf", action="store_true",
                     help="do not run etcdctl check perf (saves about 4.5 minutes)")
-    ap.add_argument("--t4-bin", help="the t4 binary to serve with (default: build the release "
-                                     "binary with cargo)")
-    ap.add_argument("--bench-bin", help="the t4 binary whose `bench` subcommand is the client "
-                                        "(default: --t4-bin)")
-    ap.add_argument("--etcd-bin", default="etcd")
-    ap.add_argument("--etcdctl-bin", default="etcdctl")
+    add_binary_args(ap)
     ap.add_argument("--out", help="JSON-lines file for every raw run, the medians and the check "
                                   "perf results (default bench/results/<date>.jsonl)")
     ap.add_argument("--results-md", help="also (re)write this Markdown report, e.g. "
@@ -967,41 +1019,18 @@ def main() -> int:
                                        "system temp dir); its file system is what fsync costs")
     ap.add_argument("--note", action="append", default=[], metavar="TEXT",
                     help="a paragraph for the report's Notes section (repeatable)")
-    ap.add_argument("--keep-logs", metavar="DIR", help="copy server and bench logs to DIR")
-    ap.add_argument("--report-from", metavar="FILE.jsonl",
-                    help="run nothing: re-render the tables (and --results-md) from the results "
-                         "file of an earlier run, adding any --note")
-    ap.add_argument("--estimate", action="store_true",
-                    help="print how long the run would take and exit")
+    add_logs_and_no_run_args(ap)
     ap.add_argument("--self-test", action="store_true",
                     help="a 1 s seq-put pair through the whole pipeline, with checks")
     args = ap.parse_args()
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
-    if unknown:
-        ap.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    parse_workloads(ap, args)
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
     if args.estimate:
         print(f"about {fmt_minutes(estimate_s(args))}")
         return 0
-
-    # SIGTERM / SIGHUP: unwind through the finally blocks (stop servers, remove temp dirs).
-    def on_signal(signum, _frame):
-        log(f"{signal.Signals(signum).name}: stopping the servers, removing temp dirs")
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        if args.report_from:
-            return report_from(args)
-        return self_test(args) if args.self_test else run_comparison(args)
-    except HarnessError as e:
-        log(f"error: {e}")
-        return 2
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped, temp dirs removed")
-        return 130
+    run = report_from if args.report_from else self_test if args.self_test else run_comparison
+    return run_guarded(run, args, "servers")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -784,21 +783,11 @@ def main() -> int:
     ap.add_argument("--warmup", default="500ms",
                     help="t4 bench --warmup: a duration, or a count of operations (default "
                          "500ms: the cluster is warm from the runs before)")
-    ap.add_argument("--clients", type=int, help="t4 bench --clients (default: its per-workload "
-                                                "default)")
-    ap.add_argument("--key-size", type=int, help="t4 bench --key-size (default: its default)")
-    ap.add_argument("--val-size", type=int, help="t4 bench --val-size (default: its default)")
-    ap.add_argument("--bench-arg", action="append", default=[], metavar="ARGS",
-                    help="extra arguments for every `t4 bench` run (repeatable)")
+    compare.add_client_args(ap)
     ap.add_argument("--quick", action="store_true",
                     help=f"a smoke run: one round, --total {QUICK_TOTAL}, no warm-up, "
                          f"{QUICK_KEYS} keys (the numbers mean nothing)")
-    ap.add_argument("--t4-bin", help="the t4 binary to serve with (default: build the release "
-                                     "binary with cargo)")
-    ap.add_argument("--bench-bin", help="the t4 binary whose `bench` subcommand is the client "
-                                        "(default: --t4-bin)")
-    ap.add_argument("--etcd-bin", default="etcd")
-    ap.add_argument("--etcdctl-bin", default="etcdctl")
+    compare.add_binary_args(ap)
     ap.add_argument("--out", help="JSON-lines file for every raw run, cluster and median "
                                   "(default bench/results/cluster-<date>.jsonl)")
     ap.add_argument("--results-md", help="also replace the cluster section of this Markdown "
@@ -808,17 +797,9 @@ def main() -> int:
                                        "costs")
     ap.add_argument("--note", action="append", default=[], metavar="TEXT",
                     help="a paragraph for the report section (repeatable)")
-    ap.add_argument("--keep-logs", metavar="DIR", help="copy server and bench logs to DIR")
-    ap.add_argument("--report-from", metavar="FILE.jsonl",
-                    help="run nothing: re-render the tables (and --results-md) from the results "
-                         "file of an earlier run, adding any --note")
-    ap.add_argument("--estimate", action="store_true",
-                    help="print how long the run would take and exit")
+    compare.add_logs_and_no_run_args(ap)
     args = ap.parse_args()
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
-    if unknown:
-        ap.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    compare.parse_workloads(ap, args)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or any(v not in VARIANTS for v in args.variants):
         ap.error(f"--variants takes {' and/or '.join(VARIANTS)}")
@@ -834,23 +815,8 @@ def main() -> int:
     if args.estimate:
         print(f"about {fmt_minutes(estimate_s(args))}")
         return 0
-
-    # SIGTERM / SIGHUP: unwind through the finally blocks (stop servers, remove temp dirs).
-    def on_signal(signum, _frame):
-        log(f"{signal.Signals(signum).name}: stopping the clusters, removing temp dirs")
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    try:
-        if args.report_from:
-            return report_from(args)
-        return run_comparison(args)
-    except HarnessError as e:
-        log(f"error: {e}")
-        return 2
-    except KeyboardInterrupt:
-        log("interrupted; clusters stopped, temp dirs removed")
-        return 130
+    return compare.run_guarded(report_from if args.report_from else run_comparison, args,
+                               "clusters")
 
 
 if __name__ == "__main__":
