@@ -623,6 +623,19 @@ def check_bench_subcommand(bench_bin: Path) -> None:
                            f"{p.stdout.decode('utf-8', 'replace').strip()[-500:]}")
 
 
+def prepare_binaries(args: argparse.Namespace) -> None:
+    """etcd and etcdctl installed, args.t4_bin built (unless given) and resolved, args.bench_bin
+    resolved (default: args.t4_bin) and able to bench; HarnessError otherwise."""
+    ensure_etcd(args)
+    if args.t4_bin is None:
+        args.t4_bin = build_t4()
+    args.t4_bin = Path(args.t4_bin).resolve()
+    if not args.t4_bin.exists():
+        raise HarnessError(f"--t4-bin {args.t4_bin} does not exist")
+    args.bench_bin = Path(args.bench_bin).resolve() if args.bench_bin else args.t4_bin
+    check_bench_subcommand(args.bench_bin)
+
+
 # ----------------------------------------------------------------------------------------------
 # Markdown report
 # ----------------------------------------------------------------------------------------------
@@ -712,6 +725,56 @@ def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
 
 
 # ----------------------------------------------------------------------------------------------
+# A run's files: results path, work dir, private binaries, teardown (compare_cluster.py too)
+# ----------------------------------------------------------------------------------------------
+
+def results_path(args: argparse.Namespace, date: datetime.datetime, prefix: str = "") -> Path:
+    """--out, or bench/results/<prefix><date>.jsonl; absolute, its directory created."""
+    out_path = Path(args.out) if args.out else \
+        REPO / "bench" / "results" / f"{prefix}{date.strftime('%Y-%m-%d-%H%M%S')}.jsonl"
+    out_path = out_path.resolve()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return out_path
+
+
+def make_workdir(args: argparse.Namespace, prefix: str) -> Path:
+    """A fresh temp dir for the servers' data, in --work-dir (created if need be) or the system
+    temp dir. tear_down removes it."""
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=args.work_dir))
+
+
+def use_private_copies(args: argparse.Namespace, workdir: Path) -> dict:
+    """Copies args.t4_bin and args.bench_bin to workdir/bin, points args at the copies, and
+    returns the originals' paths ("t4", "bench"). Measure a private copy: a rebuild of the target
+    dir during the run (another build sharing it) must not change the binary halfway through."""
+    (workdir / "bin").mkdir()
+    originals = {"t4": str(args.t4_bin), "bench": str(args.bench_bin)}
+    t4_copy = workdir / "bin" / "t4"
+    shutil.copy2(args.t4_bin, t4_copy)
+    if args.bench_bin == args.t4_bin:
+        args.bench_bin = t4_copy
+    else:
+        args.bench_bin = Path(shutil.copy2(args.bench_bin, workdir / "bin" / "t4-bench"))
+    args.t4_bin = t4_copy
+    return originals
+
+
+def tear_down(h) -> None:
+    """Stops every server harness `h` (a Harness here or in compare_cluster.py) started, copies
+    its logs to --keep-logs, and removes its work dir."""
+    h.stop_all()
+    if h.args.keep_logs:
+        dest = Path(h.args.keep_logs)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in h.logdir.iterdir():
+            shutil.copy2(f, dest / f.name)
+        log(f"server and bench logs copied to {dest}")
+    shutil.rmtree(h.workdir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
 
@@ -725,38 +788,14 @@ def estimate_s(args: argparse.Namespace) -> float:
 
 def run_comparison(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
-    ensure_etcd(args)
-    if args.t4_bin is None:
-        args.t4_bin = build_t4()
-    args.t4_bin = Path(args.t4_bin).resolve()
-    if not args.t4_bin.exists():
-        raise HarnessError(f"--t4-bin {args.t4_bin} does not exist")
-    args.bench_bin = Path(args.bench_bin).resolve() if args.bench_bin else args.t4_bin
-    check_bench_subcommand(args.bench_bin)
-
+    prepare_binaries(args)
     date = datetime.datetime.now()
-    out_path = Path(args.out) if args.out else \
-        REPO / "bench" / "results" / f"{date.strftime('%Y-%m-%d-%H%M%S')}.jsonl"
-    out_path = out_path.resolve()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="t4-bench-", dir=args.work_dir))
+    out_path = results_path(args, date)
+    workdir = make_workdir(args, "t4-bench-")
     h = Harness(args, workdir)
     failures = 0
     try:
-        # Measure a private copy: a rebuild of the target dir during the run (another build
-        # sharing it) must not change the binary halfway through.
-        (workdir / "bin").mkdir()
-        originals = {"t4": str(args.t4_bin), "bench": str(args.bench_bin)}
-        t4_copy = workdir / "bin" / "t4"
-        shutil.copy2(args.t4_bin, t4_copy)
-        if args.bench_bin == args.t4_bin:
-            args.bench_bin = t4_copy
-        else:
-            args.bench_bin = Path(shutil.copy2(args.bench_bin, workdir / "bin" / "t4-bench"))
-        args.t4_bin = t4_copy
+        originals = use_private_copies(args, workdir)
         est = estimate_s(args)
         log(f"t4: {originals['t4']}\nbench client: {originals['bench']} bench\n"
             f"work dir: {workdir}\nresults: {out_path}\n"
@@ -853,14 +892,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
         return 1 if failures else 0
     finally:
-        h.stop_all()
-        if args.keep_logs:
-            dest = Path(args.keep_logs)
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in h.logdir.iterdir():
-                shutil.copy2(f, dest / f.name)
-            log(f"server and bench logs copied to {dest}")
-        shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(h)
 
 
 def report_from(args: argparse.Namespace) -> int:

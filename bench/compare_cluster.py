@@ -40,7 +40,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -607,38 +606,15 @@ def run_round(h: Harness, kind: str, r: int, position: int, emit, runs: Dict) ->
 
 def run_comparison(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
-    compare.ensure_etcd(args)
-    if args.t4_bin is None:
-        args.t4_bin = compare.build_t4()
-    args.t4_bin = Path(args.t4_bin).resolve()
-    if not args.t4_bin.exists():
-        raise HarnessError(f"--t4-bin {args.t4_bin} does not exist")
-    args.bench_bin = Path(args.bench_bin).resolve() if args.bench_bin else args.t4_bin
-    compare.check_bench_subcommand(args.bench_bin)
+    compare.prepare_binaries(args)
     check_cluster_mode(args.t4_bin)
-
     date = datetime.datetime.now()
-    out_path = Path(args.out) if args.out else \
-        REPO / "bench" / "results" / f"cluster-{date.strftime('%Y-%m-%d-%H%M%S')}.jsonl"
-    out_path = out_path.resolve()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="t4-bench-cluster-", dir=args.work_dir))
+    out_path = compare.results_path(args, date, "cluster-")
+    workdir = compare.make_workdir(args, "t4-bench-cluster-")
     h = Harness(args, workdir)
     failures = 0
     try:
-        # Measure private copies (see bench/compare.py).
-        (workdir / "bin").mkdir()
-        originals = {"t4": str(args.t4_bin), "bench": str(args.bench_bin)}
-        t4_copy = workdir / "bin" / "t4"
-        shutil.copy2(args.t4_bin, t4_copy)
-        if args.bench_bin == args.t4_bin:
-            args.bench_bin = t4_copy
-        else:
-            args.bench_bin = Path(shutil.copy2(args.bench_bin, workdir / "bin" / "t4-bench"))
-        args.t4_bin = t4_copy
+        originals = compare.use_private_copies(args, workdir)
         measure = (f"{args.total} ops" if args.total is not None
                    else fmt_duration_arg(args.duration))
         log(f"t4: {originals['t4']}\nbench client: {originals['bench']} bench\n"
@@ -717,14 +693,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
         return 1 if failures else 0
     finally:
-        h.stop_all()
-        if args.keep_logs:
-            dest = Path(args.keep_logs)
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in h.logdir.iterdir():
-                shutil.copy2(f, dest / f.name)
-            log(f"server and bench logs copied to {dest}")
-        shutil.rmtree(workdir, ignore_errors=True)
+        compare.tear_down(h)
 
 
 def check_cluster_mode(t4_bin: Path) -> None:
