@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts" / "pylib"))
@@ -761,6 +761,106 @@ def use_private_copies(args: argparse.Namespace, workdir: Path) -> dict:
     return originals
 
 
+def log_plan(originals: dict, workdir: Path, out_path: Path, plan: str) -> None:
+    """Says what is measured, where, and the plan (what runs, how long it takes)."""
+    log(f"t4: {originals['t4']}\nbench client: {originals['bench']} bench\n"
+        f"work dir: {workdir}\nresults: {out_path}\n{plan}")
+
+
+def bench_settings(argv: List[str]) -> str:
+    """A `t4 bench` command line made for endpoint HOST:PORT, as the meta record shows it: from
+    the subcommand's first flag on, the endpoint as "…"."""
+    return shlex.join(argv[2:]).replace("http://HOST:PORT", "…")
+
+
+def run_meta(args: argparse.Namespace, date: datetime.datetime, workdir: Path,
+             originals: dict, settings: dict, header: Optional[dict] = None) -> dict:
+    """The meta record that opens a results file: `header` (compare_cluster.py: its mode), the
+    date and command, the machine (an fsync probe in workdir), the versions, `settings` (what is
+    measured and how), the notes and the binaries measured (`originals`, not the copies).
+    Logs the machine, with a warning when it is busy."""
+    meta = {
+        "type": "meta",
+        **(header or {}),
+        "date": date.astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:]),
+        "machine": machine_info(workdir),
+        "versions": versions(args),
+        **settings,
+        "notes": args.note,
+        "t4_bin": originals["t4"],
+        "bench_bin": originals["bench"],
+    }
+    fp = meta["machine"]["fsync_probe"]
+    log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, "
+        f"{meta['machine']['memory']}; fdatasync p50 {fp['p50_us']:.0f} µs; "
+        f"etcd {meta['versions']['etcd']}; load average "
+        f"{meta['machine']['loadavg_at_start']:.2f}")
+    if meta["machine"]["loadavg_at_start"] > 0.5 * (os.cpu_count() or 1):
+        log("warning: the machine is busy (load average above half the cores); "
+            "expect noisy numbers")
+    return meta
+
+
+class ResultsFile:
+    """The JSON-lines results file of one run: the meta record first, then every record as it is
+    made, each flushed (a run that dies halfway leaves what it measured), the end record last.
+    `records` holds what was written, in order."""
+
+    def __init__(self, path: Path, meta: dict):
+        self.records: List[dict] = []
+        self._out = open(path, "w")
+        self.emit(meta)
+
+    def emit(self, rec: dict) -> None:
+        self.records.append(rec)
+        self._out.write(json.dumps(rec) + "\n")
+        self._out.flush()
+
+    def __enter__(self) -> "ResultsFile":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._out.close()
+
+
+def end_record(meta: dict, workdir: Path, t_start: float, failures: int) -> dict:
+    """Completes `meta` with the elapsed time and the machine at the end (an fsync probe in
+    workdir, the load average), and returns the end record that says the same (a meta record
+    is written before any of this is known; load_results joins the two again)."""
+    meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    meta["machine"]["fsync_probe_at_end"] = fsync_probe(workdir)
+    meta["machine"]["loadavg_at_end"] = os.getloadavg()[0]
+    return {"type": "end", "elapsed_s": meta["elapsed_s"], "failed_runs": failures,
+            "fsync_probe_at_end": meta["machine"]["fsync_probe_at_end"],
+            "loadavg_at_end": meta["machine"]["loadavg_at_end"]}
+
+
+def load_results(args: argparse.Namespace, mode: Optional[str] = None) -> Tuple[Path, List[dict],
+                                                                                 dict]:
+    """For --report-from: the results file's path, its records, and its meta record completed
+    from the end record as end_record left it, with this invocation's --note paragraphs added.
+    `mode`: the meta record must have this "mode" (None: any meta record will do)."""
+    path = Path(args.report_from).resolve()
+    try:
+        recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot read {path}: {e}")
+    metas = [r for r in recs
+             if r.get("type") == "meta" and (mode is None or r.get("mode") == mode)]
+    ends = [r for r in recs if r.get("type") == "end"]
+    if not metas or not ends:
+        raise HarnessError(f"{path} is not a complete results file (no meta or end record)"
+                           if mode is None else f"{path} is not a complete {mode} results file")
+    meta, end = metas[0], ends[-1]
+    meta["elapsed_s"] = end["elapsed_s"]
+    for key in ("fsync_probe_at_end", "loadavg_at_end"):
+        if key in end:
+            meta["machine"][key] = end[key]
+    meta["notes"] = list(meta.get("notes") or []) + args.note
+    return path, recs, meta
+
+
 def tear_down(h) -> None:
     """Stops every server harness `h` (a Harness here or in compare_cluster.py) started, copies
     its logs to --keep-logs, and removes its work dir."""
@@ -796,54 +896,29 @@ def run_comparison(args: argparse.Namespace) -> int:
     failures = 0
     try:
         originals = use_private_copies(args, workdir)
-        est = estimate_s(args)
-        log(f"t4: {originals['t4']}\nbench client: {originals['bench']} bench\n"
-            f"work dir: {workdir}\nresults: {out_path}\n"
-            f"{len(args.workloads)} workload(s) × {args.repeats} pair(s) × "
-            f"{fmt_duration_arg(args.duration)}"
-            + ("" if args.skip_check_perf else
-               f", then etcdctl check perf --load={'/'.join(CHECK_PERF_LOADS)} on each "
-               f"server ({CHECK_PERF_SECONDS} s each)")
-            + f": about {fmt_minutes(est)}")
-        meta = {
-            "type": "meta",
-            "date": date.astimezone().isoformat(timespec="seconds"),
-            "command": shlex.join([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:]),
-            "machine": machine_info(workdir),
-            "versions": versions(args),
+        log_plan(originals, workdir, out_path,
+                 f"{len(args.workloads)} workload(s) × {args.repeats} pair(s) × "
+                 f"{fmt_duration_arg(args.duration)}"
+                 + ("" if args.skip_check_perf else
+                    f", then etcdctl check perf --load={'/'.join(CHECK_PERF_LOADS)} on each "
+                    f"server ({CHECK_PERF_SECONDS} s each)")
+                 + f": about {fmt_minutes(estimate_s(args))}")
+        meta = run_meta(args, date, workdir, originals, {
             "repeats": args.repeats,
             "duration_s": args.duration,
             "workloads": args.workloads,
-            "bench_settings": shlex.join(
-                bench_argv(args, "HOST:PORT", "W")[2:]).replace("http://HOST:PORT", "…"),
+            "bench_settings": bench_settings(bench_argv(args, "HOST:PORT", "W")),
             "fresh_server": "per run",
-            "notes": args.note,
-            "t4_bin": originals["t4"],
-            "bench_bin": originals["bench"],
-        }
-        fp = meta["machine"]["fsync_probe"]
-        log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, "
-            f"{meta['machine']['memory']}; fdatasync p50 {fp['p50_us']:.0f} µs; "
-            f"etcd {meta['versions']['etcd']}; load average "
-            f"{meta['machine']['loadavg_at_start']:.2f}")
-        if meta["machine"]["loadavg_at_start"] > 0.5 * (os.cpu_count() or 1):
-            log("warning: the machine is busy (load average above half the cores); "
-                "expect noisy numbers")
-        records: List[dict] = [meta]
+        })
         summaries: List[dict] = []
-        with open(out_path, "w") as out:
-            def emit(rec: dict) -> None:
-                records.append(rec)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
-            out.write(json.dumps(meta) + "\n")
+        with ResultsFile(out_path, meta) as out:
             for workload in args.workloads:
                 runs = []
                 for r in range(args.repeats):
                     order = ["t4", "etcd"] if r % 2 == 0 else ["etcd", "t4"]
                     for pos, kind in enumerate(order):
                         rec = run_bench(h, kind, workload, r, pos)
-                        emit(rec)
+                        out.emit(rec)
                         runs.append(rec)
                         if "error" in rec:
                             failures += 1
@@ -855,7 +930,7 @@ def run_comparison(args: argparse.Namespace) -> int:
                                 f"p50 {fmt_us(x.get('p50_us'))}  p99 {fmt_us(x.get('p99_us'))}"
                                 + (f"  errors {x['errors']}" if x.get("errors") else ""))
                 s = summarise(workload, runs)
-                emit(s)
+                out.emit(s)
                 summaries.append(s)
             check_perf: List[dict] = []
             if not args.skip_check_perf:
@@ -864,19 +939,13 @@ def run_comparison(args: argparse.Namespace) -> int:
                         log(f"  check perf --load={load} against {kind} "
                             f"({CHECK_PERF_SECONDS} s)…")
                         rec = run_check_perf(h, kind, load)
-                        emit(rec)
+                        out.emit(rec)
                         check_perf.append(rec)
                         if rec.get("verdict") == "ERROR":
                             failures += 1
                         log(f"    {rec.get('verdict')}: "
                             f"{' · '.join(verdict_lines(rec)) or rec.get('error', '')}")
-            meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
-            meta["machine"]["fsync_probe_at_end"] = fsync_probe(workdir)
-            meta["machine"]["loadavg_at_end"] = os.getloadavg()[0]
-            out.write(json.dumps({"type": "end", "elapsed_s": meta["elapsed_s"],
-                                  "failed_runs": failures,
-                                  "fsync_probe_at_end": meta["machine"]["fsync_probe_at_end"],
-                                  "loadavg_at_end": meta["machine"]["loadavg_at_end"]}) + "\n")
+            out.emit(end_record(meta, workdir, t_start, failures))
 
         print("\n" + results_table(summaries))
         if check_perf:
@@ -898,21 +967,7 @@ def run_comparison(args: argparse.Namespace) -> int:
 def report_from(args: argparse.Namespace) -> int:
     """Re-renders the Markdown report (and the tables) from a results file of an earlier run,
     with the --note paragraphs of this invocation added."""
-    path = Path(args.report_from).resolve()
-    try:
-        recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    except (OSError, ValueError) as e:
-        raise HarnessError(f"cannot read {path}: {e}")
-    metas = [r for r in recs if r.get("type") == "meta"]
-    ends = [r for r in recs if r.get("type") == "end"]
-    if not metas or not ends:
-        raise HarnessError(f"{path} is not a complete results file (no meta or end record)")
-    meta, end = metas[0], ends[-1]
-    meta["elapsed_s"] = end["elapsed_s"]
-    for key in ("fsync_probe_at_end", "loadavg_at_end"):
-        if key in end:
-            meta["machine"][key] = end[key]
-    meta["notes"] = list(meta.get("notes") or []) + args.note
+    path, recs, meta = load_results(args)
     summaries = [r for r in recs if r.get("type") == "median"]
     check_perf = [r for r in recs if r.get("type") == "check_perf"]
     print(results_table(summaries))

@@ -617,67 +617,39 @@ def run_comparison(args: argparse.Namespace) -> int:
         originals = compare.use_private_copies(args, workdir)
         measure = (f"{args.total} ops" if args.total is not None
                    else fmt_duration_arg(args.duration))
-        log(f"t4: {originals['t4']}\nbench client: {originals['bench']} bench\n"
-            f"work dir: {workdir}\nresults: {out_path}\n"
-            f"{args.repeats} round(s) × 2 clusters × {len(args.workloads)} workload(s) × "
-            f"{len(args.variants)} variant(s) × {measure}: about {fmt_minutes(estimate_s(args))}")
-        meta = {
-            "type": "meta",
+        compare.log_plan(originals, workdir, out_path,
+                         f"{args.repeats} round(s) × 2 clusters × {len(args.workloads)} "
+                         f"workload(s) × {len(args.variants)} variant(s) × {measure}: about "
+                         f"{fmt_minutes(estimate_s(args))}")
+        meta = compare.run_meta(args, date, workdir, originals, header={
             "mode": "cluster",
             "members": MEMBERS,
-            "date": date.astimezone().isoformat(timespec="seconds"),
-            "command": shlex.join([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:]),
-            "machine": compare.machine_info(workdir),
-            "versions": compare.versions(args),
+        }, settings={
             "repeats": args.repeats,
             "duration_s": args.duration if args.total is None else None,
             "total": args.total,
             "workloads": args.workloads,
             "variants": args.variants,
-            "bench_settings": shlex.join(
-                bench_argv(args, ["HOST:PORT"], "W")[2:]).replace("http://HOST:PORT", "…"),
+            "bench_settings": compare.bench_settings(bench_argv(args, ["HOST:PORT"], "W")),
             "fresh_cluster": "per round and kind",
-            "notes": args.note,
-            "t4_bin": originals["t4"],
-            "bench_bin": originals["bench"],
-        }
-        fp = meta["machine"]["fsync_probe"]
-        log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, "
-            f"{meta['machine']['memory']}; fdatasync p50 {fp['p50_us']:.0f} µs; "
-            f"etcd {meta['versions']['etcd']}; load average "
-            f"{meta['machine']['loadavg_at_start']:.2f}")
-        if meta["machine"]["loadavg_at_start"] > 0.5 * (os.cpu_count() or 1):
-            log("warning: the machine is busy (load average above half the cores); "
-                "expect noisy numbers")
-        records: List[dict] = [meta]
+        })
         runs: Dict[Tuple[str, str], List[dict]] = {}
-        with open(out_path, "w") as out:
-            def emit(rec: dict) -> None:
-                records.append(rec)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
-            out.write(json.dumps(meta) + "\n")
+        with compare.ResultsFile(out_path, meta) as out:
             for r in range(args.repeats):
                 order = ["t4", "etcd"] if r % 2 == 0 else ["etcd", "t4"]
                 for pos, kind in enumerate(order):
                     log(f"round {r + 1}/{args.repeats}: {kind}")
-                    failures += run_round(h, kind, r, pos, emit, runs)
+                    failures += run_round(h, kind, r, pos, out.emit, runs)
             summaries = []
             for workload in args.workloads:
                 for variant in args.variants:
                     s = summarise(workload, variant, runs.get((workload, variant), []))
-                    emit(s)
+                    out.emit(s)
                     summaries.append(s)
-            meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
-            meta["machine"]["fsync_probe_at_end"] = compare.fsync_probe(workdir)
-            meta["machine"]["loadavg_at_end"] = os.getloadavg()[0]
-            leftovers = h.leftovers()
-            out.write(json.dumps({"type": "end", "elapsed_s": meta["elapsed_s"],
-                                  "failed_runs": failures,
-                                  "fsync_probe_at_end": meta["machine"]["fsync_probe_at_end"],
-                                  "loadavg_at_end": meta["machine"]["loadavg_at_end"],
-                                  "leftover_processes": leftovers}) + "\n")
-        clusters = [r for r in records if r.get("type") == "cluster"]
+            end = compare.end_record(meta, workdir, t_start, failures)
+            leftovers = end["leftover_processes"] = h.leftovers()
+            out.emit(end)
+        clusters = [r for r in out.records if r.get("type") == "cluster"]
         print("\n" + results_table(summaries))
         print("\n" + clusters_table(clusters))
         print(f"\nraw results: {out_path}")
@@ -707,21 +679,7 @@ def check_cluster_mode(t4_bin: Path) -> None:
 def report_from(args: argparse.Namespace) -> int:
     """Re-renders the tables (and the --results-md section) from an earlier run's results,
     with the --note paragraphs of this invocation added."""
-    path = Path(args.report_from).resolve()
-    try:
-        recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    except (OSError, ValueError) as e:
-        raise HarnessError(f"cannot read {path}: {e}")
-    metas = [r for r in recs if r.get("type") == "meta" and r.get("mode") == "cluster"]
-    ends = [r for r in recs if r.get("type") == "end"]
-    if not metas or not ends:
-        raise HarnessError(f"{path} is not a complete cluster results file")
-    meta, end = metas[0], ends[-1]
-    meta["elapsed_s"] = end["elapsed_s"]
-    for key in ("fsync_probe_at_end", "loadavg_at_end"):
-        if key in end:
-            meta["machine"][key] = end[key]
-    meta["notes"] = list(meta.get("notes") or []) + args.note
+    path, recs, meta = compare.load_results(args, mode="cluster")
     summaries = [r for r in recs if r.get("type") == "median"]
     clusters = [r for r in recs if r.get("type") == "cluster"]
     print(results_table(summaries))
