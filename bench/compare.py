@@ -163,6 +163,9 @@ class Server:
     def exit_description(self) -> str:
         return exit_description(self.proc)
 
+    def describe(self) -> str:
+        return f"{self.kind} (pid {self.proc.pid if self.proc else '?'})"
+
     def failure(self, what: str) -> str:
         return (f"{self.kind} {what}\n  command: {shlex.join(self.argv)}\n"
                 f"  log ({self.log_path}):\n{log_tail(self.log_path, LOG_TAIL_LINES)}")
@@ -211,15 +214,47 @@ class Server:
             self._log = None
 
 
-class Harness:
-    """Starts fresh servers under one temp dir; remembers every server it started."""
+class HarnessBase:
+    """What the harnesses of both comparisons share: a temp work dir (make_workdir) with the logs
+    in logs/, and every server (here) or cluster (compare_cluster.py) started in it, each with
+    stop(), describe() and a data_dir of its own, so that all can be stopped at the end."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args = args
         self.workdir = workdir
         self.logdir = workdir / "logs"
         self.logdir.mkdir()
-        self.started: List[Server] = []
+        self.started: list = []
+
+    def finish(self, s) -> None:
+        """Stops one server or cluster, and deletes its data."""
+        s.stop()
+        shutil.rmtree(s.data_dir, ignore_errors=True)
+
+    def stop_all(self) -> None:
+        for s in self.started:
+            try:
+                s.stop()
+            except Exception as e:  # keep stopping the others
+                log(f"warning: stopping {s.describe()}: {e}")
+
+    def tear_down(self) -> None:
+        """Stops everything started, copies the logs to --keep-logs, removes the work dir."""
+        self.stop_all()
+        if self.args.keep_logs:
+            dest = Path(self.args.keep_logs)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in self.logdir.iterdir():
+                shutil.copy2(f, dest / f.name)
+            log(f"server and bench logs copied to {dest}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Harness(HarnessBase):
+    """Starts fresh servers under one temp dir; remembers every server it started."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        super().__init__(args, workdir)
         self.counter = 0
 
     def new_server(self, kind: str, label: str) -> Server:
@@ -246,17 +281,6 @@ class Harness:
         server.start()
         server.wait_ready(self.args.etcdctl_bin)
         return server
-
-    def finish(self, server: Server) -> None:
-        server.stop()
-        shutil.rmtree(server.data_dir, ignore_errors=True)
-
-    def stop_all(self) -> None:
-        for s in self.started:
-            try:
-                s.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"warning: stopping {s.kind} (pid {s.proc.pid if s.proc else '?'}): {e}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -739,7 +763,7 @@ def results_path(args: argparse.Namespace, date: datetime.datetime, prefix: str 
 
 def make_workdir(args: argparse.Namespace, prefix: str) -> Path:
     """A fresh temp dir for the servers' data, in --work-dir (created if need be) or the system
-    temp dir. tear_down removes it."""
+    temp dir. HarnessBase.tear_down removes it."""
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=args.work_dir))
@@ -861,19 +885,6 @@ def load_results(args: argparse.Namespace, mode: Optional[str] = None) -> Tuple[
     return path, recs, meta
 
 
-def tear_down(h) -> None:
-    """Stops every server harness `h` (a Harness here or in compare_cluster.py) started, copies
-    its logs to --keep-logs, and removes its work dir."""
-    h.stop_all()
-    if h.args.keep_logs:
-        dest = Path(h.args.keep_logs)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in h.logdir.iterdir():
-            shutil.copy2(f, dest / f.name)
-        log(f"server and bench logs copied to {dest}")
-    shutil.rmtree(h.workdir, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
@@ -961,7 +972,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
         return 1 if failures else 0
     finally:
-        tear_down(h)
+        h.tear_down()
 
 
 def report_from(args: argparse.Namespace) -> int:

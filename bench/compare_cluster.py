@@ -37,7 +37,6 @@ import datetime
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -106,9 +105,10 @@ class Cluster:
     """Three server processes of one kind this script started on loopback, each with its own
     fresh data dir (and for t4 one shared directory store as the bucket)."""
 
-    def __init__(self, kind: str, root: Path, logdir: Path, label: str, args: argparse.Namespace):
+    def __init__(self, kind: str, data_dir: Path, logdir: Path, label: str,
+                 args: argparse.Namespace):
         self.kind = kind
-        self.root = root              # everything of this cluster on disk
+        self.data_dir = data_dir      # everything of this cluster on disk
         self.logdir = logdir
         self.label = label
         self.args = args
@@ -121,7 +121,7 @@ class Cluster:
     # -- starting ------------------------------------------------------------------------------
 
     def _server(self, name: str, argv: List[str], endpoint: str) -> Server:
-        server = Server(f"{self.kind} {name}", argv, endpoint, self.root / name,
+        server = Server(f"{self.kind} {name}", argv, endpoint, self.data_dir / name,
                         self.logdir / f"{self.label}-{name}.log")
         self.members[name] = server
         return server
@@ -129,7 +129,7 @@ class Cluster:
     def start(self) -> None:
         """Starts the members and waits until they agree on a leader and on all three members;
         HarnessError if they do not within FORM_TIMEOUT_S."""
-        self.root.mkdir(parents=True)
+        self.data_dir.mkdir(parents=True)
         t0 = time.monotonic()
         if self.kind == "t4":
             self._start_t4()
@@ -144,13 +144,13 @@ class Cluster:
         # The first member finds no lock in the bucket and bootstraps; each later one joins
         # through the leader (one conditional lock write). One at a time, as an operator would:
         # a join is complete when the first member's MemberList shows it.
-        bucket = self.root / "bucket"
+        bucket = self.data_dir / "bucket"
         bucket.mkdir()
         for i, name in enumerate(self.names):
             client_port, peer_port = free_ports(2)
             endpoint = f"127.0.0.1:{client_port}"
             argv = [str(self.args.t4_bin), "run", "--node-id", name,
-                    "--data-dir", str(self.root / name), "--listen", endpoint,
+                    "--data-dir", str(self.data_dir / name), "--listen", endpoint,
                     "--peer-listen", f"127.0.0.1:{peer_port}", "--object-store-dir", str(bucket),
                     "--log-level", "warn"]
             server = self._server(name, argv, endpoint)
@@ -167,7 +167,7 @@ class Cluster:
         for name in self.names:
             client = f"http://127.0.0.1:{ports[name][0]}"
             peer = f"http://127.0.0.1:{ports[name][1]}"
-            argv = [self.args.etcd_bin, "--name", name, "--data-dir", str(self.root / name),
+            argv = [self.args.etcd_bin, "--name", name, "--data-dir", str(self.data_dir / name),
                     "--listen-client-urls", client, "--advertise-client-urls", client,
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                     "--initial-cluster", initial, "--initial-cluster-state", "new",
@@ -303,19 +303,15 @@ class Cluster:
             if name in self.members:
                 self.members[name].stop()
 
+    def describe(self) -> str:
+        return f"the {self.kind} cluster {self.label}"
+
     def processes(self) -> List[subprocess.Popen]:
         return [s.proc for s in self.members.values() if s.proc is not None]
 
 
-class Harness:
+class Harness(compare.HarnessBase):
     """Starts fresh clusters under one temp dir; remembers every cluster it started."""
-
-    def __init__(self, args: argparse.Namespace, workdir: Path):
-        self.args = args
-        self.workdir = workdir
-        self.logdir = workdir / "logs"
-        self.logdir.mkdir()
-        self.started: List[Cluster] = []
 
     def new_cluster(self, kind: str) -> Cluster:
         label = f"{len(self.started) + 1:02d}-{kind}"
@@ -327,17 +323,6 @@ class Harness:
             self.finish(c)
             raise
         return c
-
-    def finish(self, c: Cluster) -> None:
-        c.stop()
-        shutil.rmtree(c.root, ignore_errors=True)
-
-    def stop_all(self) -> None:
-        for c in self.started:
-            try:
-                c.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"warning: stopping the {c.kind} cluster {c.label}: {e}")
 
     def leftovers(self) -> List[str]:
         """Server processes this harness started that have not exited."""
@@ -665,7 +650,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             log(f"{failures} run(s) failed; see the notes column and {out_path}")
         return 1 if failures else 0
     finally:
-        compare.tear_down(h)
+        h.tear_down()
 
 
 def check_cluster_mode(t4_bin: Path) -> None:
