@@ -105,6 +105,13 @@ def fmt_us(v: Optional[float]) -> str:
     return f"{v:.0f} µs"
 
 
+def result_line(x: dict) -> str:
+    """A `t4 bench` result as the progress log shows it: throughput, p50, p99 (and errors)."""
+    return (f"{fmt_ops(x.get('ops_per_sec')):>9s} ops/s  "
+            f"p50 {fmt_us(x.get('p50_us'))}  p99 {fmt_us(x.get('p99_us'))}"
+            + (f"  errors {x['errors']}" if x.get("errors") else ""))
+
+
 def fmt_seconds(v: Optional[float]) -> str:
     return "—" if v is None else f"{v:.3f} s"
 
@@ -288,9 +295,15 @@ class Harness(HarnessBase):
 # ----------------------------------------------------------------------------------------------
 
 def bench_argv(args: argparse.Namespace, endpoint: str, workload: str) -> List[str]:
-    argv = [str(args.bench_bin), "bench", "--endpoints", f"http://{endpoint}",
+    return [str(args.bench_bin), "bench", "--endpoints", f"http://{endpoint}",
             "--workload", workload, "--duration", fmt_duration_arg(args.duration),
-            "--output", "jsonl"]
+            "--output", "jsonl"] + client_flags(args, workload)
+
+
+def client_flags(args: argparse.Namespace, workload: str) -> List[str]:
+    """The `t4 bench` flags both comparisons pass alike (add_client_args): --clients (not to a
+    single-client workload), --key-size, --val-size, then every --bench-arg."""
+    argv = []
     if args.clients is not None and workload not in SINGLE_CLIENT:
         argv += ["--clients", str(args.clients)]
     if args.key_size is not None:
@@ -316,6 +329,32 @@ def parse_bench_output(stdout: str) -> dict:
     raise ValueError("no JSON object on stdout")
 
 
+def run_client(argv: List[str], bench_log: Path, timeout_s: float, rec: dict) -> bool:
+    """Runs `t4 bench` (argv), its stderr to bench_log, and puts into the run record `rec` the
+    wall time and the result, or what went wrong ("error"). False when it was still running
+    after timeout_s and was killed."""
+    t0 = time.monotonic()
+    try:
+        with open(bench_log, "wb") as err:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=err, timeout=timeout_s, env=bench_env(),
+                               preexec_fn=die_with_parent)
+    except subprocess.TimeoutExpired:
+        rec["error"] = f"t4 bench still running after {timeout_s:.0f}s; killed"
+        return False
+    rec["wall_s"] = round(time.monotonic() - t0, 3)
+    stdout = p.stdout.decode("utf-8", "replace")
+    if p.returncode != 0:
+        rec["error"] = (f"t4 bench exited with status {p.returncode}; stderr:\n"
+                        f"{log_tail(bench_log, 15)}")
+    else:
+        try:
+            rec["result"] = parse_bench_output(stdout)
+        except ValueError as e:
+            rec["error"] = f"t4 bench: {e}; stdout: {stdout.strip()[-300:]!r}"
+    return True
+
+
 def run_bench(h: Harness, kind: str, workload: str, repeat: int, position: int) -> dict:
     """One fresh server of `kind`, one `t4 bench` run against it. Never raises for a failed
     run: the record says what went wrong ("error")."""
@@ -328,26 +367,8 @@ def run_bench(h: Harness, kind: str, workload: str, repeat: int, position: int) 
         argv = bench_argv(args, server.endpoint, workload)
         rec["bench_cmd"] = shlex.join(argv)
         bench_log = h.logdir / f"{h.counter:03d}-{kind}-{workload}.bench-stderr.log"
-        timeout = args.duration * 3 + 180
-        t0 = time.monotonic()
-        try:
-            with open(bench_log, "wb") as err:
-                p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=err, timeout=timeout, env=bench_env(),
-                                   preexec_fn=die_with_parent)
-        except subprocess.TimeoutExpired:
-            rec["error"] = f"t4 bench still running after {timeout:.0f}s; killed"
+        if not run_client(argv, bench_log, args.duration * 3 + 180, rec):
             return rec
-        rec["wall_s"] = round(time.monotonic() - t0, 3)
-        stdout = p.stdout.decode("utf-8", "replace")
-        if p.returncode != 0:
-            rec["error"] = (f"t4 bench exited with status {p.returncode}; stderr:\n"
-                            f"{log_tail(bench_log, 15)}")
-        else:
-            try:
-                rec["result"] = parse_bench_output(stdout)
-            except ValueError as e:
-                rec["error"] = f"t4 bench: {e}; stdout: {stdout.strip()[-300:]!r}"
         if not server.alive():
             rec["error"] = (rec.get("error", "") + "\n" + server.failure(
                 f"{server.exit_description()} during the run")).strip()
@@ -935,11 +956,8 @@ def run_comparison(args: argparse.Namespace) -> int:
                             failures += 1
                             log(f"  {workload:13s} {kind:4s} #{r + 1}: FAILED: {rec['error']}")
                         else:
-                            x = rec["result"]
                             log(f"  {workload:13s} {kind:4s} #{r + 1}: "
-                                f"{fmt_ops(x.get('ops_per_sec')):>9s} ops/s  "
-                                f"p50 {fmt_us(x.get('p50_us'))}  p99 {fmt_us(x.get('p99_us'))}"
-                                + (f"  errors {x['errors']}" if x.get("errors") else ""))
+                                f"{result_line(rec['result'])}")
                 s = summarise(workload, runs)
                 out.emit(s)
                 summaries.append(s)

@@ -45,9 +45,9 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (bench/compare.py: servers, formatting, machine, versions)
-from compare import (REPO, WORKLOADS, SINGLE_CLIENT, HarnessError, Server, log,  # noqa: E402
-                     parse_duration, fmt_duration_arg, fmt_ops, fmt_us, fmt_minutes, now_iso)
+import compare  # noqa: E402  (bench/compare.py: servers, the run's files, the command line, report)
+from compare import (REPO, WORKLOADS, HarnessError, Server, log,  # noqa: E402
+                     parse_duration, fmt_duration_arg, fmt_minutes, now_iso)
 from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
 
 MEMBERS = 3
@@ -344,15 +344,7 @@ def bench_argv(args: argparse.Namespace, endpoints: List[str], workload: str) ->
         argv += ["--duration", fmt_duration_arg(args.duration)]
     if args.warmup is not None:
         argv += ["--warmup", args.warmup]
-    if args.clients is not None and workload not in SINGLE_CLIENT:
-        argv += ["--clients", str(args.clients)]
-    if args.key_size is not None:
-        argv += ["--key-size", str(args.key_size)]
-    if args.val_size is not None:
-        argv += ["--val-size", str(args.val_size)]
-    for extra in args.bench_arg:
-        argv += shlex.split(extra)
-    return argv
+    return argv + compare.client_flags(args, workload)
 
 
 def run_bench(h: Harness, cluster: Cluster, before: Status, workload: str, variant: str,
@@ -370,26 +362,10 @@ def run_bench(h: Harness, cluster: Cluster, before: Status, workload: str, varia
     argv = bench_argv(args, endpoints, workload)
     rec["bench_cmd"] = shlex.join(argv)
     bench_log = h.logdir / f"{cluster.label}-{workload}-{variant}.bench-stderr.log"
-    timeout = (args.duration * 3 if args.total is None else 60) + 180
-    t0 = time.monotonic()
-    try:
-        with open(bench_log, "wb") as err:
-            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=err, timeout=timeout, env=compare.bench_env(),
-                               preexec_fn=die_with_parent)
-        rec["wall_s"] = round(time.monotonic() - t0, 3)
-        stdout = p.stdout.decode("utf-8", "replace")
-        if p.returncode != 0:
-            rec["error"] = (f"t4 bench exited with status {p.returncode}; stderr:\n"
-                            f"{log_tail(bench_log, 15)}")
-        else:
-            try:
-                rec["result"] = compare.parse_bench_output(stdout)
-            except ValueError as e:
-                rec["error"] = f"t4 bench: {e}; stdout: {stdout.strip()[-300:]!r}"
-    except subprocess.TimeoutExpired:
-        rec["error"] = f"t4 bench still running after {timeout:.0f}s; killed"
-    # After the run: did the leader change under load, did a member die?
+    timeout_s = (args.duration * 3 if args.total is None else 60) + 180
+    compare.run_client(argv, bench_log, timeout_s, rec)
+    # After the run (also one killed for taking too long): did the leader change under load,
+    # did a member die?
     try:
         after = cluster.leader(wait_s=10)
     except HarnessError as e:
@@ -568,10 +544,7 @@ def run_round(h: Harness, kind: str, r: int, position: int, emit, runs: Dict) ->
                     failures += 1
                     log(f"  {tag}: FAILED: {rec['error']}")
                 else:
-                    x = rec["result"]
-                    log(f"  {tag}: {fmt_ops(x.get('ops_per_sec')):>9s} ops/s  "
-                        f"p50 {fmt_us(x.get('p50_us'))}  p99 {fmt_us(x.get('p99_us'))}"
-                        + (f"  errors {x['errors']}" if x.get("errors") else "")
+                    log(f"  {tag}: {compare.result_line(rec['result'])}"
                         + ("  LEADER CHANGED" if rec.get("leader_changed") else ""))
                 if state is None:
                     crec["broken_in"] = f"{workload} {variant}"
