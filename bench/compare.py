@@ -701,13 +701,33 @@ def write_report(md_path: Path, report: str) -> None:
     md_path.write_text(report)
 
 
-def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
-                    out_path: Optional[Path], md_path: Path) -> str:
-    readme = os.path.relpath(REPO / "bench" / "README.md", md_path.parent)
-    m, v = meta["machine"], meta["versions"]
+def machine_lines(meta: dict, disk_note: str) -> List[str]:
+    """The Machine, Disk and Load average items of a report's setup list (both reports; the
+    results file's meta record as load_results completes it); disk_note ends the Disk item."""
+    m = meta["machine"]
     fp, fp_end = m["fsync_probe"], m.get("fsync_probe_at_end")
     end_probe = (f"; at the end p50 {fp_end['p50_us']:.0f} µs, p99 {fp_end['p99_us']:.0f} µs"
                  if fp_end else "")
+    return [
+        f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, "
+        f"{m['os']}, kernel {m['hostname_kernel']}",
+        f"- **Disk:** data dirs on {m['filesystem']}; 4 KiB append + `fdatasync`: "
+        f"p50 {fp['p50_us']:.0f} µs, p99 {fp['p99_us']:.0f} µs ({fp['appends']} appends) "
+        f"before the runs{end_probe}{disk_note}",
+        f"- **Load average (1 min):** {m['loadavg_at_start']:.2f} when the run started"
+        + (f", {m['loadavg_at_end']:.2f} at the end" if "loadavg_at_end" in m else ""),
+    ]
+
+
+def repo_relative(path: Path) -> str:
+    """How a report names a file: relative to the repository when inside it, else as is."""
+    return os.path.relpath(path, REPO) if str(path).startswith(str(REPO)) else str(path)
+
+
+def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
+                    out_path: Optional[Path], md_path: Path) -> str:
+    readme = os.path.relpath(REPO / "bench" / "README.md", md_path.parent)
+    v = meta["versions"]
     lines = [
         "# t4 vs etcd: side-by-side benchmark",
         "",
@@ -716,13 +736,7 @@ def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
         "",
         "## Setup",
         "",
-        f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, "
-        f"{m['os']}, kernel {m['hostname_kernel']}",
-        f"- **Disk:** data dirs on {m['filesystem']}; 4 KiB append + `fdatasync`: "
-        f"p50 {fp['p50_us']:.0f} µs, p99 {fp['p99_us']:.0f} µs ({fp['appends']} appends) before the "
-        f"runs{end_probe} — the floor under every durable write of either server",
-        f"- **Load average (1 min):** {m['loadavg_at_start']:.2f} when the run started"
-        + (f", {m['loadavg_at_end']:.2f} at the end" if "loadavg_at_end" in m else ""),
+        *machine_lines(meta, " — the floor under every durable write of either server"),
         f"- **etcd:** {v['etcd']} (single member, default settings, `--log-level warn`); "
         f"etcdctl {v['etcdctl']}",
         f"- **t4:** {v['t4']}, commit {v['t4_commit']}, release build, "
@@ -763,9 +777,8 @@ def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
         for note in meta["notes"]:
             lines += [note, ""]
     if out_path is not None:
-        rel = os.path.relpath(out_path, REPO) if str(out_path).startswith(str(REPO)) \
-            else str(out_path)
-        lines += [f"Every raw run, the medians and the check-perf output: `{rel}`.", ""]
+        lines += [f"Every raw run, the medians and the check-perf output: "
+                  f"`{repo_relative(out_path)}`.", ""]
     return "\n".join(lines)
 
 
@@ -804,6 +817,13 @@ def use_private_copies(args: argparse.Namespace, workdir: Path) -> dict:
         args.bench_bin = Path(shutil.copy2(args.bench_bin, workdir / "bin" / "t4-bench"))
     args.t4_bin = t4_copy
     return originals
+
+
+def exit_status(failures: int, out_path: Path) -> int:
+    """A run's exit status: 1 when some run failed (said in the log), else 0."""
+    if failures:
+        log(f"{failures} run(s) failed; see the notes column and {out_path}")
+    return 1 if failures else 0
 
 
 def log_plan(originals: dict, workdir: Path, out_path: Path, plan: str) -> None:
@@ -986,9 +1006,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             write_report(md_path, markdown_report(meta, summaries, check_perf, out_path,
                                                   md_path))
             print(f"report: {md_path}")
-        if failures:
-            log(f"{failures} run(s) failed; see the notes column and {out_path}")
-        return 1 if failures else 0
+        return exit_status(failures, out_path)
     finally:
         h.tear_down()
 

@@ -46,7 +46,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (bench/compare.py: servers, the run's files, the command line, report)
-from compare import (REPO, WORKLOADS, HarnessError, Server, log,  # noqa: E402
+from compare import (WORKLOADS, HarnessError, Server, log,  # noqa: E402
                      parse_duration, fmt_duration_arg, fmt_minutes, now_iso)
 from procs import die_with_parent, etcdctl_env, free_ports, log_tail  # noqa: E402
 
@@ -419,10 +419,7 @@ def clusters_table(recs: List[dict]) -> str:
 
 def markdown_section(meta: dict, summaries: List[dict], clusters: List[dict],
                      out_path: Optional[Path]) -> str:
-    m, v = meta["machine"], meta["versions"]
-    fp, fp_end = m["fsync_probe"], m.get("fsync_probe_at_end")
-    end_probe = (f"; at the end p50 {fp_end['p50_us']:.0f} µs, p99 {fp_end['p99_us']:.0f} µs"
-                 if fp_end else "")
+    v = meta["versions"]
     lines = [
         SECTION_BEGIN,
         "## 3-node clusters: t4 vs etcd",
@@ -430,13 +427,7 @@ def markdown_section(meta: dict, summaries: List[dict], clusters: List[dict],
         f"Measured {meta['date']} by `bench/compare_cluster.py` (see bench/README.md, "
         f"\"Clusters\").",
         "",
-        f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, "
-        f"{m['os']}, kernel {m['hostname_kernel']}",
-        f"- **Disk:** data dirs on {m['filesystem']}; 4 KiB append + `fdatasync`: "
-        f"p50 {fp['p50_us']:.0f} µs, p99 {fp['p99_us']:.0f} µs ({fp['appends']} appends) before "
-        f"the runs{end_probe}; all six data dirs share this disk",
-        f"- **Load average (1 min):** {m['loadavg_at_start']:.2f} when the run started"
-        + (f", {m['loadavg_at_end']:.2f} at the end" if "loadavg_at_end" in m else ""),
+        *compare.machine_lines(meta, "; all six data dirs share this disk"),
         f"- **etcd:** {v['etcd']}, a static 3-member cluster on loopback, default settings, "
         f"`--log-level warn`; etcdctl {v['etcdctl']}",
         f"- **t4:** {v['t4']}, commit {v['t4_commit']}, release build, 3 members "
@@ -465,9 +456,7 @@ def markdown_section(meta: dict, summaries: List[dict], clusters: List[dict],
     for note in meta.get("notes") or []:
         lines += [note, ""]
     if out_path is not None:
-        rel = os.path.relpath(out_path, REPO) if str(out_path).startswith(str(REPO)) \
-            else str(out_path)
-        lines += [f"Every raw run, cluster and median: `{rel}`.", ""]
+        lines += [f"Every raw run, cluster and median: `{compare.repo_relative(out_path)}`.", ""]
     lines.append(SECTION_END)
     return "\n".join(lines)
 
@@ -619,9 +608,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             raise HarnessError(f"server processes still running: {', '.join(leftovers)}")
         n_procs = sum(len(c.processes()) for c in h.started)
         log(f"all {n_procs} server processes of {len(h.started)} clusters have exited")
-        if failures:
-            log(f"{failures} run(s) failed; see the notes column and {out_path}")
-        return 1 if failures else 0
+        return compare.exit_status(failures, out_path)
     finally:
         h.tear_down()
 
