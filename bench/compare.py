@@ -21,6 +21,8 @@ What it does (bench/README.md has the long version):
      the check-perf results to a JSON-lines file (--out), and with --results-md rewrites that
      Markdown file with the machine description, versions, command and results.
 
+bench/compare_cluster.py (3-node clusters) imports this module for all the two comparisons share.
+
 Only processes this script started are ever signalled (SIGTERM, then SIGKILL after a timeout),
 children die with it (PR_SET_PDEATHSIG), and its temp dirs are always removed.
 Exit status: 0 when everything ran, 1 when some run failed (the others are still reported),
@@ -783,7 +785,7 @@ def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
 
 
 # ----------------------------------------------------------------------------------------------
-# A run's files: results path, work dir, private binaries, teardown (compare_cluster.py too)
+# A run's setup and results file (compare_cluster.py uses these too)
 # ----------------------------------------------------------------------------------------------
 
 def results_path(args: argparse.Namespace, date: datetime.datetime, prefix: str = "") -> Path:
@@ -817,13 +819,6 @@ def use_private_copies(args: argparse.Namespace, workdir: Path) -> dict:
         args.bench_bin = Path(shutil.copy2(args.bench_bin, workdir / "bin" / "t4-bench"))
     args.t4_bin = t4_copy
     return originals
-
-
-def exit_status(failures: int, out_path: Path) -> int:
-    """A run's exit status: 1 when some run failed (said in the log), else 0."""
-    if failures:
-        log(f"{failures} run(s) failed; see the notes column and {out_path}")
-    return 1 if failures else 0
 
 
 def log_plan(originals: dict, workdir: Path, out_path: Path, plan: str) -> None:
@@ -901,8 +896,15 @@ def end_record(meta: dict, workdir: Path, t_start: float, failures: int) -> dict
             "loadavg_at_end": meta["machine"]["loadavg_at_end"]}
 
 
-def load_results(args: argparse.Namespace, mode: Optional[str] = None) -> Tuple[Path, List[dict],
-                                                                                 dict]:
+def exit_status(failures: int, out_path: Path) -> int:
+    """A run's exit status: 1 when some run failed (said in the log), else 0."""
+    if failures:
+        log(f"{failures} run(s) failed; see the notes column and {out_path}")
+    return 1 if failures else 0
+
+
+def load_results(args: argparse.Namespace,
+                 mode: Optional[str] = None) -> Tuple[Path, List[dict], dict]:
     """For --report-from: the results file's path, its records, and its meta record completed
     from the end record as end_record left it, with this invocation's --note paragraphs added.
     `mode`: the meta record must have this "mode" (None: any meta record will do)."""
