@@ -250,7 +250,11 @@ async fn killed_leader_is_replaced_and_rejoins_with_a_wiped_disk() {
 
     // n1 counts toward a majority again: with the other follower gone,
     // the leader commits with n1 alone.
-    let (mut other, mut leader_client) = if leader == ids[1] { (n3, c2) } else { (n2, c3) };
+    let (mut other, leader_server, mut leader_client) = if leader == ids[1] {
+        (n3, n2, c2)
+    } else {
+        (n2, n3, c3)
+    };
     other.kill9();
     let killed_at = Instant::now();
     let put = tokio::time::timeout(
@@ -271,6 +275,16 @@ async fn killed_leader_is_replaced_and_rejoins_with_a_wiped_disk() {
     );
     let kv = c1.get("w-after/majority", None).await.expect("get on n1");
     assert_eq!(kv.kvs()[0].mod_revision(), rev);
+    // The leader tells the operator it lost a member.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leader_server.log().contains("member unreachable") {
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not log the lost member:\n{}",
+            leader_server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Scenario 3: the leader, paused past every timeout under load, steps

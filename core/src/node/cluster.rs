@@ -256,6 +256,9 @@ struct Peer {
     acked_sent_at: Option<Time>,
     /// When we last heard from it (our clock).
     heard_at: Option<Time>,
+    /// A voter silent for the election timeout, reported as unreachable
+    /// (reported again once it answers).
+    unreachable: bool,
 }
 
 #[derive(Debug)]
@@ -1362,6 +1365,7 @@ impl<E: KvEngine> Node<E> {
                     matched: Index(0),
                     acked_sent_at: None,
                     heard_at: promised.map(|_| now),
+                    unreachable: false,
                 },
             );
         }
@@ -2230,6 +2234,7 @@ impl<E: KvEngine> Node<E> {
             matched: Index(0),
             acked_sent_at: None,
             heard_at: Some(now),
+            unreachable: false,
         });
         peer.member = member.clone();
         self.send_append(now, &member.id);
@@ -2407,6 +2412,27 @@ impl<E: KvEngine> Node<E> {
                 if now >= l.heartbeat_at.plus_nanos(c.cfg.heartbeat_interval_ns) {
                     self.broadcast(now);
                 }
+                self.report_reachability(now);
+            }
+        }
+    }
+
+    /// Leader: logs a member that fell silent for the election timeout
+    /// (and again when it answers), so an operator sees a lost member.
+    fn report_reachability(&mut self, now: Time) {
+        let et = self.cl().cfg.election_timeout_ns;
+        let Role::Leader(l) = &mut self.clm().role else {
+            return;
+        };
+        let since = l.since;
+        for p in l.peers.values_mut().filter(|p| p.voter) {
+            let silent_ns = now.0.saturating_sub(p.heard_at.unwrap_or(since).0);
+            if silent_ns >= et && !p.unreachable {
+                p.unreachable = true;
+                tracing::warn!(member = %p.member.id, silent_ms = silent_ns / 1_000_000, "member unreachable");
+            } else if silent_ns < et && p.unreachable {
+                p.unreachable = false;
+                tracing::info!(member = %p.member.id, "member reachable again");
             }
         }
     }
