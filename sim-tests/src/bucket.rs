@@ -364,13 +364,7 @@ pub fn run(config: &ScenarioConfig) -> ScenarioReport {
 #[must_use]
 pub fn summary(name: &str, reports: &[ScenarioReport], panics: usize, wall: Instant) -> String {
     let sum = |f: fn(&ScenarioReport) -> usize| reports.iter().map(f).sum::<usize>();
-    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in reports {
-        for (k, v) in &r.faults {
-            *faults.entry(k).or_default() += v;
-        }
-    }
-    let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let faults = crate::run::faults_line(reports.iter().map(|r| &r.faults));
     let max = |f: fn(&ScenarioReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     format!(
         "sim bucket {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} resolved={} log_entries={} slowest_answer={}ms slowest_recovery={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
@@ -386,7 +380,7 @@ pub fn summary(name: &str, reports: &[ScenarioReport], panics: usize, wall: Inst
         sum(|r| r.log_entries),
         max(|r| r.slowest_answer_ms),
         max(|r| r.slowest_recovery_ms),
-        faults.join(" "),
+        faults,
         reports.iter().filter(|r| r.checker_unknown).count(),
         sum(|r| r.violations.len()),
         wall.elapsed().as_secs_f64(),

@@ -948,13 +948,7 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
 #[must_use]
 pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Instant) -> String {
     let sum = |f: fn(&ClusterReport) -> usize| reports.iter().map(f).sum::<usize>();
-    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in reports {
-        for (k, v) in &r.faults {
-            *faults.entry(k).or_default() += v;
-        }
-    }
-    let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let faults = crate::run::faults_line(reports.iter().map(|r| &r.faults));
     let mut gaps: Vec<u64> = reports
         .iter()
         .flat_map(|r| r.failovers_ms.clone())
@@ -987,7 +981,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         pct(50),
         pct(99),
         gaps.last().copied().unwrap_or(0),
-        faults.join(" "),
+        faults,
         reports.iter().filter(|r| r.checker_unknown).count(),
         sum(|r| r.violations.len()),
         wall.elapsed().as_secs_f64(),

@@ -202,6 +202,22 @@ impl Swarm {
 /// Counts of injected faults by kind.
 pub type FaultCounts = BTreeMap<&'static str, u64>;
 
+/// Several runs' faults summed by kind, as a summary line shows them
+/// (`kind=n`, space-separated, kinds in order).
+pub fn faults_line<'a>(runs: impl IntoIterator<Item = &'a FaultCounts>) -> String {
+    let mut total = FaultCounts::new();
+    for faults in runs {
+        for (kind, n) in faults {
+            *total.entry(kind).or_default() += n;
+        }
+    }
+    total
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What a run found.
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {

@@ -128,13 +128,7 @@ pub fn summary(name: &str, outcomes: &[Outcome], wall: Instant) -> String {
         .filter_map(|(_, r)| r.as_ref().ok())
         .collect();
     let sum = |f: fn(&RunReport) -> usize| reports.iter().map(|r| f(r)).sum::<usize>();
-    let mut faults = std::collections::BTreeMap::new();
-    for r in &reports {
-        for (k, v) in &r.faults {
-            *faults.entry(*k).or_insert(0u64) += v;
-        }
-    }
-    let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let faults = crate::run::faults_line(reports.iter().map(|r| &r.faults));
     format!(
         "sim {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} checked={} resolved={} watch_events={} watches={} leases={} faults[{}] checker_unknown={} panics={} wall={:.1}s",
         outcomes.len(),
@@ -148,7 +142,7 @@ pub fn summary(name: &str, outcomes: &[Outcome], wall: Instant) -> String {
         sum(|r| r.watch_events),
         sum(|r| r.watches),
         sum(|r| r.leases),
-        faults.join(" "),
+        faults,
         reports.iter().filter(|r| r.checker_unknown).count(),
         outcomes.len() - reports.len(),
         wall.elapsed().as_secs_f64(),
