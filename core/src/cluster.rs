@@ -88,6 +88,15 @@ pub struct ClusterConfig {
     pub request_timeout_ns: u64,
     /// Who must have a write before it is acknowledged.
     pub wait_mode: FollowerWaitMode,
+    /// `Some`: the bucket is the cluster's disaster-recovery tier (the
+    /// `cluster_bucket` module of `node`): the leader uploads committed
+    /// entries by segment (`segment_max_age_ns`, `segment_max_bytes`) and
+    /// takes checkpoints (`checkpoint_*`, `gc_keep`); a follower the
+    /// leader's memory no longer reaches catches up from it. Failed object
+    /// operations back off with its `retry_backoff_*`; its other fields
+    /// are for single-node bucket mode. `None`: the bucket holds only the
+    /// lock.
+    pub bucket: Option<crate::node::BucketConfig>,
     /// Deliberate bugs, to prove the checkers catch them. Never set
     /// outside tests.
     pub mutants: ClusterMutants,
@@ -133,6 +142,7 @@ impl ClusterConfig {
             append_entries_max: 256,
             request_timeout_ns: 5_000_000_000,
             wait_mode: FollowerWaitMode::Quorum,
+            bucket: None,
             mutants: ClusterMutants::default(),
         }
     }
@@ -281,6 +291,11 @@ pub enum PeerMsg {
         commit: Index,
         /// When the leader sent this (its clock), echoed in the answer.
         sent_at: Time,
+        /// The bucket holds the log through here, as far as the leader
+        /// knows (0 without the bucket tier): members keep the applied
+        /// entries after it in memory, so that a next leader can upload
+        /// them.
+        uploaded: Index,
     },
     /// The sender's log matches the leader's through `matched`, durably.
     Ack {
@@ -361,6 +376,16 @@ pub enum PeerMsg {
         /// The leader's term.
         term: Term,
     },
+    /// The leader no longer holds the entries the receiver needs next: its
+    /// log starts at `first`. The receiver reads what comes before from
+    /// the bucket's WAL (entries there are committed), then acknowledges
+    /// as usual. Counts as hearing from the leader.
+    Behind {
+        /// The leader's term.
+        term: Term,
+        /// The first index the leader still holds.
+        first: Index,
+    },
 }
 
 impl PeerMsg {
@@ -376,7 +401,8 @@ impl PeerMsg {
             | PeerMsg::Reject { term, .. }
             | PeerMsg::Fetch { term, .. }
             | PeerMsg::Fetched { term, .. }
-            | PeerMsg::Removed { term } => *term,
+            | PeerMsg::Removed { term }
+            | PeerMsg::Behind { term, .. } => *term,
             _ => Term(0),
         }
     }

@@ -583,6 +583,9 @@ pub struct Node<E: KvEngine> {
     checkpointed: (Index, Time),
     /// After an abandoned checkpoint: no new one before this.
     checkpoint_not_before: Option<Time>,
+    /// A checkpoint is due as soon as one may start (cluster mode: the
+    /// bucket's WAL has a hole only a newer checkpoint covers).
+    checkpoint_forced: bool,
     checkpoint_stats: checkpoint::CheckpointStats,
     /// Bucket mode, async: segments of applied entries on their way to the
     /// bucket (see the `async_upload` module).
@@ -635,6 +638,7 @@ impl<E: KvEngine> Node<E> {
             checkpoint: None,
             checkpointed: (Index(meta.applied_index), Time(0)),
             checkpoint_not_before: None,
+            checkpoint_forced: false,
             checkpoint_stats: checkpoint::CheckpointStats::default(),
             async_upload: async_upload::AsyncUpload::default(),
             read_lease: read_lease::ReadLease::default(),
@@ -865,6 +869,9 @@ impl<E: KvEngine> Node<E> {
             }
             IoDone::Object { io, result, .. } if self.is_cluster_lock_io(io) => {
                 self.on_cluster_lock_io(now, result);
+            }
+            IoDone::Object { io, result, .. } if self.is_cluster_bucket_io(io) => {
+                self.on_cluster_bucket_io(now, io, result);
             }
             IoDone::WalFailed { io, term, error } => {
                 if term != self.term {

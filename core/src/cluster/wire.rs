@@ -15,7 +15,7 @@
 //! | tag | field | meaning |
 //! |---|---|---|
 //! | 1 | `version` (uint32) | [`PEER_MSG_FORMAT_VERSION`]; any other value is refused |
-//! | 2–14 | `kind` (oneof) | exactly one message: 2 Prepare, 3 Promise, 4 Refuse, 5 Append, 6 Ack, 7 Reject, 8 Fetch, 9 Fetched, 10 ReadIndex, 11 ReadIndexReply, 12 Forward, 13 Forwarded, 14 Join, 15 Removed |
+//! | 2–14 | `kind` (oneof) | exactly one message: 2 Prepare, 3 Promise, 4 Refuse, 5 Append, 6 Ack, 7 Reject, 8 Fetch, 9 Fetched, 10 ReadIndex, 11 ReadIndexReply, 12 Forward, 13 Forwarded, 14 Join, 15 Removed, 16 Behind |
 //!
 //! Each kind is a small message whose fields are the variant's fields in
 //! declaration order from tag 1: terms, indexes and times as `uint64`
@@ -249,7 +249,7 @@ struct Envelope {
     version: u32,
     #[prost(
         oneof = "Kind",
-        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
     )]
     kind: Option<Kind>,
 }
@@ -286,6 +286,8 @@ enum Kind {
     /// The term.
     #[prost(uint64, tag = "15")]
     Removed(u64),
+    #[prost(message, tag = "16")]
+    Behind(BehindMsg),
 }
 
 /// No fields: a oneof member whose presence is the whole information.
@@ -334,6 +336,16 @@ struct AppendMsg {
     commit: u64,
     #[prost(uint64, tag = "6")]
     sent_at: u64,
+    #[prost(uint64, tag = "7")]
+    uploaded: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BehindMsg {
+    #[prost(uint64, tag = "1")]
+    term: u64,
+    #[prost(uint64, tag = "2")]
+    first: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -637,6 +649,7 @@ impl From<&PeerMsg> for Kind {
                 entries,
                 commit,
                 sent_at,
+                uploaded,
             } => Kind::Append(AppendMsg {
                 term: term.0,
                 prev_index: prev_index.0,
@@ -644,6 +657,7 @@ impl From<&PeerMsg> for Kind {
                 entries: entries.clone(),
                 commit: commit.0,
                 sent_at: sent_at.0,
+                uploaded: uploaded.0,
             }),
             PeerMsg::Ack {
                 term,
@@ -700,6 +714,10 @@ impl From<&PeerMsg> for Kind {
             }),
             PeerMsg::Join { member } => Kind::Join(JoinMsg::from(member)),
             PeerMsg::Removed { term } => Kind::Removed(term.0),
+            PeerMsg::Behind { term, first } => Kind::Behind(BehindMsg {
+                term: term.0,
+                first: first.0,
+            }),
         }
     }
 }
@@ -826,6 +844,7 @@ impl TryFrom<Kind> for PeerMsg {
                     entries: m.entries,
                     commit: Index(m.commit),
                     sent_at: Time(m.sent_at),
+                    uploaded: Index(m.uploaded),
                 }
             }
             Kind::Ack(m) => PeerMsg::Ack {
@@ -883,6 +902,10 @@ impl TryFrom<Kind> for PeerMsg {
                 member: Member::from(m),
             },
             Kind::Removed(term) => PeerMsg::Removed { term: Term(term) },
+            Kind::Behind(m) => PeerMsg::Behind {
+                term: Term(m.term),
+                first: Index(m.first),
+            },
         })
     }
 }

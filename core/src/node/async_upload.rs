@@ -530,6 +530,13 @@ impl<E: KvEngine> Node<E> {
         io: IoId,
         result: Result<TakenCheckpoint, String>,
     ) {
+        if self.cluster.is_some() && self.is_checkpoint_io(io) {
+            // The same rule for the cluster's bucket tier.
+            if let Some(result) = self.hold_cluster_checkpoint(now, io, result) {
+                self.on_checkpoint_taken(now, io, result);
+            }
+            return;
+        }
         if self.is_async_upload() && self.is_checkpoint_io(io) {
             let until = Index(self.store.meta().applied_index);
             if self.async_upload.uploaded_through < until {

@@ -118,14 +118,30 @@ impl<E: KvEngine> Node<E> {
 
     /// Starts a checkpoint if one is due (see the module docs).
     pub(super) fn maybe_checkpoint(&mut self, now: Time) {
-        if self.checkpoint_due_at().is_some_and(|at| at <= now) || self.checkpoint_entries_due(now)
+        let forced = self.checkpoint_forced && self.may_checkpoint();
+        if forced
+            || self.checkpoint_due_at().is_some_and(|at| at <= now)
+            || self.checkpoint_entries_due(now)
         {
+            self.checkpoint_forced = false;
             self.start_checkpoint();
         }
     }
 
+    /// The checkpoint settings: bucket mode's, or in cluster mode the
+    /// bucket tier's (`None`: no checkpoints).
+    fn checkpoint_config(&self) -> Option<&super::BucketConfig> {
+        self.config.bucket.as_ref().or_else(|| {
+            self.cluster
+                .as_deref()
+                .and_then(|c| c.bucket_tier())
+        })
+    }
+
     fn may_checkpoint(&self) -> bool {
-        self.config.bucket.is_some()
+        self.checkpoint_config().is_some()
+            // Cluster mode: only the serving leader.
+            && self.cluster.as_deref().is_none_or(|c| c.is_serving_leader())
             && matches!(self.health, Health::Serving)
             && self.startup.is_none()
             && self.checkpoint.is_none()
@@ -133,7 +149,7 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn checkpoint_entries_due(&self, now: Time) -> bool {
-        let Some(b) = &self.config.bucket else {
+        let Some(b) = self.checkpoint_config() else {
             return false;
         };
         b.checkpoint_every_entries > 0
@@ -145,7 +161,7 @@ impl<E: KvEngine> Node<E> {
 
     /// When the interval makes a checkpoint due (the timer's deadline).
     pub(super) fn checkpoint_due_at(&self) -> Option<Time> {
-        let b = self.config.bucket.as_ref()?;
+        let b = self.checkpoint_config()?;
         if b.checkpoint_interval_ns == 0 || !self.may_checkpoint() {
             return None;
         }
@@ -269,12 +285,12 @@ impl<E: KvEngine> Node<E> {
                     }
                     return self.end_checkpoint(now, UploadOutcome::Abandoned(why));
                 }
+                let failures = c.failures;
                 let backoff = self
-                    .config
-                    .bucket
-                    .as_ref()
-                    .expect("bucket mode")
-                    .backoff_ns(c.failures);
+                    .checkpoint_config()
+                    .expect("checkpoints are configured")
+                    .backoff_ns(failures);
+                let c = self.checkpoint.as_mut().expect("a checkpoint is running");
                 c.retry_at = Some(now.plus_nanos(backoff));
                 c.step = Some(step);
             }
@@ -305,7 +321,22 @@ impl<E: KvEngine> Node<E> {
     /// GC may have taken (the simulator's GC race found both). Without a
     /// valid lease the step waits for a lock read (`read_lease`).
     fn send_checkpoint_step(&mut self, now: Time, step: UploadStep) {
-        if changes_what_restores_read(&step) && !self.read_lease_holds(now) {
+        if let Some(c) = self.cluster.as_deref() {
+            // Cluster mode: the leader's read lease, which no other leader
+            // can overlap. Without it, wait a heartbeat interval.
+            let leading = c.is_serving_leader();
+            let retry_in = c.heartbeat_interval_ns();
+            let lease = self.cluster_read_fast_until().is_some_and(|until| now < until);
+            if !leading {
+                return self.checkpoint_dropped();
+            }
+            if changes_what_restores_read(&step) && !lease {
+                let c = self.checkpoint.as_mut().expect("a checkpoint is running");
+                c.step = Some(step);
+                c.retry_at = Some(now.plus_nanos(retry_in));
+                return;
+            }
+        } else if changes_what_restores_read(&step) && !self.read_lease_holds(now) {
             let c = self.checkpoint.as_mut().expect("a checkpoint is running");
             c.step = Some(step);
             c.awaiting_lease = true;
@@ -341,7 +372,7 @@ impl<E: KvEngine> Node<E> {
             term: point.term,
             index: point.index,
         });
-        let gc_keep = self.config.bucket.as_ref().map_or(0, |b| b.gc_keep);
+        let gc_keep = self.checkpoint_config().map_or(0, |b| b.gc_keep);
         match outcome {
             UploadOutcome::Done {
                 latest_moved,

@@ -111,6 +111,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{Health, Node, Response};
+
+#[path = "cluster_bucket.rs"]
+mod bucket;
 use crate::bucket::layout;
 use crate::bucket::lock::{LeaderLock, Member};
 use crate::cluster::{ClusterConfig, FollowerWaitMode, HardState, PeerMsg, RecentLog};
@@ -192,6 +195,8 @@ pub(super) struct Cluster {
     /// "Removing a member"). It takes no further part and answers clients
     /// [`Error::Unavailable`].
     removed: bool,
+    /// The bucket as the disaster-recovery tier (the `bucket` submodule).
+    bucket: bucket::ClusterBucket,
 }
 
 /// Why the hard state is being saved.
@@ -365,6 +370,7 @@ impl Cluster {
             join_at: None,
             was_member: false,
             removed: false,
+            bucket: bucket::ClusterBucket::default(),
         }
     }
 
@@ -397,6 +403,15 @@ impl Cluster {
 
     pub(super) fn is_serving_leader(&self) -> bool {
         matches!(&self.role, Role::Leader(l) if l.serving)
+    }
+
+    /// The bucket tier's settings, if it is on.
+    pub(super) fn bucket_tier(&self) -> Option<&super::BucketConfig> {
+        self.cfg.bucket.as_ref()
+    }
+
+    pub(super) fn heartbeat_interval_ns(&self) -> u64 {
+        self.cfg.heartbeat_interval_ns
     }
 }
 
@@ -576,15 +591,21 @@ impl<E: KvEngine> Node<E> {
                 entries,
                 commit,
                 sent_at,
-            } => self.on_append(
-                now,
-                from,
-                term,
-                (prev_index, prev_term),
-                entries,
-                commit,
-                sent_at,
-            ),
+                uploaded,
+            } => {
+                self.on_append(
+                    now,
+                    from,
+                    term,
+                    (prev_index, prev_term),
+                    entries,
+                    commit,
+                    sent_at,
+                );
+                if term == self.term {
+                    self.note_uploaded(uploaded);
+                }
+            }
             PeerMsg::Ack {
                 term,
                 matched,
@@ -611,6 +632,7 @@ impl<E: KvEngine> Node<E> {
                 }
             }
             PeerMsg::Join { member } => self.on_join(now, member),
+            PeerMsg::Behind { term, first } => self.on_behind(now, from, term, first),
             PeerMsg::Removed { term } => {
                 // Only a hint (it may be late, from a removal this process
                 // was since added back after): the lock decides.
@@ -1281,10 +1303,13 @@ impl<E: KvEngine> Node<E> {
             return;
         };
         if gone {
+            if self.candidate_catch_up(source.clone()) {
+                return;
+            }
             tracing::error!(
                 from = %source.id,
-                "the most up-to-date member no longer holds the entries this node lacks; \
-                 catching a candidate up from the bucket is not implemented: giving up"
+                "neither the most up-to-date member nor the bucket holds the entries this node \
+                 lacks: giving up the round"
             );
             return self.step_down(now, self.term, None, "cannot adopt the best log");
         }
@@ -1516,6 +1541,20 @@ impl<E: KvEngine> Node<E> {
         fresh
     }
 
+    /// Follower: committed entries read from the bucket, continuing the
+    /// applied state (the `bucket` submodule): taken into the log exactly
+    /// like an append that fits, and known to be committed.
+    fn take_committed(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(Entry::index_id) else {
+            return;
+        };
+        let fresh = self.merge_into_log(entries);
+        self.append_log(fresh);
+        let c = self.clm();
+        c.verified = c.verified.max(last);
+        c.commit = c.commit.max(last);
+    }
+
     /// Drops the log after `index` (uncommitted entries only).
     fn truncate_log(&mut self, index: Index) {
         if self.cl().log.last_index() <= index {
@@ -1640,17 +1679,15 @@ impl<E: KvEngine> Node<E> {
         }
         let prev_index = Index(peer.next.0 - 1);
         let Some(prev_term) = c.log.term_at(prev_index) else {
-            tracing::warn!(
-                peer = id,
-                next = peer.next.0,
-                "follower is behind the in-memory log; catching it up from the bucket is \
-                 not implemented"
-            );
-            return;
+            // It needs entries this node no longer holds: they are in the
+            // bucket (the `bucket` submodule).
+            let first = c.log.first_index();
+            return self.send(&member, PeerMsg::Behind { term, first });
         };
         let entries = c.log.slice(peer.next, c.cfg.append_entries_max);
         let next = Index(peer.next.0 + entries.len() as u64);
         let commit = c.commit;
+        let uploaded = self.cluster_uploaded_through().unwrap_or(Index(0));
         if let Role::Leader(l) = &mut self.clm().role {
             if let Some(p) = l.peers.get_mut(id) {
                 p.next = next;
@@ -1665,6 +1702,7 @@ impl<E: KvEngine> Node<E> {
                 entries,
                 commit,
                 sent_at: now,
+                uploaded,
             },
         );
     }
@@ -1886,6 +1924,7 @@ impl<E: KvEngine> Node<E> {
             match self.store.apply(&self.engine, &entry) {
                 Ok(applied) => {
                     self.after_apply(now, &entry, &applied);
+                    self.cluster_upload_note_applied(&entry);
                     if let Some(req) = self.clm().awaiting.remove(&entry.index_id()) {
                         let result = applied.result.map(Response::Write);
                         self.reply(req, result);
@@ -1903,10 +1942,14 @@ impl<E: KvEngine> Node<E> {
         self.db_size_bytes = self.engine.size_bytes();
         self.check_rejoined();
         let applied = Index(self.store.meta().applied_index);
+        // The leader also keeps what it has yet to upload (the `bucket`
+        // submodule).
+        let upload_from = self.upload_keeps_after().unwrap_or(applied);
         let c = self.clm();
         let keep = c.cfg.peer_buffer_entries;
-        c.log.forget_applied(applied, keep);
+        c.log.forget_applied(applied.min(upload_from), keep);
         self.maybe_trim();
+        self.cluster_upload_pump(now);
         self.serve_reads(now);
     }
 
@@ -2342,6 +2385,11 @@ impl<E: KvEngine> Node<E> {
             Role::Candidate(cand) => at(cand.prepare_at),
             Role::Leader(l) => at(l.heartbeat_at.plus_nanos(c.cfg.heartbeat_interval_ns)),
         }
+        if !c.removed {
+            if let Some(t) = self.cluster_bucket_timer() {
+                at(t);
+            }
+        }
         for (_, since) in c.forwarded.values() {
             at(since.plus_nanos(c.cfg.request_timeout_ns));
         }
@@ -2363,6 +2411,7 @@ impl<E: KvEngine> Node<E> {
         if self.cl().removed {
             return;
         }
+        self.cluster_bucket_on_timeout(now);
         self.maybe_change_members(now);
         let c = self.cl();
         if c.lock_next_at.is_some_and(|t| now >= t) && c.lock_io.is_none() {

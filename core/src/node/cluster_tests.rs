@@ -12,7 +12,10 @@ use crate::bucket::lock::{LeaderLock, Member};
 use crate::cluster::{ClusterConfig, ClusterMutants, HardState, PeerMsg};
 use crate::engine::MemEngine;
 use crate::kv::{PutRequest, RangeRequest};
+use crate::bucket::recovery::BucketReplay;
+use crate::bucket::{layout, wal_object};
 use crate::object::MemBucket;
+use bytes::Bytes;
 
 const MS: u64 = 1_000_000;
 const NET_NS: u64 = MS;
@@ -112,6 +115,10 @@ struct Rig {
     same_seed: bool,
     /// `ClusterConfig::request_timeout_ns` of nodes started from now on.
     request_timeout_ns: u64,
+    /// `ClusterConfig::peer_buffer_entries` of nodes started from now on.
+    peer_buffer_entries: usize,
+    /// `ClusterConfig::bucket` of nodes started from now on.
+    tier: Option<BucketConfig>,
 }
 
 /// A tiny deterministic generator (xorshift*).
@@ -169,12 +176,35 @@ impl Rig {
             slow_fsync_ns: 10_000 * MS,
             same_seed: false,
             request_timeout_ns: ClusterConfig::new(member("n1")).request_timeout_ns,
+            peer_buffer_entries: ClusterConfig::new(member("n1")).peer_buffer_entries,
+            tier: None,
+        }
+    }
+
+    /// A rig whose nodes use the bucket tier (segments sealed after 200 ms,
+    /// no checkpoints) and keep `buffer` applied entries in memory.
+    fn with_tier(buffer: usize) -> Rig {
+        Rig {
+            peer_buffer_entries: buffer,
+            tier: Some(BucketConfig {
+                segment_max_age_ns: 200 * MS,
+                checkpoint_interval_ns: 0,
+                checkpoint_every_entries: 0,
+                gc_keep: 0,
+                ..BucketConfig::default()
+            }),
+            ..Rig::new()
         }
     }
 
     /// A cluster whose nodes started one after the other and all joined.
     fn cluster(n: usize) -> Rig {
-        let mut rig = Rig::new();
+        Rig::new().formed(n)
+    }
+
+    /// Starts `n` nodes one after the other; each joins.
+    fn formed(mut self, n: usize) -> Rig {
+        let rig = &mut self;
         for i in 1..=n {
             let id = format!("n{i}");
             rig.start(&id);
@@ -186,7 +216,7 @@ impl Rig {
             });
             assert!(joined, "{id} joins");
         }
-        rig
+        self
     }
 
     /// Three nodes restarted with `mutants` (the cluster formed without
@@ -208,6 +238,8 @@ impl Rig {
             cluster: Some(ClusterConfig {
                 mutants: self.mutants,
                 request_timeout_ns: self.request_timeout_ns,
+                peer_buffer_entries: self.peer_buffer_entries,
+                bucket: self.tier.clone(),
                 ..ClusterConfig::new(member(id))
             }),
             ..NodeConfig::default()
@@ -438,7 +470,19 @@ impl Rig {
                         done: IoDone::WalTrimmed { io, error: None },
                     },
                 ),
-                Action::Watch(_) => {}
+                Action::Watch(_) | Action::DropCheckpoint { .. } => {}
+                // The rig's engines take no checkpoints.
+                Action::TakeCheckpoint { io, .. } => self.push(
+                    now,
+                    Event::Io {
+                        node: id.into(),
+                        incarnation: inc,
+                        done: IoDone::CheckpointTaken {
+                            io,
+                            result: Err("the rig takes no checkpoints".into()),
+                        },
+                    },
+                ),
                 other => panic!("{id}: unexpected action {other:?}"),
             }
         }
@@ -701,6 +745,45 @@ impl Rig {
     fn heal(&mut self) {
         self.cut.clear();
         self.no_bucket.clear();
+    }
+}
+
+impl Rig {
+    /// Replays the bucket's WAL from the start ([`BucketReplay`]: no
+    /// holes, no overlaps that disagree, terms never go back) and checks
+    /// each entry against what the nodes applied. Returns its last index.
+    fn bucket_wal_checked(&self) -> Result<u64, String> {
+        let objects: BTreeMap<Index, Bytes> = self
+            .bucket
+            .iter()
+            .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?, body.clone())))
+            .collect();
+        let listing: Vec<Index> = objects.keys().copied().collect();
+        let mut replay = BucketReplay::new(Index(0));
+        for first in replay.wanted(&listing).map_err(|e| e.to_string())? {
+            let key = layout::wal_key(first);
+            let (term, entries) =
+                wal_object::decode(&key, first, &objects[&first]).map_err(|e| e.to_string())?;
+            for e in replay.push(first, term, entries).map_err(|e| e.to_string())? {
+                match self.applied.get(&e.index) {
+                    Some(seen) if *seen == e => {}
+                    Some(seen) => return Err(format!("{key}: {e:?} differs from applied {seen:?}")),
+                    None => return Err(format!("{key}: {e:?} was never applied")),
+                }
+            }
+        }
+        Ok(replay.next().0 - 1)
+    }
+
+    fn put_many(&mut self, via: &str, prefix: &str, n: usize) {
+        for i in 0..n {
+            let req = self.put(via, &format!("{prefix}{i}"), "v");
+            assert!(is_ok_put(&self.answer(req, 500)), "put {i}: {}", self.dump());
+        }
+    }
+
+    fn others(&self, than: &str) -> Vec<String> {
+        self.machines.keys().filter(|id| *id != than).cloned().collect()
     }
 }
 
@@ -1832,4 +1915,101 @@ fn forwarded_requests_fail_fast_when_the_leader_changes() {
     assert!(why.contains("leader changed"), "{why}");
     assert_ne!(rig.node(follower).leader().map(|m| m.id), Some(leader));
     assert!(rig.now.0 - start.0 < 20_000 * MS);
+}
+
+// ----- the bucket tier -----
+
+/// The leader uploads the committed log; a follower that was down while the
+/// leader's memory moved past its next entry gets `Behind`, reads the
+/// missing entries from the bucket, and converges.
+#[test]
+fn a_follower_behind_the_leaders_memory_catches_up_from_the_bucket() {
+    let mut rig = Rig::with_tier(8).formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    let lagger = rig.others(&leader)[0].clone();
+    rig.crash(&lagger);
+    rig.put_many(&leader, "k", 40);
+    let applied = rig.node(&leader).meta().applied_index;
+    assert!(
+        rig.run_until(2_000, |r| r.node(&leader).cluster_uploaded_through() == Some(Index(applied))),
+        "the leader uploads what it applied: {:?}",
+        rig.node(&leader).cluster_uploaded_through()
+    );
+    assert_eq!(rig.bucket_wal_checked(), Ok(applied));
+    rig.start(&lagger);
+    assert!(
+        rig.run_until(5_000, |r| r.converged() && r.node(&lagger).meta().applied_index == applied),
+        "{}",
+        rig.dump()
+    );
+    assert_eq!(rig.value(&lagger, "k39"), Some(b"v".to_vec()));
+    // It takes part again: the leader's appends reach it.
+    rig.put_many(&leader, "after", 3);
+    assert!(rig.run_until(1_000, Rig::converged), "{}", rig.dump());
+    assert_eq!(rig.violations, Vec::<String>::new());
+}
+
+/// Without the tier the same follower cannot catch up (and says so); the
+/// others go on.
+#[test]
+fn without_the_tier_a_follower_behind_the_leaders_memory_stays_behind() {
+    let mut rig = Rig::new();
+    rig.peer_buffer_entries = 8;
+    let mut rig = rig.formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    let lagger = rig.others(&leader)[0].clone();
+    rig.crash(&lagger);
+    rig.put_many(&leader, "k", 40);
+    rig.start(&lagger);
+    rig.run_ms(3_000);
+    assert!(rig.node(&lagger).meta().applied_index < rig.node(&leader).meta().applied_index);
+    assert!(rig.bucket.iter().all(|(key, _)| layout::parse_wal_key(key).is_none()));
+}
+
+/// A member that lost its disk after the leader's memory moved on rejoins
+/// from the bucket's WAL, then counts again.
+#[test]
+fn a_wiped_member_rejoins_from_the_bucket() {
+    let mut rig = Rig::with_tier(8).formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    let wiped = rig.others(&leader)[0].clone();
+    rig.put_many(&leader, "k", 30);
+    rig.wipe(&wiped);
+    rig.put_many(&leader, "m", 10);
+    rig.start(&wiped);
+    assert!(rig.run_until(10_000, Rig::converged), "{}", rig.dump());
+    assert!(
+        rig.run_until(5_000, |r| !r.machines[&wiped].hard.rejoining),
+        "{:?}",
+        rig.machines[&wiped].hard
+    );
+    assert_eq!(rig.value(&wiped, "m9"), Some(b"v".to_vec()));
+    assert_eq!(rig.violations, Vec::<String>::new());
+}
+
+/// A new leader finds where the bucket's WAL ends and continues it; the
+/// deposed leader's uploads (it may still run) never contradict it.
+#[test]
+fn a_new_leader_continues_the_buckets_wal() {
+    let mut rig = Rig::with_tier(8).formed(3);
+    for round in 0..3 {
+        let leader = rig.serving_leaders()[0].clone();
+        rig.put_many(&leader, &format!("r{round}-"), 15);
+        rig.crash(&leader);
+        assert!(
+            rig.run_until(20_000, |r| r.serving_leaders().len() == 1),
+            "{}",
+            rig.dump()
+        );
+        rig.start(&leader);
+    }
+    let leader = rig.serving_leaders()[0].clone();
+    assert!(rig.run_until(10_000, |r| r.converged()), "{}", rig.dump());
+    let applied = rig.node(&leader).meta().applied_index;
+    assert!(rig.run_until(2_000, |r| r
+        .node(&leader)
+        .cluster_uploaded_through()
+        == Some(Index(applied))));
+    assert_eq!(rig.bucket_wal_checked(), Ok(applied));
+    assert_eq!(rig.violations, Vec::<String>::new());
 }

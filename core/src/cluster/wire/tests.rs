@@ -320,6 +320,7 @@ fn corpus() -> Vec<PeerMsg> {
             entries: mixed_entries(),
             commit: Index(9),
             sent_at: Time(1_000_000_000),
+            uploaded: Index(3),
         },
         PeerMsg::Append {
             term: Term(3),
@@ -328,6 +329,7 @@ fn corpus() -> Vec<PeerMsg> {
             entries: Vec::new(),
             commit: Index(17),
             sent_at: Time(u64::MAX),
+            uploaded: Index(u64::MAX),
         },
         PeerMsg::Ack {
             term: Term(3),
@@ -374,6 +376,14 @@ fn corpus() -> Vec<PeerMsg> {
         PeerMsg::Removed { term: Term(0) },
         PeerMsg::Removed {
             term: Term(u64::MAX),
+        },
+        PeerMsg::Behind {
+            term: Term(3),
+            first: Index(10_001),
+        },
+        PeerMsg::Behind {
+            term: Term(u64::MAX),
+            first: Index(0),
         },
     ];
     for (more, gone) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -424,6 +434,7 @@ fn variant(msg: &PeerMsg) -> &'static str {
         PeerMsg::Forwarded { .. } => "Forwarded",
         PeerMsg::Join { .. } => "Join",
         PeerMsg::Removed { .. } => "Removed",
+        PeerMsg::Behind { .. } => "Behind",
     }
 }
 
@@ -473,7 +484,7 @@ fn out_of_range_field(result: Result<PeerMsg, WireError>) -> &'static str {
 #[test]
 fn corpus_covers_every_variant() {
     let names: std::collections::BTreeSet<_> = corpus().iter().map(variant).collect();
-    assert_eq!(names.len(), 14, "{names:?}");
+    assert_eq!(names.len(), 15, "{names:?}");
 }
 
 /// Every message of the corpus decodes to itself.
@@ -513,6 +524,7 @@ fn append_carries_mixed_payloads_and_heartbeats() {
         entries: entries.clone(),
         commit: Index(9),
         sent_at: Time(77),
+        uploaded: Index(0),
     };
     match PeerMsg::decode(&append.encode()) {
         Ok(PeerMsg::Append { entries: got, .. }) => assert_eq!(got, entries),
@@ -525,6 +537,7 @@ fn append_carries_mixed_payloads_and_heartbeats() {
         entries: Vec::new(),
         commit: Index(0),
         sent_at: Time(0),
+        uploaded: Index(0),
     };
     assert_round_trips(&heartbeat);
     // Zeros are left out: the version, and an Append holding its term.
@@ -745,9 +758,9 @@ fn other_format_versions_are_refused() {
 #[test]
 fn no_kind_or_an_unknown_kind_is_refused() {
     assert_eq!(PeerMsg::decode(&raw(None)), Err(WireError::MissingKind));
-    // Field 16, length-delimited, empty: a kind this node does not know.
+    // Field 17, length-delimited, empty: a kind this node does not know.
     assert_eq!(
-        PeerMsg::decode(&[0x08, 0x01, 0x82, 0x01, 0x00]),
+        PeerMsg::decode(&[0x08, 0x01, 0x8a, 0x01, 0x00]),
         Err(WireError::MissingKind)
     );
 }
@@ -840,6 +853,7 @@ fn broken_entry_runs_are_refused() {
             entries,
             commit: 0,
             sent_at: 0,
+            uploaded: 0,
         })))
     };
     let cases = [
@@ -951,14 +965,17 @@ fn arb_msg() -> impl Strategy<Value = PeerMsg> {
             }
         }),
         (t(), t()).prop_map(|(term, promised)| PeerMsg::Refuse { term, promised }),
-        (t(), arb_run(), i(), any::<u64>()).prop_map(
-            |(term, (prev_index, prev_term, entries), commit, sent_at)| PeerMsg::Append {
-                term,
-                prev_index: Index(prev_index),
-                prev_term: Term(prev_term),
-                entries,
-                commit,
-                sent_at: Time(sent_at),
+        (t(), arb_run(), i(), any::<u64>(), i()).prop_map(
+            |(term, (prev_index, prev_term, entries), commit, sent_at, uploaded)| {
+                PeerMsg::Append {
+                    term,
+                    prev_index: Index(prev_index),
+                    prev_term: Term(prev_term),
+                    entries,
+                    commit,
+                    sent_at: Time(sent_at),
+                    uploaded,
+                }
             }
         ),
         (t(), i(), any::<u64>()).prop_map(|(term, matched, sent_at)| PeerMsg::Ack {
@@ -987,6 +1004,7 @@ fn arb_msg() -> impl Strategy<Value = PeerMsg> {
             member: Member { id, peer_addr }
         }),
         t().prop_map(|term| PeerMsg::Removed { term }),
+        (t(), i()).prop_map(|(term, first)| PeerMsg::Behind { term, first }),
         proptest::sample::select(corpus()),
     ]
 }
