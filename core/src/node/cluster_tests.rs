@@ -1029,9 +1029,17 @@ fn chaos_run_with(
     seconds: u64,
     mutants: ClusterMutants,
 ) -> (ChaosReport, Vec<String>) {
-    let mut rig = Rig::cluster(nodes);
-    rig.mutants = mutants;
     let mut rng = Rng(seed | 1);
+    // Odd seeds: the bucket tier, with a leader memory small enough that
+    // followers (and candidates) often catch up from the bucket.
+    let tier = seed % 2 == 1;
+    let mut rig = if tier {
+        let buffer = usize::try_from(4 + rng.below(60)).expect("fits");
+        Rig::with_tier(buffer).formed(nodes)
+    } else {
+        Rig::cluster(nodes)
+    };
+    rig.mutants = mutants;
     for id in rig.machines.keys().cloned().collect::<Vec<_>>() {
         // Restart each with the mutants (the cluster formed without them)
         // and a clock hours away from the others.
@@ -1205,6 +1213,20 @@ fn chaos_run_with(
     if !settled {
         rig.violations
             .push(format!("no convergence after healing:\n{}", rig.dump()));
+    }
+    if tier && settled {
+        // The bucket's WAL is the committed log, whole, once uploads catch up.
+        let leader = rig.serving_leaders()[0].clone();
+        let applied = rig.node(&leader).meta().applied_index;
+        let uploaded = rig.run_until(5_000, |r| {
+            r.node(&leader).cluster_uploaded_through() >= Some(Index(applied))
+        });
+        match rig.bucket_wal_checked() {
+            Ok(end) if uploaded && end >= applied => {}
+            other => rig.violations.push(format!(
+                "the bucket's WAL after healing: {other:?}, applied {applied}, uploaded {uploaded}"
+            )),
+        }
     }
     // Every write a node answered must be in the final state's log once.
     rig.run_ms(1_000);
