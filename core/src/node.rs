@@ -919,7 +919,6 @@ impl<E: KvEngine> Node<E> {
         self.retry_upload_if_due(now);
         self.on_segment_timer(now);
         self.retry_checkpoint_if_due(now);
-        self.maybe_checkpoint(now);
         self.cluster_on_timeout(now);
         if matches!(self.health, Health::Serving) && self.startup.is_none() && self.expires_leases()
         {
@@ -937,6 +936,9 @@ impl<E: KvEngine> Node<E> {
         let meta = *self.store.meta();
         self.watches.handle_timeout(now, &self.engine, &meta);
         self.drain_watch_outputs();
+        // Last: TakeCheckpoint names the applied index, which nothing
+        // after it in this input may move.
+        self.maybe_checkpoint(now);
     }
 
     // ----- outputs -----

@@ -208,6 +208,8 @@ impl Node {
             }
             None => None,
         };
+        // Not in cluster mode yet: the bucket tier is off there (see
+        // `core_config`).
         if let (Some(store), None) = (&store, &config.cluster) {
             restore_if_missing(&config, &**store).await?;
         }
@@ -1011,6 +1013,17 @@ async fn restore_if_missing(
 
 fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
     let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let bucket = config.object_store.as_ref().map(|_| BucketConfig {
+        unavailable_after_ns: nanos(config.bucket_unavailable_after),
+        checkpoint_every_entries: config.checkpoint_entries,
+        checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
+        gc_keep: config.gc_keep,
+        sync_upload: config.wal_sync_upload,
+        segment_max_age_ns: nanos(config.segment_max_age),
+        // One knob for both segment kinds, as in T4 (see the field).
+        segment_max_bytes: config.segment_max_size,
+        ..BucketConfig::default()
+    });
     NodeConfig {
         node_id: member_id,
         max_txn_ops: config.max_txn_ops,
@@ -1029,21 +1042,10 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
         },
         quota_bytes: config.quota_backend_bytes,
         seed: entropy_seed(),
-        bucket: config
-            .object_store
-            .as_ref()
-            .map(|_| BucketConfig {
-                unavailable_after_ns: nanos(config.bucket_unavailable_after),
-                checkpoint_every_entries: config.checkpoint_entries,
-                checkpoint_interval_ns: config.checkpoint_interval.map_or(0, nanos),
-                gc_keep: config.gc_keep,
-                sync_upload: config.wal_sync_upload,
-                segment_max_age_ns: nanos(config.segment_max_age),
-                // One knob for both segment kinds, as in T4 (see the field).
-                segment_max_bytes: config.segment_max_size,
-                ..BucketConfig::default()
-            })
-            .filter(|_| config.cluster.is_none()),
+        bucket: bucket.filter(|_| config.cluster.is_none()),
+        // The bucket as the cluster's disaster-recovery tier
+        // (`ClusterConfig::bucket`) stays off in the binary until the
+        // simulator passes with it (see core's `cluster_bucket` module).
         cluster: config
             .cluster
             .as_ref()

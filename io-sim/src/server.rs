@@ -195,6 +195,9 @@ pub struct NodeStatus {
     pub term: u64,
     /// Cluster mode: the commit index it knows.
     pub commit_index: u64,
+    /// Cluster mode with the bucket tier: how far it knows the bucket
+    /// holds the log.
+    pub uploaded: Option<u64>,
     /// Cluster mode: the lock's members as it last saw them.
     pub members: Vec<String>,
     /// Cluster mode: peer messages that did not decode (must stay 0).
@@ -1031,11 +1034,13 @@ impl Server {
         let role = self.node.cluster_role();
         let term = self.node.term().0;
         let commit_index = self.node.commit_index().map_or(0, |i| i.0);
+        let uploaded = self.node.cluster_uploaded_through().map(|i| i.0);
         let members: Vec<String> = self.node.members().into_iter().map(|m| m.id).collect();
         self.status.update(|s| {
             s.role = role;
             s.term = term;
             s.commit_index = commit_index;
+            s.uploaded = uploaded;
             s.members = members;
             let c = &mut s.checkpoints;
             c.completed += stats.completed - before.completed;

@@ -83,7 +83,7 @@ use t4_core::bucket::lock::Member;
 use t4_core::cluster::{ClusterConfig, ClusterMutants, HardState};
 use t4_core::log::Entry;
 use t4_core::node::ClientRequest;
-use t4_core::node::ClusterRole;
+use t4_core::node::{BucketConfig, ClusterRole};
 use t4_core::NodeConfig;
 use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
@@ -129,6 +129,14 @@ pub struct ClusterRunConfig {
     /// Watchers (each on a node drawn at random, resuming across breaks;
     /// 0: the random sequence of runs from before they existed).
     pub watchers: usize,
+    /// The bucket as the disaster-recovery tier: the leader uploads the
+    /// log (1 s segments) and checkpoints every 100 entries (no GC);
+    /// members keep only `peer_buffer` applied entries in memory, so
+    /// followers and candidates often catch up from the bucket, and a
+    /// member with a lost disk restores the newest checkpoint.
+    pub tier: bool,
+    /// `ClusterConfig::peer_buffer_entries`.
+    pub peer_buffer: usize,
     /// Linearizability checker budget.
     pub check: CheckConfig,
 }
@@ -147,6 +155,14 @@ impl ClusterRunConfig {
             removals: true,
             serializable_rate: 0.2,
             watchers: 3,
+            // Off until runs with it pass (`SIM_CLUSTER_TIER=1` turns it
+            // on): see the notes.
+            tier: std::env::var_os("SIM_CLUSTER_TIER").is_some(),
+            peer_buffer: if std::env::var_os("SIM_CLUSTER_TIER").is_some() {
+                16 + usize::try_from(seed % 200).expect("fits")
+            } else {
+                ClusterConfig::new(member(1).2).peer_buffer_entries
+            },
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -294,6 +310,16 @@ fn start_member(s3: &FakeS3, i: usize, cfg: &ClusterRunConfig, clock: ClockConfi
         core: NodeConfig {
             cluster: Some(ClusterConfig {
                 mutants: cfg.mutants,
+                peer_buffer_entries: cfg.peer_buffer,
+                bucket: cfg.tier.then(|| BucketConfig {
+                    segment_max_age_ns: 1_000_000_000,
+                    checkpoint_every_entries: 100,
+                    checkpoint_interval_ns: 0,
+                    // No GC: a member behind every WAL object left would
+                    // need a restart on an empty disk (not automatic yet).
+                    gc_keep: 0,
+                    ..BucketConfig::default()
+                }),
                 ..ClusterConfig::new(me)
             }),
             trim_every_entries: 200,
@@ -790,12 +816,13 @@ fn describe(members: &[SimMember]) -> String {
         .map(|m| {
             let s = m.status.get();
             format!(
-                "{} (incarnation {}): {:?} term {} commit {} applied {} last {} members {:?} serving {} failed {:?} refused {:?}",
+                "{} (incarnation {}): {:?} term {} commit {} uploaded {:?} applied {} last {} members {:?} serving {} failed {:?} refused {:?}",
                 m.name,
                 s.incarnation,
                 s.role,
                 s.term,
                 s.commit_index,
+                s.uploaded,
                 s.applied_index,
                 s.last_index,
                 s.members,

@@ -131,11 +131,10 @@ impl<E: KvEngine> Node<E> {
     /// The checkpoint settings: bucket mode's, or in cluster mode the
     /// bucket tier's (`None`: no checkpoints).
     fn checkpoint_config(&self) -> Option<&super::BucketConfig> {
-        self.config.bucket.as_ref().or_else(|| {
-            self.cluster
-                .as_deref()
-                .and_then(|c| c.bucket_tier())
-        })
+        self.config
+            .bucket
+            .as_ref()
+            .or_else(|| self.cluster.as_deref().and_then(|c| c.bucket_tier()))
     }
 
     fn may_checkpoint(&self) -> bool {
@@ -326,7 +325,9 @@ impl<E: KvEngine> Node<E> {
             // can overlap. Without it, wait a heartbeat interval.
             let leading = c.is_serving_leader();
             let retry_in = c.heartbeat_interval_ns();
-            let lease = self.cluster_read_fast_until().is_some_and(|until| now < until);
+            let lease = self
+                .cluster_read_fast_until()
+                .is_some_and(|until| now < until);
             if !leading {
                 return self.checkpoint_dropped();
             }

@@ -490,13 +490,15 @@ impl<E: KvEngine> Node<E> {
     /// is what the driver loaded (default when there is none). Call once,
     /// after [`Node::recover`].
     pub fn start_cluster(&mut self, now: Time, hard_state: HardState) {
-        let empty = self.last_index == Index(0);
         let c = self.clm();
         c.promised = hard_state.promised;
         c.durable_promised = hard_state.promised;
         c.rejoining = hard_state.rejoining;
         c.durable_rejoining = hard_state.rejoining;
-        c.blank = hard_state == HardState::default() && empty;
+        // No hard state: whatever the engine holds (nothing, or a
+        // checkpoint the driver restored from the bucket), the promises are
+        // gone. A member's hard state exists from its first promise on.
+        c.blank = hard_state == HardState::default();
         // A restarted member forgot when it last heard from its leader:
         // it refuses promises for an election timeout, so the leader's
         // lease stays sound.
@@ -1950,6 +1952,7 @@ impl<E: KvEngine> Node<E> {
         c.log.forget_applied(applied.min(upload_from), keep);
         self.maybe_trim();
         self.cluster_upload_pump(now);
+        self.maybe_checkpoint(now);
         self.serve_reads(now);
     }
 

@@ -216,7 +216,12 @@ impl<E: KvEngine> Node<E> {
         })
     }
 
-    pub(in crate::node) fn on_cluster_bucket_io(&mut self, now: Time, io: IoId, result: ObjectResult) {
+    pub(in crate::node) fn on_cluster_bucket_io(
+        &mut self,
+        now: Time,
+        io: IoId,
+        result: ObjectResult,
+    ) {
         if self.cl().bucket.up.io == Some(io) {
             self.on_upload_io(now, result);
         } else {
@@ -349,7 +354,12 @@ impl<E: KvEngine> Node<E> {
         let mut bytes = 0u64;
         let mut index = from;
         while index <= applied && bytes < segment_bytes {
-            let entry = self.cl().log.get(index).expect("applied entries are held").clone();
+            let entry = self
+                .cl()
+                .log
+                .get(index)
+                .expect("applied entries are held")
+                .clone();
             bytes += frame_len(prost::Message::encoded_len(&entry)) as u64;
             entries.push(entry);
             index = index.next();
@@ -450,7 +460,9 @@ impl<E: KvEngine> Node<E> {
                 for object in &objects {
                     match layout::parse_wal_key(&object.key) {
                         Some(first) => newest = newest.max(Some(first)),
-                        None => tracing::warn!(key = %object.key, "ignoring a foreign object under wal/"),
+                        None => {
+                            tracing::warn!(key = %object.key, "ignoring a foreign object under wal/")
+                        }
                     }
                 }
                 let next = if truncated {
@@ -486,11 +498,20 @@ impl<E: KvEngine> Node<E> {
                     newest: None,
                 });
             }
-            (UpOp::Put { last, .. }, Ok(ObjectReply::Put { .. })) => self.segment_uploaded(now, last),
+            (UpOp::Put { last, .. }, Ok(ObjectReply::Put { .. })) => {
+                self.segment_uploaded(now, last)
+            }
             (UpOp::Put { first, last, body }, Err(ObjectError::PreconditionFailed)) => {
                 self.next_upload_op(UpOp::Verify { first, last, body });
             }
-            (UpOp::Verify { last, body: ours, first }, Ok(ObjectReply::Got { body, .. })) => {
+            (
+                UpOp::Verify {
+                    last,
+                    body: ours,
+                    first,
+                },
+                Ok(ObjectReply::Got { body, .. }),
+            ) => {
                 if body == ours {
                     return self.segment_uploaded(now, last);
                 }
@@ -541,7 +562,10 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn upload_found_end(&mut self, now: Time, end: Index) {
-        tracing::info!(through = end.0, "the bucket's WAL ends here; uploading after it");
+        tracing::info!(
+            through = end.0,
+            "the bucket's WAL ends here; uploading after it"
+        );
         let b = &mut self.clm().bucket;
         b.up.op = None;
         b.up.failures = 0;
@@ -560,7 +584,11 @@ impl<E: KvEngine> Node<E> {
         b.known_through = b.known_through.max(through);
         b.up.since = None;
         if failures > 0 {
-            tracing::info!(through = through.0, failures, "the bucket answers again; WAL segment uploaded");
+            tracing::info!(
+                through = through.0,
+                failures,
+                "the bucket answers again; WAL segment uploaded"
+            );
         } else {
             tracing::debug!(through = through.0, "WAL segment uploaded");
         }
@@ -569,7 +597,9 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn tier_upload_failed(&mut self, now: Time, why: &str) {
-        let Some(backoff) = self.tier().map(|t| t.backoff_ns(self.cl().bucket.up.failures + 1))
+        let Some(backoff) = self
+            .tier()
+            .map(|t| t.backoff_ns(self.cl().bucket.up.failures + 1))
         else {
             return;
         };
@@ -750,7 +780,14 @@ impl<E: KvEngine> Node<E> {
 
     fn on_catch_up_io(&mut self, now: Time, result: ObjectResult) {
         let term = self.term;
-        let role_fits = match &self.cl().bucket.catch_up.as_ref().expect("matched").candidate {
+        let role_fits = match &self
+            .cl()
+            .bucket
+            .catch_up
+            .as_ref()
+            .expect("matched")
+            .candidate
+        {
             None => matches!(self.cl().role, Role::Follower { .. }),
             Some((t, _)) => *t == term && matches!(self.cl().role, Role::Candidate(_)),
         };
@@ -826,7 +863,10 @@ impl<E: KvEngine> Node<E> {
         let u = self.clm().bucket.catch_up.as_ref().expect("catching up");
         if u.replay.next() >= u.first {
             let through = u.replay.next().0 - 1;
-            tracing::info!(through, "caught up from the bucket's WAL; the leader continues");
+            tracing::info!(
+                through,
+                "caught up from the bucket's WAL; the leader continues"
+            );
             self.clm().bucket.catch_up = None;
             return self.ack_caught_up();
         }
@@ -870,7 +910,13 @@ impl<E: KvEngine> Node<E> {
     }
 
     fn catch_up_stuck(&mut self, now: Time, why: &str) {
-        if self.cl().bucket.catch_up.as_ref().is_some_and(|u| u.candidate.is_some()) {
+        if self
+            .cl()
+            .bucket
+            .catch_up
+            .as_ref()
+            .is_some_and(|u| u.candidate.is_some())
+        {
             tracing::warn!(%why, "the bucket's WAL cannot continue this candidate's log");
             let term = self.term;
             return self.step_down(now, term, None, "cannot adopt the best log");
@@ -879,7 +925,10 @@ impl<E: KvEngine> Node<E> {
             bucket's WAL holds the entries it needs; restart it on an empty data directory to \
             restore the newest checkpoint");
         // Try again much later (an operator may repair the bucket).
-        let backoff = self.tier().map_or(1_000_000_000, |t| t.retry_backoff_max_ns) * 30;
+        let backoff = self
+            .tier()
+            .map_or(1_000_000_000, |t| t.retry_backoff_max_ns)
+            * 30;
         let u = self.clm().bucket.catch_up.as_mut().expect("catching up");
         u.replay = BucketReplay::new(Index(u.replay.next().0 - 1));
         u.pushed = None;
@@ -896,7 +945,10 @@ impl<E: KvEngine> Node<E> {
         let (Some(leader), None) = (self.leader(), c.sync_io) else {
             return;
         };
-        let matched = c.verified.min(c.synced).max(Index(self.store.meta().applied_index));
+        let matched = c
+            .verified
+            .min(c.synced)
+            .max(Index(self.store.meta().applied_index));
         let term = self.term;
         self.send(
             &leader,

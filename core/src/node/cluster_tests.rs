@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::bucket::lock::{LeaderLock, Member};
+use crate::bucket::recovery::BucketReplay;
+use crate::bucket::{layout, wal_object};
 use crate::cluster::{ClusterConfig, ClusterMutants, HardState, PeerMsg};
 use crate::engine::MemEngine;
 use crate::kv::{PutRequest, RangeRequest};
-use crate::bucket::recovery::BucketReplay;
-use crate::bucket::{layout, wal_object};
 use crate::object::MemBucket;
 use bytes::Bytes;
 
@@ -764,10 +764,15 @@ impl Rig {
             let key = layout::wal_key(first);
             let (term, entries) =
                 wal_object::decode(&key, first, &objects[&first]).map_err(|e| e.to_string())?;
-            for e in replay.push(first, term, entries).map_err(|e| e.to_string())? {
+            for e in replay
+                .push(first, term, entries)
+                .map_err(|e| e.to_string())?
+            {
                 match self.applied.get(&e.index) {
                     Some(seen) if *seen == e => {}
-                    Some(seen) => return Err(format!("{key}: {e:?} differs from applied {seen:?}")),
+                    Some(seen) => {
+                        return Err(format!("{key}: {e:?} differs from applied {seen:?}"))
+                    }
                     None => return Err(format!("{key}: {e:?} was never applied")),
                 }
             }
@@ -778,12 +783,20 @@ impl Rig {
     fn put_many(&mut self, via: &str, prefix: &str, n: usize) {
         for i in 0..n {
             let req = self.put(via, &format!("{prefix}{i}"), "v");
-            assert!(is_ok_put(&self.answer(req, 500)), "put {i}: {}", self.dump());
+            assert!(
+                is_ok_put(&self.answer(req, 500)),
+                "put {i}: {}",
+                self.dump()
+            );
         }
     }
 
     fn others(&self, than: &str) -> Vec<String> {
-        self.machines.keys().filter(|id| *id != than).cloned().collect()
+        self.machines
+            .keys()
+            .filter(|id| *id != than)
+            .cloned()
+            .collect()
     }
 }
 
@@ -1953,14 +1966,16 @@ fn a_follower_behind_the_leaders_memory_catches_up_from_the_bucket() {
     rig.put_many(&leader, "k", 40);
     let applied = rig.node(&leader).meta().applied_index;
     assert!(
-        rig.run_until(2_000, |r| r.node(&leader).cluster_uploaded_through() == Some(Index(applied))),
+        rig.run_until(2_000, |r| r.node(&leader).cluster_uploaded_through()
+            == Some(Index(applied))),
         "the leader uploads what it applied: {:?}",
         rig.node(&leader).cluster_uploaded_through()
     );
     assert_eq!(rig.bucket_wal_checked(), Ok(applied));
     rig.start(&lagger);
     assert!(
-        rig.run_until(5_000, |r| r.converged() && r.node(&lagger).meta().applied_index == applied),
+        rig.run_until(5_000, |r| r.converged()
+            && r.node(&lagger).meta().applied_index == applied),
         "{}",
         rig.dump()
     );
@@ -1985,7 +2000,10 @@ fn without_the_tier_a_follower_behind_the_leaders_memory_stays_behind() {
     rig.start(&lagger);
     rig.run_ms(3_000);
     assert!(rig.node(&lagger).meta().applied_index < rig.node(&leader).meta().applied_index);
-    assert!(rig.bucket.iter().all(|(key, _)| layout::parse_wal_key(key).is_none()));
+    assert!(rig
+        .bucket
+        .iter()
+        .all(|(key, _)| layout::parse_wal_key(key).is_none()));
 }
 
 /// A member that lost its disk after the leader's memory moved on rejoins
@@ -2028,10 +2046,10 @@ fn a_new_leader_continues_the_buckets_wal() {
     let leader = rig.serving_leaders()[0].clone();
     assert!(rig.run_until(10_000, |r| r.converged()), "{}", rig.dump());
     let applied = rig.node(&leader).meta().applied_index;
-    assert!(rig.run_until(2_000, |r| r
-        .node(&leader)
-        .cluster_uploaded_through()
-        == Some(Index(applied))));
+    assert!(
+        rig.run_until(2_000, |r| r.node(&leader).cluster_uploaded_through()
+            == Some(Index(applied)))
+    );
     assert_eq!(rig.bucket_wal_checked(), Ok(applied));
     assert_eq!(rig.violations, Vec::<String>::new());
 }
