@@ -173,6 +173,26 @@ struct CatchUp {
     failures: u32,
 }
 
+impl CatchUp {
+    /// A catch-up from `applied` (listing `wal/` first), done once past
+    /// `first`; a candidate's reads to the bucket's end instead.
+    fn start(applied: Index, first: Index, candidate: Option<(Term, Member)>) -> CatchUp {
+        CatchUp {
+            first,
+            candidate,
+            from: applied,
+            replay: BucketReplay::new(applied),
+            listing: Vec::new(),
+            pushed: None,
+            queue: VecDeque::new(),
+            op: Some(list_op(None)),
+            io: None,
+            retry_at: None,
+            failures: 0,
+        }
+    }
+}
+
 impl UpOp {
     fn object_op(&self) -> ObjectOp {
         match self {
@@ -705,19 +725,7 @@ impl<E: KvEngine> Node<E> {
             leader_holds_from = first.0,
             "behind the leader's memory: catching up from the bucket's WAL"
         );
-        self.clm().bucket.catch_up = Some(CatchUp {
-            first,
-            candidate: None,
-            from: applied,
-            replay: BucketReplay::new(applied),
-            listing: Vec::new(),
-            pushed: None,
-            queue: VecDeque::new(),
-            op: Some(list_op(None)),
-            io: None,
-            retry_at: None,
-            failures: 0,
-        });
+        self.clm().bucket.catch_up = Some(CatchUp::start(applied, first, None));
         self.send_catch_up_op();
     }
 
@@ -743,19 +751,11 @@ impl<E: KvEngine> Node<E> {
             source = %source.id,
             "the best promiser no longer holds what this candidate lacks: reading the bucket's WAL"
         );
-        self.clm().bucket.catch_up = Some(CatchUp {
-            first: Index(u64::MAX),
-            candidate: Some((term, source)),
-            from: applied,
-            replay: BucketReplay::new(applied),
-            listing: Vec::new(),
-            pushed: None,
-            queue: VecDeque::new(),
-            op: Some(list_op(None)),
-            io: None,
-            retry_at: None,
-            failures: 0,
-        });
+        self.clm().bucket.catch_up = Some(CatchUp::start(
+            applied,
+            Index(u64::MAX),
+            Some((term, source)),
+        ));
         self.send_catch_up_op();
         true
     }
