@@ -1621,14 +1621,7 @@ impl<E: KvEngine> Node<E> {
                 let matched = c.verified.min(c.synced);
                 let term = self.term;
                 if matched > Index(0) {
-                    self.send(
-                        &leader,
-                        PeerMsg::Ack {
-                            term,
-                            matched,
-                            sent_at: Time(0),
-                        },
-                    );
+                    self.ack(&leader, term, matched);
                 }
             }
             Role::Leader(_) => self.advance_commit(now),
@@ -2536,6 +2529,20 @@ impl<E: KvEngine> Node<E> {
     }
 
     // ----- helpers -----
+
+    /// Follower: tells the leader of `term` that its log durably matches
+    /// through `matched`, unasked (not the answer to an append).
+    fn ack(&mut self, to: &Member, term: Term, matched: Index) {
+        let sent_at = Time(0);
+        self.send(
+            to,
+            PeerMsg::Ack {
+                term,
+                matched,
+                sent_at,
+            },
+        );
+    }
 
     fn send(&mut self, to: &Member, msg: PeerMsg) {
         self.actions.push_back(Action::Send {

@@ -50,7 +50,7 @@
 //! # A follower behind the leader's memory catches up from the bucket
 //!
 //! A follower whose next entry the leader no longer holds gets
-//! [`PeerMsg::Behind`] instead of an append (with every heartbeat). It
+//! [`PeerMsg::Behind`](crate::cluster::PeerMsg::Behind) instead of an append (with every heartbeat). It
 //! lists `wal/`, downloads the objects after its applied index in order
 //! ([`BucketReplay`] checks holes, overlaps and terms) and takes their
 //! entries into its log as committed — they are, since only committed
@@ -77,7 +77,6 @@ use crate::bucket::layout;
 use crate::bucket::lock::Member;
 use crate::bucket::recovery::BucketReplay;
 use crate::bucket::wal_object;
-use crate::cluster::PeerMsg;
 use crate::engine::KvEngine;
 use crate::log::Entry;
 use crate::node::checkpoint::TakenCheckpoint;
@@ -367,6 +366,7 @@ impl<E: KvEngine> Node<E> {
                  checkpoints stop at the hole)"
             );
             from = held_from;
+            self.clm().bucket.up.through = Some(Index(from.0 - 1));
             self.checkpoint_not_before = None;
             self.checkpoint_forced = true;
         }
@@ -389,7 +389,6 @@ impl<E: KvEngine> Node<E> {
         let body = wal_object::encode(term, &entries);
         let up = &mut self.clm().bucket.up;
         up.pending_bytes = up.pending_bytes.saturating_sub(bytes);
-        up.through = Some(Index(from.0 - 1));
         up.op = Some(UpOp::Put {
             first: from,
             last,
@@ -692,18 +691,10 @@ impl<E: KvEngine> Node<E> {
         c.watching = None;
         self.follow(now, from.clone());
         let applied = Index(self.store.meta().applied_index);
-        let c = self.cl();
-        let durable = applied.max(c.verified.min(c.synced));
+        let durable = self.durable_match();
         if durable.next() >= first {
             // Caught up meanwhile: say where to continue.
-            return self.send(
-                from,
-                PeerMsg::Ack {
-                    term,
-                    matched: durable,
-                    sent_at: Time(0),
-                },
-            );
+            return self.ack(from, term, durable);
         }
         if let Some(u) = self.clm().bucket.catch_up.as_mut() {
             if u.candidate.is_none() {
@@ -941,22 +932,19 @@ impl<E: KvEngine> Node<E> {
     /// If nothing is waiting for an fsync (which acknowledges by itself),
     /// tells the leader where this node's log stands.
     fn ack_caught_up(&mut self) {
-        let c = self.cl();
-        let (Some(leader), None) = (self.leader(), c.sync_io) else {
+        let (Some(leader), None) = (self.leader(), self.cl().sync_io) else {
             return;
         };
-        let matched = c
-            .verified
+        let (term, matched) = (self.term, self.durable_match());
+        self.ack(&leader, term, matched);
+    }
+
+    /// Follower: how far its log durably matches the leader's: what it
+    /// verified and fsynced, and at least what it applied (committed).
+    fn durable_match(&self) -> Index {
+        let c = self.cl();
+        c.verified
             .min(c.synced)
-            .max(Index(self.store.meta().applied_index));
-        let term = self.term;
-        self.send(
-            &leader,
-            PeerMsg::Ack {
-                term,
-                matched,
-                sent_at: Time(0),
-            },
-        );
+            .max(Index(self.store.meta().applied_index))
     }
 }
