@@ -424,8 +424,10 @@ pub enum Action {
         /// Index of the next entry the WAL will receive.
         next: Index,
     },
-    /// Bucket mode: make a checkpoint of the engine **now**, before handing
-    /// the node any other input (the engine is at applied index `index`),
+    /// Make a checkpoint of the engine **now**, before handing the node
+    /// any other input (the engine is at applied index `index`: core
+    /// names the index when the driver polls the action, since a driver
+    /// may feed the node inputs while it works through earlier actions),
     /// into a local folder named by `(term, index)`; list and hash its
     /// files (that part may run in the background) and report
     /// [`IoDone::CheckpointTaken`]. See the `checkpoint` module.
@@ -936,8 +938,6 @@ impl<E: KvEngine> Node<E> {
         let meta = *self.store.meta();
         self.watches.handle_timeout(now, &self.engine, &meta);
         self.drain_watch_outputs();
-        // Last: TakeCheckpoint names the applied index, which nothing
-        // after it in this input may move.
         self.maybe_checkpoint(now);
     }
 
@@ -946,7 +946,13 @@ impl<E: KvEngine> Node<E> {
     /// The next action for the driver, in the order the node decided them.
     pub fn poll_action(&mut self) -> Option<Action> {
         loop {
-            let action = self.actions.pop_front()?;
+            let action = match self.actions.pop_front()? {
+                Action::TakeCheckpoint { io, .. } => match self.checkpoint_polled(io) {
+                    Some(action) => action,
+                    None => continue,
+                },
+                action => action,
+            };
             if let Some(action) = self.route_reply(action) {
                 return Some(action);
             }

@@ -889,7 +889,7 @@ impl Server {
         let meta = mvcc::read_meta(&snapshot).expect("an in-memory engine's meta reads");
         assert_eq!(
             meta.applied_index, index.0,
-            "TakeCheckpoint at index {index}, but the engine is at {}: core must ask right after the apply",
+            "TakeCheckpoint at index {index}, but the engine is at {}: core names the index when the action is polled",
             meta.applied_index
         );
         let files = crate::checkpoint::take(&snapshot);

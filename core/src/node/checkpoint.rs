@@ -178,21 +178,21 @@ impl<E: KvEngine> Node<E> {
             .min()
     }
 
-    fn start_checkpoint(&mut self) {
-        let meta = *self.store.meta();
-        let io = self.io_id();
-        let point = CheckpointPoint {
-            term: self.term,
+    /// The point the engine is at now.
+    fn engine_point(&self, term: Term) -> CheckpointPoint {
+        let meta = self.store.meta();
+        CheckpointPoint {
+            term,
             index: Index(meta.applied_index),
             revision: crate::types::Revision(meta.current_revision),
             // The store says -1 before any compaction; the manifest, 0.
             compact_revision: crate::types::Revision(meta.compact_revision.max(0)),
-        };
-        tracing::info!(
-            term = point.term.0,
-            index = point.index.0,
-            "taking a checkpoint"
-        );
+        }
+    }
+
+    fn start_checkpoint(&mut self) {
+        let io = self.io_id();
+        let point = self.engine_point(self.term);
         self.checkpoint = Some(Checkpointing {
             point,
             io: Some(io),
@@ -207,6 +207,33 @@ impl<E: KvEngine> Node<E> {
             term: point.term,
             index: point.index,
         });
+    }
+
+    /// The driver polled the `TakeCheckpoint` of `io` and takes the
+    /// checkpoint before its next input: the checkpoint is of the engine
+    /// as it is now. Entries applied since the checkpoint was started (a
+    /// driver feeds the node inputs while it works through the actions
+    /// queued before this one) move the point forward, so the folder, the
+    /// manifest and the index the WAL must cover all name what the engine
+    /// holds.
+    pub(super) fn checkpoint_polled(&mut self, io: IoId) -> Option<Action> {
+        let c = self
+            .checkpoint
+            .as_ref()
+            // Abandoned before the driver got to it: nothing to take.
+            .filter(|c| c.io == Some(io) && matches!(c.job, Job::Taking))?;
+        let point = self.engine_point(c.point.term);
+        self.checkpoint.as_mut().expect("checked").point = point;
+        tracing::info!(
+            term = point.term.0,
+            index = point.index.0,
+            "taking a checkpoint"
+        );
+        Some(Action::TakeCheckpoint {
+            io,
+            term: point.term,
+            index: point.index,
+        })
     }
 
     pub(super) fn is_checkpoint_io(&self, io: IoId) -> bool {

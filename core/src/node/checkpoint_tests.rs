@@ -68,15 +68,11 @@ impl Rig {
         rig
     }
 
+    /// One action at a time, as the drivers poll them: `TakeCheckpoint`
+    /// names the engine's index when it is polled.
     fn pump(&mut self) {
-        loop {
-            let actions = self.node.take_actions();
-            if actions.is_empty() {
-                return;
-            }
-            for action in actions {
-                self.execute(action);
-            }
+        while let Some(action) = self.node.poll_action() {
+            self.execute(action);
         }
     }
 
@@ -454,4 +450,55 @@ fn no_checkpoint_starts_while_the_gc_pass_runs() {
     assert_eq!(r.node.checkpoint_stats().gc_passes, 5);
     r.put("g");
     assert_eq!(r.taken.len(), 6);
+}
+
+#[test]
+fn a_checkpoint_names_the_index_the_engine_is_at_when_the_driver_gets_to_it() {
+    // A driver works through its actions in order and feeds the node an
+    // input for some of them (a WAL sync, an upload's answer) before it
+    // reaches a TakeCheckpoint queued behind them; entries may apply
+    // meanwhile. The checkpoint is of the engine as the driver finds it.
+    let mut r = Rig::new(5, 0);
+    for k in ["a", "b", "c"] {
+        r.put(k);
+    }
+    let submit = |r: &mut Rig, key: &str| {
+        r.next_req += 1;
+        let write = WriteRequest::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        });
+        r.node
+            .handle_client(r.now, ReqId(r.next_req), ClientRequest::Write(write));
+    };
+    // Entry 5 applies and makes a checkpoint due.
+    submit(&mut r, "d");
+    let take = loop {
+        let queued = r.node.actions.iter();
+        if let Some(i) = queued
+            .clone()
+            .position(|a| matches!(a, Action::TakeCheckpoint { .. }))
+        {
+            break r.node.actions.remove(i).expect("found");
+        }
+        let action = r.node.poll_action().expect("entry 5 applies");
+        r.execute(action);
+    };
+    // Entry 6 applies before the driver gets to the checkpoint.
+    submit(&mut r, "e");
+    r.pump();
+    assert_eq!(r.node.meta().applied_index, 6);
+    r.node.actions.push_front(take);
+    // The rig checks that the engine is at the index the action names.
+    r.pump();
+    let term = r.node.term();
+    assert_eq!(r.taken, vec![(term, Index(6))]);
+    assert_eq!(
+        r.latest(),
+        Some(LatestPointer::to_checkpoint(term, Index(6)))
+    );
+    let m = r.manifest(term, Index(6));
+    assert_eq!(m.revision.0, r.node.meta().current_revision);
+    r.no_abandon();
 }
