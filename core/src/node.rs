@@ -463,10 +463,15 @@ pub enum Action {
         /// The checkpoint's index.
         index: Index,
     },
-    /// Async bucket mode's start-up, the engine ahead of the bucket: read
-    /// back local WAL entries `from..=through` (at or below the engine's
-    /// applied index, so [`Node::recover`] did not receive them) and report
-    /// [`IoDone::WalRead`]. Nothing else touches the WAL until then.
+    /// Read back local WAL entries `from..=through` (applied entries, at
+    /// or below the engine's applied index, so [`Node::recover`] did not
+    /// receive them) and report [`IoDone::WalRead`]. Asked for at start-up
+    /// (async bucket mode with the engine ahead of the bucket; cluster
+    /// mode's recent entries) and, in cluster mode with the bucket tier,
+    /// by a leader uploading entries its memory no longer holds, while
+    /// appends go on: the entries asked for are complete in the files
+    /// (written before they applied), whatever is being appended after
+    /// them.
     ReadWal {
         /// Id of this action.
         io: IoId,

@@ -285,8 +285,22 @@ enum Inbound {
 }
 
 /// Runs one node process until it fails (or forever). Spawn it as a madsim
-/// node's init future.
+/// node's init future. Its logs are in a span naming the node (its member
+/// id in cluster mode).
 pub async fn serve(ctx: ServerContext) {
+    use tracing::Instrument;
+    let name = ctx
+        .config
+        .core
+        .cluster
+        .as_ref()
+        .map_or_else(|| "node".to_owned(), |c| c.me.id.clone());
+    serve_process(ctx)
+        .instrument(tracing::info_span!("sim", node = %name))
+        .await;
+}
+
+async fn serve_process(ctx: ServerContext) {
     let config = ctx.config.clone();
     let clock = SimClock::start(config.clock);
     ctx.status.update(|s| {

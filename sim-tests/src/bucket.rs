@@ -344,6 +344,7 @@ pub fn run(config: &ScenarioConfig) -> ScenarioReport {
     let played = std::thread::scope(|scope| {
         scope
             .spawn(move || {
+                let _log = crate::simlog::install();
                 let mut rt = madsim::runtime::Runtime::with_seed_and_config(
                     cfg.seed,
                     madsim::Config::default(),

@@ -54,7 +54,10 @@
 //!   log, revision going back), no node failing its write path (a
 //!   truncation below the applied index is one), no undecodable peer
 //!   message;
-//! - **liveness**: convergence after the faults stop.
+//! - **liveness**: convergence after the faults stop;
+//! - **the bucket tier** (when on): the leader uploads its whole log within
+//!   [`UPLOADED_WITHIN`] after the clients stop, and the bucket's WAL then
+//!   replays from index 1 without a hole, every entry the committed log's.
 //!
 //! - **watches** (three watchers on nodes drawn at random, resuming from
 //!   the next revision when their stream breaks, a third of them slow
@@ -84,6 +87,7 @@ use t4_core::cluster::{ClusterConfig, ClusterMutants, HardState};
 use t4_core::log::Entry;
 use t4_core::node::ClientRequest;
 use t4_core::node::{BucketConfig, ClusterRole};
+use t4_core::object::MemBucket;
 use t4_core::NodeConfig;
 use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
@@ -99,6 +103,12 @@ use crate::workload::{self, ClientConfig, Mix, Recorded, Recorder, WatcherConfig
 
 /// After the faults stop, the cluster must settle within this.
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
+
+/// With the tier: how soon after the clients stopped the leader must have
+/// uploaded its whole log: segments seal after 1 s, but a put the fake S3
+/// holds to land late (up to 60 s) makes every other conditional put of
+/// its key a 409 until it lands.
+pub const UPLOADED_WITHIN: Duration = Duration::from_secs(90);
 /// How long clients wait for an answer (a forwarded request times out
 /// after 5 s in the follower).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -209,6 +219,10 @@ pub struct ClusterReport {
     pub leader_terms: usize,
     /// Gaps without a serving leader after the cluster formed, in ms.
     pub failovers_ms: Vec<u64>,
+    /// With the tier: entries the bucket's WAL replayed at the end, and
+    /// the checkpoint manifests in the bucket.
+    pub bucket_wal_entries: usize,
+    pub bucket_checkpoints: usize,
     /// Faults by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// What failed.
@@ -265,6 +279,7 @@ pub fn run(config: &ClusterRunConfig) -> ClusterReport {
     let played = std::thread::scope(|scope| {
         scope
             .spawn(move || {
+                let _log = crate::simlog::install();
                 let mut rt = madsim::runtime::Runtime::with_seed_and_config(
                     cfg.seed,
                     madsim::Config::default(),
@@ -285,6 +300,8 @@ struct Collected {
     recorded: Recorded,
     sim_secs: f64,
     ledgers: Vec<(String, Vec<Entry>)>,
+    /// The bucket at the end (with the tier).
+    bucket: Option<MemBucket>,
     statuses: Vec<(String, NodeStatus)>,
     faults: BTreeMap<&'static str, u64>,
     watch: Watch,
@@ -710,6 +727,21 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             describe(&members)
         ));
     }
+    // With the tier, the leader uploads its whole log within a few
+    // segment ages once nothing is written.
+    if cfg.tier
+        && !wait_for(&members, UPLOADED_WITHIN, |st| {
+            st.iter().any(|s| {
+                serving_leader(s) && s.uploaded.is_some_and(|u| u >= s.applied_index)
+            })
+        })
+        .await
+    {
+        violations.push(format!(
+            "the leader did not upload its log within {UPLOADED_WITHIN:?} of the end: {}",
+            describe(&members)
+        ));
+    }
     // Watchers see everything through the final revision, then close.
     sleep(Duration::from_secs(3)).await;
     rec.end.store(true, Ordering::Relaxed);
@@ -727,6 +759,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             .iter()
             .map(|m| (m.name.clone(), m.ledger.entries()))
             .collect(),
+        bucket: cfg.tier.then(|| s3.bucket()),
         statuses: members
             .iter()
             .map(|m| (m.name.clone(), m.status.get()))
@@ -916,6 +949,16 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         }
     }
     report.log_entries = log.len();
+    if let Some(bucket) = &c.bucket {
+        match bucket_wal(bucket, &log) {
+            Ok(n) => report.bucket_wal_entries = n,
+            Err(why) => v.push(format!("the bucket's WAL: {why}")),
+        }
+        report.bucket_checkpoints = bucket
+            .iter()
+            .filter(|(key, _)| t4_core::bucket::layout::parse_checkpoint_manifest_key(key).is_some())
+            .count();
+    }
     let mut ops = c.recorded.ops;
     if std::env::var_os("SIM_DEBUG").is_some() {
         let mut by: BTreeMap<(usize, String), usize> = BTreeMap::new();
@@ -971,6 +1014,45 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     report
 }
 
+/// Replays the bucket's WAL from the start (the tier runs keep every
+/// object): it must have no hole, and every entry must be the committed
+/// log's. Returns the entries replayed.
+fn bucket_wal(bucket: &MemBucket, log: &[Entry]) -> Result<usize, String> {
+    use t4_core::bucket::{layout, recovery::BucketReplay, wal_object};
+    use t4_core::types::Index;
+    let objects: BTreeMap<Index, &bytes::Bytes> = bucket
+        .iter()
+        .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?, body)))
+        .collect();
+    let listing: Vec<Index> = objects.keys().copied().collect();
+    let mut replay = BucketReplay::new(Index(0));
+    let mut replayed = 0;
+    for first in replay.wanted(&listing).map_err(|e| e.to_string())? {
+        let key = layout::wal_key(first);
+        let (term, entries) =
+            wal_object::decode(&key, first, objects[&first]).map_err(|e| e.to_string())?;
+        for e in replay.push(first, term, entries).map_err(|e| e.to_string())? {
+            match log.get(usize::try_from(e.index).expect("fits") - 1) {
+                Some(ours) if *ours == e => replayed += 1,
+                Some(ours) => {
+                    return Err(format!(
+                        "{key} holds entry {} of term {}, the committed log's has term {}",
+                        e.index, e.term, ours.term
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "{key} holds entry {}, past the committed log's end {}",
+                        e.index,
+                        log.len()
+                    ))
+                }
+            }
+        }
+    }
+    Ok(replayed)
+}
+
 /// The summary line of a set of runs.
 #[must_use]
 pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Instant) -> String {
@@ -989,7 +1071,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         }
     };
     format!(
-        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} resolved={} log_entries={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
+        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} resolved={} log_entries={} bucket_wal_entries={} bucket_checkpoints={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
         reports.len() + panics,
         reports.iter().map(|r| r.sim_secs).sum::<f64>(),
         sum(|r| r.ops),
@@ -1003,6 +1085,8 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         sum(|r| r.watch_events),
         sum(|r| r.resolved),
         sum(|r| r.log_entries),
+        sum(|r| r.bucket_wal_entries),
+        sum(|r| r.bucket_checkpoints),
         sum(|r| r.leader_terms),
         gaps.len(),
         pct(50),

@@ -15,6 +15,7 @@ pub mod prefixcheck;
 pub mod resolve;
 pub mod run;
 pub mod runner;
+pub mod simlog;
 pub mod truth;
 pub mod watchcheck;
 pub mod workload;

@@ -273,6 +273,7 @@ fn client_ip(n: usize) -> IpAddr {
 /// Runs one seed to completion inside a fresh madsim runtime.
 #[must_use]
 pub fn run(config: &RunConfig) -> RunReport {
+    let _log = crate::simlog::install();
     let mut rt =
         madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     rt.set_time_limit(config.duration + Duration::from_secs(120));

@@ -256,8 +256,11 @@ impl<E: KvEngine> Node<E> {
             applied.min(self.async_upload.uploaded_through)
         } else if let Some(keep) = self.cluster_buffer_entries() {
             // Cluster mode: the WAL keeps the recent applied entries, so a
-            // restarted leader can still serve followers that lag.
-            Index(applied.0.saturating_sub(keep))
+            // restarted leader can still serve followers that lag; with
+            // the bucket tier, every entry the bucket may lack.
+            let recent = Index(applied.0.saturating_sub(keep));
+            self.tier_wal_keeps_after()
+                .map_or(recent, |uploaded| recent.min(uploaded))
         } else {
             applied
         }

@@ -420,6 +420,12 @@ impl<E: KvEngine> Node<E> {
         self.cluster.as_deref().expect("cluster mode")
     }
 
+    /// The first entry the in-memory log holds (for tests).
+    #[cfg(test)]
+    pub(super) fn log_first_index(&self) -> Index {
+        self.cl().log.first_index()
+    }
+
     fn clm(&mut self) -> &mut Cluster {
         self.cluster.as_deref_mut().expect("cluster mode")
     }

@@ -30,12 +30,19 @@
 //! ([`crate::bucket::recovery::BucketReplay`] checks that).
 //!
 //! The entries come from the in-memory log tail, which keeps
-//! `peer_buffer_entries` applied entries. If the bucket is further behind
-//! than that (a long bucket outage, or a leader change after one), the
-//! missing entries are only in members' engines: the leader logs an error
-//! naming them, continues after them, and makes a checkpoint due at once.
-//! The checkpoint covers the hole for restores; a follower that needs
-//! entries inside it cannot catch up from the bucket (below).
+//! `peer_buffer_entries` applied entries, and every entry the bucket is
+//! not known to hold (within `async_backlog_bytes_max`). Where memory does
+//! not reach back to the bucket's end (a restarted leader, whose memory
+//! holds only what it read back at start-up; a long bucket outage), the
+//! leader reads the entries back from its local WAL, in runs of
+//! [`LOCAL_READ_ENTRIES`]: every member keeps its WAL back to the last
+//! index it knows the bucket holds (nothing is trimmed after a restart
+//! until it learns that index again). If the local WAL does not hold them
+//! either (a member that was wiped and caught up past them), the missing
+//! entries are only in members' engines: the leader logs an error naming
+//! them, continues after them, and makes a checkpoint due at once. The
+//! checkpoint covers the hole for restores; a follower that needs entries
+//! inside it cannot catch up from the bucket (below).
 //!
 //! # Checkpoints
 //!
@@ -90,6 +97,10 @@ use crate::wal::frame_len;
 /// leader's memory begins.
 const CATCH_UP_RELIST_NS: u64 = 500_000_000;
 
+/// Entries a leader reads back from its local WAL at a time, for a bucket
+/// its memory does not reach back to.
+pub const LOCAL_READ_ENTRIES: u64 = 1024;
+
 /// The bucket tier's state in a cluster node.
 #[derive(Debug, Default)]
 pub(super) struct ClusterBucket {
@@ -122,6 +133,11 @@ struct Upload {
     /// A taken checkpoint waiting for the bucket to hold the log through
     /// `.2`.
     held: Option<(IoId, Result<TakenCheckpoint, String>, Index)>,
+    /// Applied entries read back from the local WAL (after `through`, in
+    /// order, below the in-memory log).
+    local: VecDeque<Entry>,
+    /// The local WAL did not hold the entries after `through`.
+    local_failed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +163,9 @@ enum UpOp {
         last: Index,
         body: Bytes,
     },
+    /// Reading entries the in-memory log no longer holds from the local
+    /// WAL (an `Action::ReadWal`).
+    ReadLocal { from: Index, through: Index },
 }
 
 /// A follower's (or candidate's) catch-up from the bucket.
@@ -200,6 +219,7 @@ impl UpOp {
                 key: layout::wal_key(*first),
             },
             UpOp::Put { first, body, .. } => create_op(&layout::wal_key(*first), body),
+            UpOp::ReadLocal { .. } => unreachable!("a local read is not an object operation"),
         }
     }
 }
@@ -225,6 +245,17 @@ impl<E: KvEngine> Node<E> {
         self.tier()?;
         let b = &self.cl().bucket;
         Some(b.up.through.unwrap_or(b.known_through).max(b.known_through))
+    }
+
+    /// The index after which the local WAL keeps every entry: the last
+    /// one this node knows the bucket holds (0 after a restart, until it
+    /// learns it again), so that it can upload the rest if it leads
+    /// (`None`: no tier, or uploads stopped).
+    pub(in crate::node) fn tier_wal_keeps_after(&self) -> Option<Index> {
+        if self.cl().bucket.stopped {
+            return None;
+        }
+        self.cluster_uploaded_through()
     }
 
     /// Whether `io` is an object operation of the upload or the catch-up.
@@ -357,7 +388,19 @@ impl<E: KvEngine> Node<E> {
         }
         let mut from = through.next();
         let held_from = self.cl().log.first_index();
-        if from < held_from {
+        let up = &mut self.clm().bucket.up;
+        while up.local.front().is_some_and(|e| e.index_id() < from) {
+            up.local.pop_front();
+        }
+        let local_holds = up.local.front().is_some_and(|e| e.index_id() == from);
+        if from < held_from && !local_holds && !up.local_failed {
+            let through = Index((held_from.0 - 1).min(from.0 + LOCAL_READ_ENTRIES - 1));
+            up.local.clear();
+            up.op = Some(UpOp::ReadLocal { from, through });
+            return self.send_upload_op();
+        }
+        if from < held_from && !local_holds {
+            self.clm().bucket.up.local_failed = false;
             tracing::error!(
                 missing_first = from.0,
                 missing_last = held_from.0 - 1,
@@ -374,16 +417,16 @@ impl<E: KvEngine> Node<E> {
         let mut bytes = 0u64;
         let mut index = from;
         while index <= applied && bytes < segment_bytes {
-            let entry = self
-                .cl()
-                .log
-                .get(index)
-                .expect("applied entries are held")
-                .clone();
+            // A run read back from the local WAL ends the segment where it
+            // ends.
+            let Some(entry) = self.upload_entry(index).cloned() else {
+                break;
+            };
             bytes += frame_len(prost::Message::encoded_len(&entry)) as u64;
             entries.push(entry);
             index = index.next();
         }
+        assert!(!entries.is_empty(), "applied entry {from} is held");
         let last = entries.last().expect("at least one entry").index_id();
         let term = entries.last().expect("at least one entry").term_id();
         let body = wal_object::encode(term, &entries);
@@ -395,6 +438,71 @@ impl<E: KvEngine> Node<E> {
             body,
         });
         self.send_upload_op();
+    }
+
+    /// Applied entry `index` for the upload: in memory, or read back from
+    /// the local WAL.
+    fn upload_entry(&self, index: Index) -> Option<&Entry> {
+        let c = self.cl();
+        c.log.get(index).or_else(|| {
+            let local = &c.bucket.up.local;
+            let first = local.front()?.index_id();
+            local.get(usize::try_from(index.0.checked_sub(first.0)?).ok()?)
+        })
+    }
+
+    /// Whether `io` is the upload's read of the local WAL.
+    pub(in crate::node) fn is_cluster_upload_read(&self, io: IoId) -> bool {
+        self.cluster.as_deref().is_some_and(|c| {
+            c.bucket.up.io == Some(io) && matches!(c.bucket.up.op, Some(UpOp::ReadLocal { .. }))
+        })
+    }
+
+    /// The local WAL's entries the bucket lacks (or why it does not hold
+    /// them: the upload then leaves a hole).
+    pub(in crate::node) fn on_upload_read(
+        &mut self,
+        now: Time,
+        result: Result<Vec<Entry>, String>,
+    ) {
+        let up = &mut self.clm().bucket.up;
+        up.io = None;
+        let Some(UpOp::ReadLocal { from, through }) = up.op.take() else {
+            unreachable!("checked by is_cluster_upload_read")
+        };
+        if !self.upload_current() || !matches!(self.health, Health::Serving) {
+            return self.reset_upload(now);
+        }
+        let fits = |entries: &[Entry]| {
+            entries.first().map(Entry::index_id) == Some(from)
+                && entries.last().map(Entry::index_id) == Some(through)
+                && entries.windows(2).all(|w| w[1].index == w[0].index + 1)
+        };
+        let up = &mut self.clm().bucket.up;
+        match result {
+            Ok(entries) if fits(&entries) => {
+                tracing::info!(
+                    from = from.0,
+                    through = through.0,
+                    "uploading entries the bucket lacks from the local WAL"
+                );
+                up.local = entries.into();
+            }
+            Ok(entries) => {
+                tracing::warn!(
+                    from = from.0,
+                    through = through.0,
+                    got = entries.len(),
+                    "the local WAL answered with other entries than asked for"
+                );
+                up.local_failed = true;
+            }
+            Err(error) => {
+                tracing::warn!(%error, from = from.0, through = through.0, "the local WAL does not hold entries the bucket lacks");
+                up.local_failed = true;
+            }
+        }
+        self.cluster_upload_pump(now);
     }
 
     /// Leader: the index after which applied entries stay in memory until
@@ -455,10 +563,21 @@ impl<E: KvEngine> Node<E> {
         let io = self.io_id();
         let term = self.term;
         let up = &mut self.clm().bucket.up;
-        let op = up.op.as_ref().expect("an upload step").object_op();
         up.io = Some(io);
         up.retry_at = None;
-        self.actions.push_back(Action::Object { io, term, op });
+        let action = match up.op.as_ref().expect("an upload step") {
+            UpOp::ReadLocal { from, through } => Action::ReadWal {
+                io,
+                from: *from,
+                through: *through,
+            },
+            op => Action::Object {
+                io,
+                term,
+                op: op.object_op(),
+            },
+        };
+        self.actions.push_back(action);
     }
 
     fn on_upload_io(&mut self, now: Time, result: ObjectResult) {
@@ -521,7 +640,11 @@ impl<E: KvEngine> Node<E> {
                 self.segment_uploaded(now, last)
             }
             (UpOp::Put { first, last, body }, Err(ObjectError::PreconditionFailed)) => {
-                self.next_upload_op(UpOp::Verify { first, last, body });
+                // Not `next_upload_op`: a 409 (the object is not there)
+                // comes back as a failure of this step, and its backoff
+                // grows while another put of the key stays in flight.
+                self.clm().bucket.up.op = Some(UpOp::Verify { first, last, body });
+                self.send_upload_op();
             }
             (
                 UpOp::Verify {
@@ -565,9 +688,8 @@ impl<E: KvEngine> Node<E> {
     fn agreeing_end(&self, first: Index, body: &[u8]) -> Result<Index, String> {
         let key = layout::wal_key(first);
         let (_, entries) = wal_object::decode(&key, first, body).map_err(|e| e.to_string())?;
-        let log = &self.cl().log;
         for e in &entries {
-            if let Some(ours) = log.get(e.index_id()) {
+            if let Some(ours) = self.upload_entry(e.index_id()) {
                 if ours != e {
                     return Err(format!(
                         "{key} holds entry {} (term {}), which differs from the committed log's \

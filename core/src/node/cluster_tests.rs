@@ -470,6 +470,24 @@ impl Rig {
                         done: IoDone::WalTrimmed { io, error: None },
                     },
                 ),
+                Action::ReadWal { io, from, through } => {
+                    let wal = &self.machines[id].wal;
+                    let result = (from.0..=through.0)
+                        .map(|i| {
+                            wal.get(usize::try_from(i).expect("fits") - 1)
+                                .cloned()
+                                .ok_or_else(|| format!("the WAL ends before {i}"))
+                        })
+                        .collect();
+                    self.push(
+                        now,
+                        Event::Io {
+                            node: id.into(),
+                            incarnation: inc,
+                            done: IoDone::WalRead { io, result },
+                        },
+                    );
+                }
                 Action::Watch(_) | Action::DropCheckpoint { .. } => {}
                 // The rig's engines take no checkpoints.
                 Action::TakeCheckpoint { io, .. } => self.push(
@@ -2051,5 +2069,36 @@ fn a_new_leader_continues_the_buckets_wal() {
             == Some(Index(applied)))
     );
     assert_eq!(rig.bucket_wal_checked(), Ok(applied));
+    assert_eq!(rig.violations, Vec::<String>::new());
+}
+
+#[test]
+fn a_leader_whose_memory_let_go_uploads_from_its_wal() {
+    // Cut from the bucket, the leader keeps un-uploaded entries in memory
+    // only up to the backlog bound (small here); once the bucket answers
+    // again it reads the rest back from its WAL: the bucket's WAL has no
+    // hole.
+    let mut rig = Rig::with_tier(8);
+    rig.tier.as_mut().expect("tier").async_backlog_bytes_max = 500;
+    let mut rig = rig.formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    for id in ["n1", "n2", "n3"] {
+        rig.no_bucket.insert(id.into());
+    }
+    rig.put_many(&leader, "cut-", 60);
+    let applied = rig.node(&leader).meta().applied_index;
+    let held_from = rig.node(&leader).log_first_index();
+    assert!(
+        held_from.0 > rig.node(&leader).cluster_uploaded_through().expect("tier").0 + 1,
+        "memory let go of entries the bucket lacks: holds from {held_from}"
+    );
+    rig.no_bucket.clear();
+    assert!(
+        rig.run_until(5_000, |r| r.node(&leader).cluster_uploaded_through()
+            >= Some(Index(applied))),
+        "{}",
+        rig.dump()
+    );
+    assert!(rig.bucket_wal_checked().expect("the bucket's WAL replays") >= applied);
     assert_eq!(rig.violations, Vec::<String>::new());
 }

@@ -535,6 +535,9 @@ impl<E: KvEngine> Node<E> {
         if self.is_cluster_buffer_read(io) {
             return self.on_cluster_buffer_read(result);
         }
+        if self.is_cluster_upload_read(io) {
+            return self.on_upload_read(now, result);
+        }
         let bucket_end = match self.startup.as_ref().map(|s| &s.step) {
             Some(Step::ReadWal {
                 read_io,
