@@ -314,7 +314,15 @@ async fn serve_process(ctx: ServerContext) {
         s.checkpointing = false;
     });
     let cluster = config.core.cluster.as_ref().map(|c| c.me.clone());
-    if let (Some((s3, _)), None) = (&ctx.bucket, &cluster) {
+    // Bucket mode, and cluster mode with the bucket tier: an empty disk
+    // starts from the newest checkpoint (a cluster member then rejoins
+    // from there: no hard state, so it does not vote until caught up).
+    let restores = config
+        .core
+        .cluster
+        .as_ref()
+        .is_none_or(|c| c.bucket.is_some());
+    if let (Some((s3, _)), true) = (&ctx.bucket, restores) {
         if let Err(why) = restore_if_missing(&ctx, s3).await {
             return refuse(&ctx.status, why);
         }
@@ -453,7 +461,7 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
         }
         _ => tracing::info!(
             skipped = report.damaged.len(),
-            "no usable checkpoint in the bucket; replaying its WAL from the start"
+            "no usable checkpoint in the bucket; starting from an empty engine"
         ),
     }
     ctx.status.update(|s| s.restore = Some(report));

@@ -300,8 +300,9 @@ struct Collected {
     recorded: Recorded,
     sim_secs: f64,
     ledgers: Vec<(String, Vec<Entry>)>,
-    /// The bucket at the end (with the tier).
-    bucket: Option<MemBucket>,
+    /// The bucket at the end (with the tier), and the index the leader
+    /// said it uploaded through.
+    bucket: Option<(MemBucket, u64)>,
     statuses: Vec<(String, NodeStatus)>,
     faults: BTreeMap<&'static str, u64>,
     watch: Watch,
@@ -729,19 +730,23 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     }
     // With the tier, the leader uploads its whole log within a few
     // segment ages once nothing is written.
-    if cfg.tier
-        && !wait_for(&members, UPLOADED_WITHIN, |st| {
-            st.iter().any(|s| {
-                serving_leader(s) && s.uploaded.is_some_and(|u| u >= s.applied_index)
-            })
-        })
-        .await
-    {
-        violations.push(format!(
-            "the leader did not upload its log within {UPLOADED_WITHIN:?} of the end: {}",
-            describe(&members)
-        ));
-    }
+    let uploaded_at_end = if cfg.tier {
+        let uploaded = |st: &[NodeStatus]| {
+            st.iter()
+                .find(|s| serving_leader(s))
+                .and_then(|s| s.uploaded.filter(|u| *u >= s.applied_index))
+        };
+        if !wait_for(&members, UPLOADED_WITHIN, |st| uploaded(st).is_some()).await {
+            violations.push(format!(
+                "the leader did not upload its log within {UPLOADED_WITHIN:?} of the end: {}",
+                describe(&members)
+            ));
+        }
+        let statuses: Vec<NodeStatus> = members.iter().map(|m| m.status.get()).collect();
+        uploaded(&statuses).unwrap_or(0)
+    } else {
+        0
+    };
     // Watchers see everything through the final revision, then close.
     sleep(Duration::from_secs(3)).await;
     rec.end.store(true, Ordering::Relaxed);
@@ -759,7 +764,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             .iter()
             .map(|m| (m.name.clone(), m.ledger.entries()))
             .collect(),
-        bucket: cfg.tier.then(|| s3.bucket()),
+        bucket: cfg.tier.then(|| (s3.bucket(), uploaded_at_end)),
         statuses: members
             .iter()
             .map(|m| (m.name.clone(), m.status.get()))
@@ -897,7 +902,9 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
             ));
         }
     }
-    // The log: the leader's durable entries through its commit index.
+    // The log through the leader's commit index: the leader's durable
+    // entries; below them (a leader that started from a checkpoint), the
+    // other nodes' and then the bucket's WAL's. Every copy must agree.
     let commit = c
         .statuses
         .iter()
@@ -910,50 +917,65 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         .map(|(name, _)| name.clone());
     let mut log: Vec<Entry> = Vec::new();
     if let Some(leader) = &leader {
-        let entries = &c
+        let bucket = match c.bucket.as_ref().map(|(b, _)| bucket_wal(b)) {
+            Some(Ok(entries)) => entries,
+            Some(Err(why)) => {
+                v.push(format!("the bucket's WAL: {why}"));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let copies = c
             .ledgers
             .iter()
-            .find(|(n, _)| n == leader)
-            .expect("a ledger")
-            .1;
-        log = entries
-            .iter()
-            .filter(|e| e.index <= commit)
-            .cloned()
-            .collect();
-        for (i, e) in log.iter().enumerate() {
-            if e.index != i as u64 + 1 {
-                v.push(format!(
-                    "the leader's log has a gap: entry {} at position {}",
-                    e.index,
-                    i + 1
-                ));
-                break;
+            .filter(|(n, _)| n == leader)
+            .chain(c.ledgers.iter().filter(|(n, _)| n != leader))
+            .map(|(n, entries)| (format!("{n}'s WAL"), entries))
+            .chain(std::iter::once(("the bucket's WAL".to_owned(), &bucket)));
+        let mut held: BTreeMap<u64, (Entry, String)> = BTreeMap::new();
+        for (source, entries) in copies {
+            for e in entries.iter().filter(|e| e.index <= commit) {
+                match held.get(&e.index) {
+                    None => {
+                        held.insert(e.index, (e.clone(), source.clone()));
+                    }
+                    Some((first, from)) if first != e => {
+                        v.push(format!(
+                            "{source} holds a different entry at committed index {}: term {} vs \
+                             term {} in {from}",
+                            e.index, e.term, first.term
+                        ));
+                        break;
+                    }
+                    Some(_) => {}
+                }
             }
         }
-        // Agreement: every node's durable entries up to the commit index
-        // are the leader's.
-        for (name, entries) in &c.ledgers {
-            for e in entries.iter().filter(|e| e.index <= commit) {
-                let Some(mine) = log.get(usize::try_from(e.index).expect("fits") - 1) else {
-                    continue;
-                };
-                if mine != e {
-                    v.push(format!(
-                        "{name} holds a different entry at committed index {}: term {} vs the leader's term {}",
-                        e.index, e.term, mine.term
-                    ));
-                    break;
-                }
+        log = held.into_values().map(|(e, _)| e).collect();
+        if let Some((i, e)) = log
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.index != *i as u64 + 1)
+        {
+            v.push(format!(
+                "the committed log has a gap: entry {} at position {}",
+                e.index,
+                i + 1
+            ));
+        }
+        report.bucket_wal_entries = bucket.len();
+        if let Some(&(_, uploaded)) = c.bucket.as_ref() {
+            let end = bucket.last().map_or(0, |e| e.index);
+            if end < uploaded {
+                v.push(format!(
+                    "the bucket's WAL ends at {end}, but the leader said it uploaded through \
+                     {uploaded}"
+                ));
             }
         }
     }
     report.log_entries = log.len();
-    if let Some(bucket) = &c.bucket {
-        match bucket_wal(bucket, &log) {
-            Ok(n) => report.bucket_wal_entries = n,
-            Err(why) => v.push(format!("the bucket's WAL: {why}")),
-        }
+    if let Some((bucket, _)) = &c.bucket {
         report.bucket_checkpoints = bucket
             .iter()
             .filter(|(key, _)| t4_core::bucket::layout::parse_checkpoint_manifest_key(key).is_some())
@@ -1015,9 +1037,9 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
 }
 
 /// Replays the bucket's WAL from the start (the tier runs keep every
-/// object): it must have no hole, and every entry must be the committed
-/// log's. Returns the entries replayed.
-fn bucket_wal(bucket: &MemBucket, log: &[Entry]) -> Result<usize, String> {
+/// object): it must have no hole (the replay refuses holes, overlaps that
+/// disagree and terms that go back).
+fn bucket_wal(bucket: &MemBucket) -> Result<Vec<Entry>, String> {
     use t4_core::bucket::{layout, recovery::BucketReplay, wal_object};
     use t4_core::types::Index;
     let objects: BTreeMap<Index, &bytes::Bytes> = bucket
@@ -1026,29 +1048,12 @@ fn bucket_wal(bucket: &MemBucket, log: &[Entry]) -> Result<usize, String> {
         .collect();
     let listing: Vec<Index> = objects.keys().copied().collect();
     let mut replay = BucketReplay::new(Index(0));
-    let mut replayed = 0;
+    let mut replayed = Vec::new();
     for first in replay.wanted(&listing).map_err(|e| e.to_string())? {
         let key = layout::wal_key(first);
         let (term, entries) =
             wal_object::decode(&key, first, objects[&first]).map_err(|e| e.to_string())?;
-        for e in replay.push(first, term, entries).map_err(|e| e.to_string())? {
-            match log.get(usize::try_from(e.index).expect("fits") - 1) {
-                Some(ours) if *ours == e => replayed += 1,
-                Some(ours) => {
-                    return Err(format!(
-                        "{key} holds entry {} of term {}, the committed log's has term {}",
-                        e.index, e.term, ours.term
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "{key} holds entry {}, past the committed log's end {}",
-                        e.index,
-                        log.len()
-                    ))
-                }
-            }
-        }
+        replayed.extend(replay.push(first, term, entries).map_err(|e| e.to_string())?);
     }
     Ok(replayed)
 }
