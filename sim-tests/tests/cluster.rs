@@ -10,7 +10,10 @@
 //! - `SIM_CLUSTER_SEED=N`: only seed N, in every test;
 //! - `SIM_CLUSTER_SEEDS=A..B` (or `N` for `0..N`, or `a,b,c`): those seeds
 //!   instead of each test's default range;
-//! - `SIM_VERBOSE=1`: one line per seed.
+//! - `SIM_VERBOSE=1`: one line per seed;
+//! - `SIM_CLUSTER_TIER=0|1`: the bucket tier off or on for every seed
+//!   (default: on for odd seeds);
+//! - `SIM_LOG=<filter>`: the nodes' logs (e.g. `info`), for one seed.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -159,6 +162,8 @@ fn regression_seeds() {
         removals: false,
         serializable_rate: 0.0,
         watchers: 0,
+        tier: false,
+        peer_buffer: ClusterRunConfig::new(0, 5).peer_buffer,
         ..ClusterRunConfig::new(seed, 5)
     });
     assert_clean("regressions", &reports, &panics);
