@@ -112,11 +112,16 @@ pub struct Config {
     pub segment_max_age: Duration,
     /// Cluster mode: several nodes share [`Config::object_store`] (which
     /// then must be set: it holds `leader-lock`), one leads, the others
-    /// follow (ARCHITECTURE §3.5–3.7). The bucket holds only the lock in
-    /// this mode: the log is made durable by a majority of the members'
-    /// disks, not by uploads, so the bucket-mode settings above
-    /// (checkpoints, upload mode) do not apply. `None`: single node.
-    /// Default: `None`.
+    /// follow (ARCHITECTURE §3.5–3.7). A write is durable once a majority
+    /// of the members' disks hold it; the bucket is the disaster-recovery
+    /// tier behind them: the leader uploads the committed log in the
+    /// background (segments sealed by [`Config::segment_max_age`] or
+    /// [`Config::segment_max_size`]) and takes checkpoints
+    /// ([`Config::checkpoint_interval`], [`Config::checkpoint_entries`],
+    /// [`Config::gc_keep`]); a member behind the leader's memory catches up
+    /// from the bucket's WAL, and a member with an empty disk starts from
+    /// the newest checkpoint. [`Config::wal_sync_upload`] does not apply.
+    /// `None`: single node. Default: `None`.
     pub cluster: Option<ClusterOptions>,
 }
 

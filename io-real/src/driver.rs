@@ -275,6 +275,7 @@ impl Published {
                 members: node.members(),
                 commit_index: node.commit_index().unwrap_or_default(),
                 term: node.term(),
+                uploaded: node.cluster_uploaded_through(),
             };
             let mut published = self.cluster.lock().expect("cluster status lock poisoned");
             if published.as_ref() != Some(&status) {

@@ -95,6 +95,9 @@ pub struct ClusterStatus {
     pub commit_index: Index,
     /// The current term.
     pub term: Term,
+    /// The last index this node knows the bucket's WAL holds (the
+    /// disaster-recovery tier; `None` without it).
+    pub uploaded: Option<Index>,
 }
 
 /// A snapshot of a node's progress, for status endpoints. Lock-free to
@@ -208,9 +211,7 @@ impl Node {
             }
             None => None,
         };
-        // Not in cluster mode yet: the bucket tier is off there (see
-        // `core_config`).
-        if let (Some(store), None) = (&store, &config.cluster) {
+        if let Some(store) = &store {
             restore_if_missing(&config, &**store).await?;
         }
         let runtime = tokio::runtime::Handle::current();
@@ -938,15 +939,19 @@ fn unexpected(op: &str, got: &Response) -> Error {
 }
 
 /// The core's configuration for `config`.
-/// Bucket mode, before the engine opens: a data directory without an
-/// engine (a new or replaced machine, a lost disk) starts from the
-/// bucket's newest usable checkpoint, falling back to older ones
+/// Bucket and cluster mode, before the engine opens: a data directory
+/// without an engine (a new or replaced machine, a lost disk) starts from
+/// the bucket's newest usable checkpoint, falling back to older ones
 /// (`crate::checkpoint::restore`), or from an empty engine when the bucket
-/// has none; the bucket's WAL then brings it up to date. A local WAL
-/// without its engine cannot be replayed onto a checkpoint: it is moved
-/// aside, never deleted (in sync mode everything it holds that was
-/// acknowledged is in the bucket). Local checkpoint folders left by a
-/// crash are deleted.
+/// has none; the bucket's WAL (and in cluster mode the leader) then brings
+/// it up to date. A local WAL without its engine cannot be replayed onto a
+/// checkpoint: it is moved aside, never deleted (in sync mode everything
+/// it holds that was acknowledged is in the bucket; in cluster mode, on a
+/// majority of members). So is a cluster member's hard state: its
+/// promises went with the entries it acknowledged, so it rejoins as a new,
+/// empty member that does not vote until caught up, never as a voter that
+/// lost what it acknowledged. Local checkpoint folders left by a crash are
+/// deleted.
 async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
@@ -977,18 +982,28 @@ async fn restore_if_missing(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(data_dir_error(&engine_dir, e)),
     }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let wal_dir = config.wal_dir();
     let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
     if wal_has_files {
-        let aside = config.data_dir.join(format!(
-            "wal.without-engine-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        ));
+        let aside = config
+            .data_dir
+            .join(format!("wal.without-engine-{stamp}"));
         tracing::warn!(wal = %wal_dir.display(), moved_to = %aside.display(),
             "a WAL without its engine cannot be replayed; moving it aside");
         std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;
+    }
+    let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
+    if config.cluster.is_some() && hard_state.exists() {
+        let aside = config
+            .data_dir
+            .join(format!("hard_state.without-engine-{stamp}"));
+        tracing::warn!(moved_to = %aside.display(),
+            "a cluster hard state without its engine: this member rejoins as a new, empty \
+             member (it does not vote until caught up); moving the hard state aside");
+        std::fs::rename(&hard_state, &aside).map_err(|e| data_dir_error(&hard_state, e))?;
     }
     let started = std::time::Instant::now();
     match crate::checkpoint::restore(store, &engine_dir, None).await {
@@ -1004,7 +1019,7 @@ async fn restore_if_missing(
             Ok(())
         }
         Ok(None) => {
-            tracing::info!("no checkpoint in the bucket; replaying its WAL from the start");
+            tracing::info!("no checkpoint in the bucket; starting from an empty engine");
             Ok(())
         }
         Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
@@ -1042,14 +1057,14 @@ fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
         },
         quota_bytes: config.quota_backend_bytes,
         seed: entropy_seed(),
-        bucket: bucket.filter(|_| config.cluster.is_none()),
-        // The bucket as the cluster's disaster-recovery tier
-        // (`ClusterConfig::bucket`) stays off in the binary until the
-        // simulator passes with it (see core's `cluster_bucket` module).
-        cluster: config
-            .cluster
-            .as_ref()
-            .map(|options| cluster_config(config, options)),
+        bucket: bucket.clone().filter(|_| config.cluster.is_none()),
+        // Cluster mode: the bucket is the disaster-recovery tier (the
+        // leader uploads the committed log and checkpoints; see core's
+        // `cluster_bucket` module).
+        cluster: config.cluster.as_ref().map(|options| ClusterConfig {
+            bucket,
+            ..cluster_config(config, options)
+        }),
         ..NodeConfig::default()
     }
 }

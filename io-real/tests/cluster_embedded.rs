@@ -122,6 +122,113 @@ async fn three_nodes_form_replicate_and_fail_over() {
     n3.close().await.expect("close n3");
 }
 
+/// The keys under `prefix` in the directory bucket.
+async fn bucket_keys(root: &Path, prefix: &str) -> Vec<String> {
+    use t4_core::object::{ObjectOp, ObjectReply, LIST_KEYS_MAX};
+    use t4_io_real::object::{open_store, RetryConfig};
+    let store = open_store(
+        &StoreConfig::Directory(root.join("bucket")),
+        RetryConfig::default(),
+    )
+    .await
+    .expect("the bucket opens");
+    let mut keys = Vec::new();
+    loop {
+        let op = ObjectOp::List {
+            prefix: prefix.into(),
+            start_after: keys.last().cloned(),
+            max_keys: LIST_KEYS_MAX,
+        };
+        match store.execute(op).await.expect("list") {
+            ObjectReply::Listed { objects, truncated } => {
+                keys.extend(objects.into_iter().map(|o| o.key));
+                if !truncated {
+                    return keys;
+                }
+            }
+            other => panic!("a list answered {other:?}"),
+        }
+    }
+}
+
+/// The bucket is the cluster's disaster-recovery tier: the leader uploads
+/// the committed log and takes checkpoints; a member that lost its engine
+/// (its WAL and hard state are moved aside) comes back as a new member
+/// from the newest checkpoint, catches up past the leader's
+/// small memory from the bucket's WAL and the leader, and serves every
+/// acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tiered = |id: &str| {
+        let mut config = config(root.path(), id);
+        config.checkpoint_entries = 20;
+        config.checkpoint_interval = None;
+        config.segment_max_age = Duration::from_millis(100);
+        config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
+        config
+    };
+    let n1 = Node::open(tiered("n1")).await.expect("open n1");
+    eventually("n1 to lead", || serving(&n1)).await;
+    let n2 = Node::open(tiered("n2")).await.expect("open n2");
+    let n3_config = tiered("n3");
+    let n3 = Node::open(n3_config.clone()).await.expect("open n3");
+    eventually("three members", || {
+        n1.cluster_status().expect("cluster").members.len() == 3
+    })
+    .await;
+    let mut acked = Vec::new();
+    for i in 0..80 {
+        let key = format!("before-{i}");
+        acked.push((key.clone(), put_retrying(&n1, &key, "v").await));
+    }
+    n3.close().await.expect("close n3");
+    // The engine is lost; the WAL and the hard state survive, but without
+    // it they cannot be trusted to vote: n3 comes back as a new member.
+    std::fs::remove_dir_all(n3_config.engine_dir()).expect("lose n3's engine");
+    for i in 0..40 {
+        let key = format!("while-down-{i}");
+        acked.push((key.clone(), put_retrying(&n2, &key, "v").await));
+    }
+    let uploaded_all = || {
+        let status = n1.cluster_status().expect("cluster");
+        status.uploaded >= Some(status.commit_index)
+    };
+    eventually("the leader to upload its log", uploaded_all).await;
+    assert!(!bucket_keys(root.path(), "manifest/").await.is_empty());
+
+    // Opening restores the newest checkpoint before the engine opens: n3
+    // starts well past index 0 (the leader's memory holds 8 entries).
+    let n3 = Node::open(n3_config).await.expect("reopen n3 without its engine");
+    let at_open = n3.status().applied_index;
+    assert!(at_open.0 >= 80, "n3 restored a checkpoint: at {at_open}");
+    let mut aside: Vec<String> = std::fs::read_dir(root.path().join("n3"))
+        .expect("n3's data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("without-engine"))
+        .collect();
+    aside.sort();
+    assert!(
+        aside.len() == 2
+            && aside[0].starts_with("hard_state.without-engine-")
+            && aside[1].starts_with("wal.without-engine-"),
+        "the old WAL and hard state are kept aside: {aside:?}"
+    );
+    let commit = n1.cluster_status().expect("cluster").commit_index;
+    eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
+    eventually("n3 to count again", || {
+        n1.cluster_status().expect("cluster").members.len() == 3
+    })
+    .await;
+    for (key, rev) in &acked {
+        let kv = n3.get(key.as_str()).await.expect("read on n3").expect(key);
+        assert_eq!(kv.mod_revision, *rev, "{key}");
+    }
+    for node in [n1, n2, n3] {
+        node.close().await.expect("close");
+    }
+}
+
 /// Configurations that cannot work are refused at open with a message
 /// naming the setting, before anything is written; a damaged hard state
 /// stops the node instead of being read as "nothing promised".
@@ -167,9 +274,15 @@ async fn bad_cluster_configurations_are_refused() {
         other => panic!("expected a peer listen error, got {other:?}"),
     }
 
-    // A damaged hard state.
+    // A damaged hard state (next to its engine: without one, the member
+    // would start over as a new, empty member).
     let data_dir = root.path().join("b");
-    std::fs::create_dir_all(&data_dir).expect("mkdir");
+    Node::open(config(root.path(), "b"))
+        .await
+        .expect("open b")
+        .close()
+        .await
+        .expect("close b");
     t4_io_real::hard_state::save(&data_dir, b"not a hard state").expect("save");
     match Node::open(config(root.path(), "b")).await {
         Err(OpenError::HardState(why)) => assert!(why.contains("refusing to start"), "{why}"),

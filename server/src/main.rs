@@ -134,17 +134,18 @@ struct RunArgs {
         value_parser = parse_duration
     )]
     lease_checkpoint_interval: Duration,
-    /// Bucket mode: upload a checkpoint of the engine this often, in
-    /// minutes, if anything was written since the last one (0: not by time).
+    /// Bucket and cluster mode: upload a checkpoint of the engine this
+    /// often, in minutes, if anything was written since the last one (0:
+    /// not by time). In a cluster the leader takes them.
     #[arg(long, env = "T4_CHECKPOINT_INTERVAL_MIN", default_value_t = 15)]
     checkpoint_interval_min: u64,
-    /// Bucket mode: also upload a checkpoint once this many log entries
-    /// were applied since the last one (0: not by count).
+    /// Bucket and cluster mode: also upload a checkpoint once this many
+    /// log entries were applied since the last one (0: not by count).
     #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
     checkpoint_entries: u64,
-    /// Bucket mode: after each checkpoint, delete what only checkpoints
-    /// older than the newest N need (as `t4 gc --keep N`; 0: never, leave it
-    /// to `t4 gc`).
+    /// Bucket and cluster mode: after each checkpoint, delete what only
+    /// checkpoints older than the newest N need (as `t4 gc --keep N`; 0:
+    /// never, leave it to `t4 gc`).
     #[arg(long, env = "T4_GC_KEEP", default_value_t = 3)]
     gc_keep: usize,
     #[command(flatten)]
@@ -156,8 +157,9 @@ struct RunArgs {
     /// not uploaded yet). Needs a bucket.
     #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
     wal_sync_upload: bool,
-    /// With --wal-sync-upload=false: the longest, in seconds, a write waits
-    /// before its segment is uploaded.
+    /// With --wal-sync-upload=false, and in cluster mode (where the leader
+    /// uploads the committed log in the background): the longest, in
+    /// seconds, an applied entry waits before its segment is uploaded.
     #[arg(long, env = "T4_SEGMENT_MAX_AGE_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     segment_max_age_sec: u64,
