@@ -55,6 +55,15 @@
 //!   truncation below the applied index is one), no undecodable peer
 //!   message;
 //! - **liveness**: convergence after the faults stop;
+//! - **lease expiry across failover** ([`crate::leasecheck`]): a lease
+//!   client (on a node drawn at random, so keepalives are often forwarded)
+//!   grants leases with keys, keeps some alive, lets them lapse; each lapsed
+//!   lease's revoke must be durable on some node within its TTL plus slack,
+//!   a deadline pushed out by every fault (until it is undone) and every
+//!   gap without a serving leader (a new leader restarts every TTL, as
+//!   etcd's does); a lease is never revoked before its TTL ran out since
+//!   its last acknowledged keepalive, unless a restart or leader change
+//!   came between;
 //! - **the bucket tier** (when on): the leader uploads its whole log within
 //!   [`UPLOADED_WITHIN`] after the clients stop, and the bucket's WAL then
 //!   replays from index 1 without a hole, every entry the committed log's.
@@ -98,6 +107,7 @@ use t4_io_sim::server::{serve, Bugs, NodeStatus, ServerConfig, ServerContext, St
 use t4_io_sim::wal::Ledger;
 
 use crate::history::Return;
+use crate::leasecheck::{check_leases, NodeEvents, Outage};
 use crate::lincheck::{self, CheckConfig, Verdict};
 use crate::workload::{self, ClientConfig, Mix, Recorded, Recorder, WatcherConfig};
 
@@ -139,6 +149,10 @@ pub struct ClusterRunConfig {
     /// Watchers (each on a node drawn at random, resuming across breaks;
     /// 0: the random sequence of runs from before they existed).
     pub watchers: usize,
+    /// Lease clients (each on a node drawn at random: grants, keepalives
+    /// through followers too, revokes; 0: the random sequence of runs from
+    /// before they existed).
+    pub lease_clients: usize,
     /// The bucket as the disaster-recovery tier: the leader uploads the
     /// log (1 s segments) and checkpoints every 100 entries (no GC);
     /// members keep only `peer_buffer` applied entries in memory, so
@@ -173,6 +187,7 @@ impl ClusterRunConfig {
             removals: true,
             serializable_rate: 0.2,
             watchers: 3,
+            lease_clients: 1,
             tier,
             peer_buffer: if tier {
                 16 + usize::try_from(seed % 200).expect("fits")
@@ -215,6 +230,8 @@ pub struct ClusterReport {
     /// Watch streams checked, and the events in them.
     pub watches: usize,
     pub watch_events: usize,
+    /// Leases whose expiry was checked.
+    pub leases: usize,
     /// Unknown writes the final log settled.
     pub resolved: usize,
     /// The checker ran out of budget.
@@ -271,6 +288,10 @@ struct Watch {
     gap_since: Option<madsim::time::Instant>,
     gaps_ms: Vec<u64>,
     formed: bool,
+    /// When each term's leader was first seen serving.
+    serving_from: Vec<madsim::time::Instant>,
+    /// The gaps without a serving leader (after formation).
+    gaps: Vec<(madsim::time::Instant, madsim::time::Instant)>,
 }
 
 /// Plays one run and checks it (on a thread of its own, as
@@ -312,6 +333,14 @@ struct Collected {
     statuses: Vec<(String, NodeStatus)>,
     faults: BTreeMap<&'static str, u64>,
     watch: Watch,
+    /// Times a node could not act, or might have been the leader that
+    /// could not (every node fault), and every new leader's first serving
+    /// moment (its lease TTLs restart).
+    outages: Vec<Outage>,
+    /// Lease id → when its revoke entry was first durable on some node.
+    revoked: BTreeMap<i64, u64>,
+    /// When the run ended (nanoseconds since its start).
+    end: u64,
     violations: Vec<String>,
 }
 
@@ -576,6 +605,25 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             .build();
         machine.spawn(workload::run_watcher(watcher, Arc::clone(&rec)));
     }
+    for l in 0..cfg.lease_clients {
+        let target = &members[thread_rng().gen_range(0..members.len())];
+        let lessee = workload::LeaseClientConfig {
+            id: cfg.clients + cfg.watchers + l,
+            node: SocketAddr::new(IpAddr::V4(target.ip), NODE_PORT),
+            timeout: CLIENT_TIMEOUT,
+        };
+        let machine = handle
+            .create_node()
+            .name(format!("leases-{l}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                5,
+                u8::try_from(l + 1).expect("few lease clients"),
+            )))
+            .build();
+        machine.spawn(workload::run_lease_client(lessee, Arc::clone(&rec)));
+    }
 
     if std::env::var_os("SIM_DEBUG").is_some() {
         println!("formed: {}", describe(&members));
@@ -600,11 +648,13 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         *faults.entry(kind).or_default() += 1;
         rec.trace(("fault", kind));
     };
+    let mut outages: Vec<Outage> = Vec::new();
     while madsim::time::Instant::now() < end {
         let now = madsim::time::Instant::now();
         for (_, u) in extract_due(&mut undo, now) {
             apply_undo(u, &members, &net, &handle, &mut down, &mut paused);
         }
+        let undone_from = undo.len();
         for i in restart_removed(&members, &handle, &down) {
             down.insert(i);
             let back = Duration::from_millis(thread_rng().gen_range(500..3_000));
@@ -705,6 +755,16 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
                 _ => {}
             }
         }
+        // Every fault started now lasts until its undo: a crash restarts
+        // the node (its lease TTLs restart); a pause or a cut may keep
+        // the leader from committing revokes.
+        for (at, u) in &undo[undone_from..] {
+            outages.push(Outage {
+                start: rec.since_start(now),
+                end: rec.since_start(*at),
+                restart: matches!(u, Undo::Restart(_)),
+            });
+        }
         sleep(Duration::from_millis(20)).await;
     }
     // Heal everything.
@@ -761,10 +821,50 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     if std::env::var_os("SIM_DEBUG").is_some() {
         println!("final: {}", describe(&members));
     }
-    let sim_secs = rec.now() as f64 / 1e9;
+    let end = rec.now();
+    let sim_secs = end as f64 / 1e9;
+    // Nobody expires leases while no leader serves; a new leader restarts
+    // every lease's TTL (etcd does too).
+    {
+        let w = watch.lock().expect("watch lock");
+        let gaps = w.gaps.iter().copied().chain(
+            w.gap_since
+                .map(|since| (since, madsim::time::Instant::now())),
+        );
+        for (since, until) in gaps {
+            outages.push(Outage {
+                start: rec.since_start(since),
+                end: rec.since_start(until),
+                restart: true,
+            });
+        }
+        for at in &w.serving_from {
+            let at = rec.since_start(*at);
+            outages.push(Outage {
+                start: at,
+                end: at,
+                restart: true,
+            });
+        }
+    }
+    let mut revoked: BTreeMap<i64, u64> = BTreeMap::new();
+    for m in &members {
+        for (entry, at) in m.ledger.entries_with_time() {
+            if let Some(t4_core::log::Payload::LeaseRevoke(r)) = &entry.payload {
+                let at = rec.since_start(at);
+                revoked
+                    .entry(r.id)
+                    .and_modify(|t| *t = (*t).min(at))
+                    .or_insert(at);
+            }
+        }
+    }
     let watched = std::mem::take(&mut *watch.lock().expect("watch lock"));
     Collected {
         recorded: rec.take(),
+        outages,
+        revoked,
+        end,
         sim_secs,
         ledgers: members
             .iter()
@@ -803,6 +903,7 @@ fn sample(statuses: &[(String, StatusCell)], watch: &Mutex<Watch>) {
             Some(_) => {}
             None => {
                 w.leaders.insert(s.term, name.clone());
+                w.serving_from.push(now);
             }
         }
     }
@@ -812,6 +913,7 @@ fn sample(statuses: &[(String, StatusCell)], watch: &Mutex<Watch>) {
             (true, Some(since)) => {
                 let ms = u64::try_from((now - since).as_millis()).unwrap_or(u64::MAX);
                 w.gaps_ms.push(ms);
+                w.gaps.push((since, now));
                 w.gap_since = None;
             }
             _ => {}
@@ -981,6 +1083,17 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         }
     }
     report.log_entries = log.len();
+    let events = NodeEvents {
+        outages: {
+            let mut o = c.outages.clone();
+            o.sort_by_key(|o| o.start);
+            o
+        },
+    };
+    match check_leases(&c.recorded.leases, &c.revoked, &events, c.end) {
+        Ok(n) => report.leases = n,
+        Err(e) => v.push(format!("lease: {e}")),
+    }
     if let Some((bucket, _)) = &c.bucket {
         report.bucket_checkpoints = bucket
             .iter()
@@ -1082,7 +1195,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         }
     };
     format!(
-        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} resolved={} log_entries={} bucket_wal_entries={} bucket_checkpoints={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
+        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} leases={} resolved={} log_entries={} bucket_wal_entries={} bucket_checkpoints={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
         reports.len() + panics,
         reports.iter().map(|r| r.sim_secs).sum::<f64>(),
         sum(|r| r.ops),
@@ -1094,6 +1207,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         sum(|r| r.serializable_checked),
         sum(|r| r.watches),
         sum(|r| r.watch_events),
+        sum(|r| r.leases),
         sum(|r| r.resolved),
         sum(|r| r.log_entries),
         sum(|r| r.bucket_wal_entries),

@@ -162,6 +162,7 @@ fn regression_seeds() {
         removals: false,
         serializable_rate: 0.0,
         watchers: 0,
+        lease_clients: 0,
         tier: false,
         peer_buffer: ClusterRunConfig::new(0, 5).peer_buffer,
         ..ClusterRunConfig::new(seed, 5)
