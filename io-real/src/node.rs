@@ -965,8 +965,20 @@ async fn restore_if_missing(
         std::fs::remove_dir_all(&leftovers).map_err(|e| data_dir_error(&leftovers, e))?;
     }
     let engine_dir = config.engine_dir();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     if engine_dir.join("CURRENT").exists() {
-        return Ok(());
+        let Some(why) = behind_the_bucket(config, store).await? else {
+            return Ok(());
+        };
+        let aside = config
+            .data_dir
+            .join(format!("engine.behind-bucket-{stamp}"));
+        tracing::warn!(%why, moved_to = %aside.display(),
+            "this member cannot catch up from the bucket or (likely) the leader; moving its \
+             engine aside and starting over from the newest checkpoint as a new member");
+        std::fs::rename(&engine_dir, &aside).map_err(|e| data_dir_error(&engine_dir, e))?;
     }
     match std::fs::read_dir(&engine_dir) {
         Ok(mut entries) => {
@@ -982,9 +994,6 @@ async fn restore_if_missing(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(data_dir_error(&engine_dir, e)),
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let wal_dir = config.wal_dir();
     let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
     if wal_has_files {
@@ -1024,6 +1033,93 @@ async fn restore_if_missing(
         }
         Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
     }
+}
+
+/// Cluster mode, before the engine opens: why this member's engine is too
+/// far behind to catch up, if it is: no object of the bucket's WAL holds
+/// the entry it needs next (GC deleted them while it was away for several
+/// checkpoints; the first object, a fence, may be older) and the newest
+/// checkpoint is ahead of it. The leader's memory might still reach back
+/// that far, but it keeps only `--peer-buffer-size` entries, far fewer
+/// than several checkpoints' worth under any real load; starting over
+/// from the checkpoint is right either way.
+async fn behind_the_bucket(
+    config: &Config,
+    store: &dyn crate::object::ObjectStore,
+) -> Result<Option<String>, OpenError> {
+    use t4_core::bucket::manifest::LatestPointer;
+    use t4_core::bucket::{layout, wal_object};
+    use t4_core::object::{ObjectError, ObjectOp, ObjectReply, LIST_KEYS_MAX};
+    if config.cluster.is_none() {
+        return Ok(None);
+    }
+    let applied = {
+        let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
+        mvcc::read_meta(&engine)?.applied_index
+    };
+    let next = Index(applied + 1);
+    let failed = |what: &str, e: ObjectError| {
+        OpenError::Start(format!("reading the bucket's {what} at start-up: {e}"))
+    };
+    // The last WAL object starting at or before the entry needed next.
+    let mut holder: Option<Index> = None;
+    let mut start_after = None;
+    loop {
+        let op = ObjectOp::List {
+            prefix: layout::WAL_PREFIX.to_owned(),
+            start_after: start_after.take(),
+            max_keys: LIST_KEYS_MAX,
+        };
+        let (objects, truncated) = match store.execute(op).await {
+            Ok(ObjectReply::Listed { objects, truncated }) => (objects, truncated),
+            Ok(other) => return Err(OpenError::Start(format!("a listing answered {other:?}"))),
+            Err(e) => return Err(failed("WAL", e)),
+        };
+        let firsts: Vec<Index> = objects
+            .iter()
+            .filter_map(|o| layout::parse_wal_key(&o.key))
+            .collect();
+        holder = holder.max(firsts.iter().copied().filter(|f| *f <= next).max());
+        if !truncated || firsts.last().is_some_and(|f| *f > next) {
+            break;
+        }
+        start_after = objects.last().map(|o| o.key.clone());
+    }
+    let reaches = match holder {
+        None => false,
+        Some(first) if first == next => true,
+        Some(first) => {
+            let key = layout::wal_key(first);
+            match store.execute(ObjectOp::Get { key: key.clone() }).await {
+                Ok(ObjectReply::Got { body, .. }) => wal_object::decode(&key, first, &body)
+                    .map_or(true, |(_, entries)| {
+                        entries.last().is_some_and(|e| e.index_id() >= next)
+                    }),
+                Ok(_) | Err(ObjectError::NotFound) => false,
+                Err(e) => return Err(failed("WAL", e)),
+            }
+        }
+    };
+    if reaches {
+        return Ok(None);
+    }
+    let latest = match store
+        .execute(ObjectOp::Get {
+            key: layout::MANIFEST_LATEST.to_owned(),
+        })
+        .await
+    {
+        Ok(ObjectReply::Got { body, .. }) => LatestPointer::decode(&body).ok(),
+        Ok(_) | Err(ObjectError::NotFound) => None,
+        Err(e) => return Err(failed("manifest/latest", e)),
+    };
+    Ok(latest.filter(|l| l.index.0 > applied).map(|l| {
+        format!(
+            "the engine is at index {applied}, no object of the bucket's WAL holds entry \
+             {next} and its newest checkpoint is at {}",
+            l.index
+        )
+    }))
 }
 
 fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {

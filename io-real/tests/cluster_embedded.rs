@@ -229,6 +229,89 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
     }
 }
 
+/// A member away for several checkpoints comes back on its old disk: GC
+/// deleted the bucket's WAL objects it needs next and the leader's memory
+/// does not reach back either, so at start it moves its engine aside,
+/// restores the newest checkpoint and rejoins as a new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tiered = |id: &str| {
+        let mut config = config(root.path(), id);
+        config.checkpoint_entries = 20;
+        config.checkpoint_interval = None;
+        config.gc_keep = 1;
+        config.segment_max_age = Duration::from_millis(50);
+        config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
+        config
+    };
+    let n1 = Node::open(tiered("n1")).await.expect("open n1");
+    eventually("n1 to lead", || serving(&n1)).await;
+    let n2 = Node::open(tiered("n2")).await.expect("open n2");
+    let n3_config = tiered("n3");
+    let n3 = Node::open(n3_config.clone()).await.expect("open n3");
+    eventually("three members", || {
+        n1.cluster_status().expect("cluster").members.len() == 3
+    })
+    .await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let key = format!("before-{i}");
+        acked.push((key.clone(), put_retrying(&n1, &key, "v").await));
+    }
+    eventually("n3 to apply them", || {
+        n3.status().applied_index >= n1.cluster_status().expect("cluster").commit_index
+    })
+    .await;
+    n3.close().await.expect("close n3");
+    let away_at = n3_config.clone();
+    // Bursts longer than a segment's age: many WAL objects, checkpoints
+    // every 20 entries, GC keeping one.
+    for burst in 0..8 {
+        for i in 0..15 {
+            let key = format!("away-{burst}-{i}");
+            acked.push((key.clone(), put_retrying(&n2, &key, "v").await));
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    eventually("the leader to upload its log", || {
+        let status = n1.cluster_status().expect("cluster");
+        status.uploaded >= Some(status.commit_index)
+    })
+    .await;
+    // The first object (a fence: the first of its term) stays; GC deleted
+    // those after it up to the oldest kept checkpoint.
+    let wal = bucket_keys(root.path(), "wal/").await;
+    let second = wal
+        .get(1)
+        .and_then(|k| t4_core::bucket::layout::parse_wal_key(k))
+        .expect("WAL objects");
+    assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
+
+    let n3 = Node::open(away_at).await.expect("reopen n3 on its old disk");
+    let at_open = n3.status().applied_index;
+    assert!(at_open >= second, "n3 started over from a checkpoint: at {at_open}");
+    assert!(
+        std::fs::read_dir(root.path().join("n3"))
+            .expect("n3's data dir")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("engine.behind-bucket-")),
+        "the old engine is kept aside"
+    );
+    let commit = n1.cluster_status().expect("cluster").commit_index;
+    eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
+    for (key, rev) in &acked {
+        let kv = n3.get(key.as_str()).await.expect("read on n3").expect(key);
+        assert_eq!(kv.mod_revision, *rev, "{key}");
+    }
+    for node in [n1, n2, n3] {
+        node.close().await.expect("close");
+    }
+}
+
 /// Configurations that cannot work are refused at open with a message
 /// naming the setting, before anything is written; a damaged hard state
 /// stops the node instead of being read as "nothing promised".

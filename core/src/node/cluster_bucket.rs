@@ -68,9 +68,10 @@
 //! ends before the leader's memory begins (the leader has not uploaded
 //! that far yet), it lists again a little later. A hole (entries that no
 //! object holds, e.g. collected by GC after a newer checkpoint) is logged
-//! as an error: the node then needs a restart on an empty data directory,
-//! which restores the newest checkpoint before the engine opens and
-//! rejoins (the driver's part).
+//! as an error: the node then needs a restart, at which the driver finds
+//! its engine behind the bucket's WAL, moves it aside, restores the newest
+//! checkpoint before the engine opens and rejoins as a new member (the
+//! driver's part; `t4` does this).
 //!
 //! `Behind` counts as hearing from the leader (the follower refuses
 //! promises for an election timeout after it), like any append.
@@ -1035,8 +1036,8 @@ impl<E: KvEngine> Node<E> {
             return self.step_down(now, term, None, "cannot adopt the best log");
         }
         tracing::error!(%why, "this member cannot catch up: neither the leader's memory nor the \
-            bucket's WAL holds the entries it needs; restart it on an empty data directory to \
-            restore the newest checkpoint");
+            bucket's WAL holds the entries it needs; restart it: a driver that finds its engine \
+            behind the bucket's WAL starts it over from the newest checkpoint (t4 does)");
         // Try again much later (an operator may repair the bucket).
         let backoff = self
             .tier()
