@@ -151,32 +151,74 @@ async fn bucket_keys(root: &Path, prefix: &str) -> Vec<String> {
     }
 }
 
-/// The bucket is the cluster's disaster-recovery tier: the leader uploads
-/// the committed log and takes checkpoints; a member that lost its engine
-/// (its WAL and hard state are moved aside) comes back as a new member
-/// from the newest checkpoint, catches up past the leader's
-/// small memory from the bucket's WAL and the leader, and serves every
-/// acknowledged write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let tiered = |id: &str| {
-        let mut config = config(root.path(), id);
-        config.checkpoint_entries = 20;
-        config.checkpoint_interval = None;
-        config.segment_max_age = Duration::from_millis(100);
-        config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
-        config
-    };
-    let n1 = Node::open(tiered("n1")).await.expect("open n1");
+/// A member's configuration with the bucket tier made busy: checkpoints
+/// every 20 entries, segments sealed after 50 ms, a leader memory of 8
+/// entries.
+fn tiered(root: &Path, id: &str, gc_keep: usize) -> Config {
+    let mut config = config(root, id);
+    config.checkpoint_entries = 20;
+    config.checkpoint_interval = None;
+    config.gc_keep = gc_keep;
+    config.segment_max_age = Duration::from_millis(50);
+    config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
+    config
+}
+
+/// Three tiered members, formed; and n3's configuration (to reopen it).
+async fn tiered_cluster(root: &Path, gc_keep: usize) -> ([Node; 3], Config) {
+    let n1 = Node::open(tiered(root, "n1", gc_keep))
+        .await
+        .expect("open n1");
     eventually("n1 to lead", || serving(&n1)).await;
-    let n2 = Node::open(tiered("n2")).await.expect("open n2");
-    let n3_config = tiered("n3");
+    let n2 = Node::open(tiered(root, "n2", gc_keep))
+        .await
+        .expect("open n2");
+    let n3_config = tiered(root, "n3", gc_keep);
     let n3 = Node::open(n3_config.clone()).await.expect("open n3");
     eventually("three members", || {
         n1.cluster_status().expect("cluster").members.len() == 3
     })
     .await;
+    ([n1, n2, n3], n3_config)
+}
+
+/// Waits until the leader `n1` uploaded its whole log.
+async fn uploaded_all(n1: &Node) {
+    eventually("the leader to upload its log", || {
+        let status = n1.cluster_status().expect("cluster");
+        status.uploaded >= Some(status.commit_index)
+    })
+    .await;
+}
+
+/// `n3` catches up with the leader `n1` and serves every acknowledged
+/// write; then all three close.
+async fn caught_up_and_close(n1: Node, n2: Node, n3: Node, acked: &[(String, i64)]) {
+    let commit = n1.cluster_status().expect("cluster").commit_index;
+    eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
+    eventually("n3 to count again", || {
+        n1.cluster_status().expect("cluster").members.len() == 3
+    })
+    .await;
+    for (key, rev) in acked {
+        let kv = n3.get(key.as_str()).await.expect("read on n3").expect(key);
+        assert_eq!(kv.mod_revision, *rev, "{key}");
+    }
+    for node in [n1, n2, n3] {
+        node.close().await.expect("close");
+    }
+}
+
+/// The bucket is the cluster's disaster-recovery tier: the leader uploads
+/// the committed log and takes checkpoints; a member that lost its engine
+/// (its WAL and hard state are moved aside) comes back as a new member
+/// from the newest checkpoint, catches up past the leader's small memory
+/// from the bucket's WAL and the leader, and serves every acknowledged
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let ([n1, n2, n3], n3_config) = tiered_cluster(root.path(), 0).await;
     let mut acked = Vec::new();
     for i in 0..80 {
         let key = format!("before-{i}");
@@ -190,11 +232,7 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
         let key = format!("while-down-{i}");
         acked.push((key.clone(), put_retrying(&n2, &key, "v").await));
     }
-    let uploaded_all = || {
-        let status = n1.cluster_status().expect("cluster");
-        status.uploaded >= Some(status.commit_index)
-    };
-    eventually("the leader to upload its log", uploaded_all).await;
+    uploaded_all(&n1).await;
     assert!(!bucket_keys(root.path(), "manifest/").await.is_empty());
 
     // Opening restores the newest checkpoint before the engine opens: n3
@@ -214,19 +252,7 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
             && aside[1].starts_with("wal.without-engine-"),
         "the old WAL and hard state are kept aside: {aside:?}"
     );
-    let commit = n1.cluster_status().expect("cluster").commit_index;
-    eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
-    eventually("n3 to count again", || {
-        n1.cluster_status().expect("cluster").members.len() == 3
-    })
-    .await;
-    for (key, rev) in &acked {
-        let kv = n3.get(key.as_str()).await.expect("read on n3").expect(key);
-        assert_eq!(kv.mod_revision, *rev, "{key}");
-    }
-    for node in [n1, n2, n3] {
-        node.close().await.expect("close");
-    }
+    caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
 /// A member away for several checkpoints comes back on its old disk: GC
@@ -236,24 +262,7 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
-    let tiered = |id: &str| {
-        let mut config = config(root.path(), id);
-        config.checkpoint_entries = 20;
-        config.checkpoint_interval = None;
-        config.gc_keep = 1;
-        config.segment_max_age = Duration::from_millis(50);
-        config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
-        config
-    };
-    let n1 = Node::open(tiered("n1")).await.expect("open n1");
-    eventually("n1 to lead", || serving(&n1)).await;
-    let n2 = Node::open(tiered("n2")).await.expect("open n2");
-    let n3_config = tiered("n3");
-    let n3 = Node::open(n3_config.clone()).await.expect("open n3");
-    eventually("three members", || {
-        n1.cluster_status().expect("cluster").members.len() == 3
-    })
-    .await;
+    let ([n1, n2, n3], n3_config) = tiered_cluster(root.path(), 1).await;
     let mut acked = Vec::new();
     for i in 0..5 {
         let key = format!("before-{i}");
@@ -264,7 +273,6 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     })
     .await;
     n3.close().await.expect("close n3");
-    let away_at = n3_config.clone();
     // Bursts longer than a segment's age: many WAL objects, checkpoints
     // every 20 entries, GC keeping one.
     for burst in 0..8 {
@@ -274,11 +282,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
         }
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
-    eventually("the leader to upload its log", || {
-        let status = n1.cluster_status().expect("cluster");
-        status.uploaded >= Some(status.commit_index)
-    })
-    .await;
+    uploaded_all(&n1).await;
     // The first object (a fence: the first of its term) stays; GC deleted
     // those after it up to the oldest kept checkpoint.
     let wal = bucket_keys(root.path(), "wal/").await;
@@ -288,7 +292,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
         .expect("WAL objects");
     assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
 
-    let n3 = Node::open(away_at).await.expect("reopen n3 on its old disk");
+    let n3 = Node::open(n3_config).await.expect("reopen n3 on its old disk");
     let at_open = n3.status().applied_index;
     assert!(at_open >= second, "n3 started over from a checkpoint: at {at_open}");
     assert!(
@@ -301,15 +305,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
                 .starts_with("engine.behind-bucket-")),
         "the old engine is kept aside"
     );
-    let commit = n1.cluster_status().expect("cluster").commit_index;
-    eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
-    for (key, rev) in &acked {
-        let kv = n3.get(key.as_str()).await.expect("read on n3").expect(key);
-        assert_eq!(kv.mod_revision, *rev, "{key}");
-    }
-    for node in [n1, n2, n3] {
-        node.close().await.expect("close");
-    }
+    caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
 /// Configurations that cannot work are refused at open with a message
