@@ -547,17 +547,8 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             compact_rate: 0.005,
             serializable_rate: cfg.serializable_rate,
         };
-        let machine = handle
-            .create_node()
-            .name(format!("client-{id}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(
-                10,
-                0,
-                1,
-                u8::try_from(id + 1).expect("few clients"),
-            )))
-            .build();
-        machine.spawn(workload::run_client(client, Arc::clone(&rec)));
+        client_machine(&handle, format!("client-{id}"), 1, id)
+            .spawn(workload::run_client(client, Arc::clone(&rec)));
     }
 
     // Membership changes go through a client machine of their own.
@@ -593,17 +584,8 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             node: SocketAddr::new(IpAddr::V4(target.ip), NODE_PORT),
             timeout: Duration::from_secs(2),
         };
-        let machine = handle
-            .create_node()
-            .name(format!("watcher-{w}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(
-                10,
-                0,
-                4,
-                u8::try_from(w + 1).expect("few watchers"),
-            )))
-            .build();
-        machine.spawn(workload::run_watcher(watcher, Arc::clone(&rec)));
+        client_machine(&handle, format!("watcher-{w}"), 4, w)
+            .spawn(workload::run_watcher(watcher, Arc::clone(&rec)));
     }
     for l in 0..cfg.lease_clients {
         let target = &members[thread_rng().gen_range(0..members.len())];
@@ -612,17 +594,8 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             node: SocketAddr::new(IpAddr::V4(target.ip), NODE_PORT),
             timeout: CLIENT_TIMEOUT,
         };
-        let machine = handle
-            .create_node()
-            .name(format!("leases-{l}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(
-                10,
-                0,
-                5,
-                u8::try_from(l + 1).expect("few lease clients"),
-            )))
-            .build();
-        machine.spawn(workload::run_lease_client(lessee, Arc::clone(&rec)));
+        client_machine(&handle, format!("leases-{l}"), 5, l)
+            .spawn(workload::run_lease_client(lessee, Arc::clone(&rec)));
     }
 
     if std::env::var_os("SIM_DEBUG").is_some() {
@@ -919,6 +892,16 @@ fn sample(statuses: &[(String, StatusCell)], watch: &Mutex<Watch>) {
             _ => {}
         }
     }
+}
+
+/// A machine for client number `i` of a kind (its own subnet `10.0.net.*`).
+fn client_machine(handle: &Handle, name: String, net: u8, i: usize) -> NodeHandle {
+    let host = u8::try_from(i + 1).expect("a few clients of a kind");
+    handle
+        .create_node()
+        .name(name)
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, net, host)))
+        .build()
 }
 
 fn extract_due(
