@@ -691,8 +691,10 @@ impl NodeThread {
                         });
                 }
                 Action::ReadWal { io, from, through } => {
-                    // Bucket mode's start-up (async upload): nothing else
-                    // touches the WAL until the answer.
+                    // Applied entries (a start-up; a cluster leader
+                    // uploading what its memory let go of): written before
+                    // they applied, so whole in the files whatever is being
+                    // appended after them, on this same thread.
                     let result = self
                         .wal
                         .read_range(from, through)

@@ -938,7 +938,6 @@ fn unexpected(op: &str, got: &Response) -> Error {
     ))
 }
 
-/// The core's configuration for `config`.
 /// Bucket and cluster mode, before the engine opens: a data directory
 /// without an engine (a new or replaced machine, a lost disk) starts from
 /// the bucket's newest usable checkpoint, falling back to older ones
@@ -1028,7 +1027,12 @@ async fn restore_if_missing(
             Ok(())
         }
         Ok(None) => {
-            tracing::info!("no checkpoint in the bucket; starting from an empty engine");
+            let then = if config.cluster.is_some() {
+                "catching up from the leader and the bucket's WAL"
+            } else {
+                "replaying the bucket's WAL from the start"
+            };
+            tracing::info!("no checkpoint in the bucket; {then}");
             Ok(())
         }
         Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
@@ -1122,6 +1126,7 @@ async fn behind_the_bucket(
     }))
 }
 
+/// The core's configuration for `config`.
 fn core_config(config: &Config, member_id: NodeId) -> NodeConfig {
     let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let bucket = config.object_store.as_ref().map(|_| BucketConfig {

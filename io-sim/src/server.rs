@@ -804,8 +804,9 @@ impl Server {
                     Action::DropCheckpoint { term, index } => {
                         self.checkpoints.drop_folder(term, index);
                     }
-                    // A start-up with asynchronous upload (no WAL sync is
-                    // pending then).
+                    // Applied entries, complete in the files whatever is
+                    // being appended after them (start-ups; a cluster
+                    // leader uploading what its memory let go of).
                     Action::ReadWal { io, from, through } => {
                         let result = self.wal.read_range(from, through);
                         let now = self.clock.now();
