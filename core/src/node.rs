@@ -626,7 +626,7 @@ impl<E: KvEngine> Node<E> {
         let db_size_bytes = engine.size_bytes();
         assert!(
             config.cluster.is_none() || config.bucket.is_none(),
-            "cluster mode keeps its lock in the bucket but does not upload to it yet"
+            "cluster mode takes its bucket settings from `ClusterConfig::bucket`, not `NodeConfig::bucket`"
         );
         let cluster = config.cluster.clone().map(|cfg| {
             Box::new(cluster::Cluster::new(

@@ -996,9 +996,7 @@ async fn restore_if_missing(
     let wal_dir = config.wal_dir();
     let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
     if wal_has_files {
-        let aside = config
-            .data_dir
-            .join(format!("wal.without-engine-{stamp}"));
+        let aside = config.data_dir.join(format!("wal.without-engine-{stamp}"));
         tracing::warn!(wal = %wal_dir.display(), moved_to = %aside.display(),
             "a WAL without its engine cannot be replayed; moving it aside");
         std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;

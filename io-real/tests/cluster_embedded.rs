@@ -160,7 +160,11 @@ fn tiered(root: &Path, id: &str, gc_keep: usize) -> Config {
     config.checkpoint_interval = None;
     config.gc_keep = gc_keep;
     config.segment_max_age = Duration::from_millis(50);
-    config.cluster.as_mut().expect("cluster").peer_buffer_entries = 8;
+    config
+        .cluster
+        .as_mut()
+        .expect("cluster")
+        .peer_buffer_entries = 8;
     config
 }
 
@@ -237,7 +241,9 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
 
     // Opening restores the newest checkpoint before the engine opens: n3
     // starts well past index 0 (the leader's memory holds 8 entries).
-    let n3 = Node::open(n3_config).await.expect("reopen n3 without its engine");
+    let n3 = Node::open(n3_config)
+        .await
+        .expect("reopen n3 without its engine");
     let at_open = n3.status().applied_index;
     assert!(at_open.0 >= 80, "n3 restored a checkpoint: at {at_open}");
     let mut aside: Vec<String> = std::fs::read_dir(root.path().join("n3"))
@@ -292,9 +298,14 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
         .expect("WAL objects");
     assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
 
-    let n3 = Node::open(n3_config).await.expect("reopen n3 on its old disk");
+    let n3 = Node::open(n3_config)
+        .await
+        .expect("reopen n3 on its old disk");
     let at_open = n3.status().applied_index;
-    assert!(at_open >= second, "n3 started over from a checkpoint: at {at_open}");
+    assert!(
+        at_open >= second,
+        "n3 started over from a checkpoint: at {at_open}"
+    );
     assert!(
         std::fs::read_dir(root.path().join("n3"))
             .expect("n3's data dir")

@@ -1095,7 +1095,9 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     if let Some((bucket, _)) = &c.bucket {
         report.bucket_checkpoints = bucket
             .iter()
-            .filter(|(key, _)| t4_core::bucket::layout::parse_checkpoint_manifest_key(key).is_some())
+            .filter(|(key, _)| {
+                t4_core::bucket::layout::parse_checkpoint_manifest_key(key).is_some()
+            })
             .count();
     }
     let mut ops = c.recorded.ops;
@@ -1170,7 +1172,11 @@ fn bucket_wal(bucket: &MemBucket) -> Result<Vec<Entry>, String> {
         let key = layout::wal_key(first);
         let (term, entries) =
             wal_object::decode(&key, first, objects[&first]).map_err(|e| e.to_string())?;
-        replayed.extend(replay.push(first, term, entries).map_err(|e| e.to_string())?);
+        replayed.extend(
+            replay
+                .push(first, term, entries)
+                .map_err(|e| e.to_string())?,
+        );
     }
     Ok(replayed)
 }

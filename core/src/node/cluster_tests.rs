@@ -2089,7 +2089,13 @@ fn a_leader_whose_memory_let_go_uploads_from_its_wal() {
     let applied = rig.node(&leader).meta().applied_index;
     let held_from = rig.node(&leader).log_first_index();
     assert!(
-        held_from.0 > rig.node(&leader).cluster_uploaded_through().expect("tier").0 + 1,
+        held_from.0
+            > rig
+                .node(&leader)
+                .cluster_uploaded_through()
+                .expect("tier")
+                .0
+                + 1,
         "memory let go of entries the bucket lacks: holds from {held_from}"
     );
     rig.no_bucket.clear();
