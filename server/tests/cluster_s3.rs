@@ -133,6 +133,22 @@ impl Load {
 }
 
 /// The writer id in a key `w{id}/k{i}`.
+/// The last index of the bucket's WAL, as `t4 status --json` reads it.
+fn bucket_wal_last_index(flags: &[String]) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_t4"))
+        .args(["status", "--json"])
+        .args(flags)
+        .output()
+        .expect("run t4 status");
+    assert!(
+        out.status.success(),
+        "t4 status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("t4 status JSON");
+    json["wal"]["last_index"].as_u64().unwrap_or(0)
+}
+
 fn writer_of(key: &str) -> usize {
     key.strip_prefix('w')
         .and_then(|rest| rest.split('/').next())
@@ -152,7 +168,9 @@ fn assert_revisions_distinct(acked: &Kvs) {
 }
 
 /// Scenarios 1 and 2: kill -9 of the leader under load, then a restart of
-/// it with a wiped data directory.
+/// it with a wiped data directory; meanwhile the new leader uploads the
+/// committed log to moto (`t4 status` sees the bucket's WAL reach the
+/// commit index).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_leader_is_replaced_and_rejoins_with_a_wiped_disk() {
     let (_moto, flags) = moto_bucket("t4-cluster-kill");
@@ -246,6 +264,24 @@ async fn killed_leader_is_replaced_and_rejoins_with_a_wiped_disk() {
     for c in [&mut c2, &mut c3] {
         let kv = c.get("w-after/rejoin", None).await.expect("get");
         assert_eq!(kv.kvs()[0].mod_revision(), rev);
+    }
+
+    // The leader uploads the committed log to the bucket in the
+    // background (segments sealed after the default 10 s): `t4 status`,
+    // reading the bucket directly, sees the WAL reach the commit index.
+    let commit = c2.status().await.expect("status").raft_index();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = bucket_wal_last_index(&flags);
+        if last >= commit {
+            eprintln!("the bucket's WAL reached {last} (commit index {commit} before)");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bucket's WAL ends at {last}, the commit index is {commit}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // n1 counts toward a majority again: with the other follower gone,
