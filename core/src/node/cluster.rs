@@ -1854,9 +1854,14 @@ impl<E: KvEngine> Node<E> {
             return self.send(&from.clone(), PeerMsg::Prepare { term: my_term });
         }
         if hint < peer.matched {
-            // It no longer holds what it acknowledged: its disk was lost
-            // (it rejoins; see the module docs). Start over from its hint.
-            tracing::warn!(peer = %from.id, matched = peer.matched.0, hint = hint.0, "a member lost entries it acknowledged");
+            // A reject that overtook a later acknowledgement on the way
+            // (messages reorder), or a member that no longer holds what it
+            // acknowledged (its WAL lost without its hard state). Starting
+            // over from its hint is right either way: the entries are
+            // resent, and a matched index that goes down only delays
+            // commits.
+            tracing::info!(peer = %from.id, matched = peer.matched.0, hint = hint.0,
+                "a member's reject is behind what it acknowledged (late, or entries lost); resending from its hint");
             peer.matched = hint;
         }
         peer.next = hint.next();
