@@ -151,6 +151,16 @@ async fn bucket_keys(root: &Path, prefix: &str) -> Vec<String> {
     }
 }
 
+/// Puts `{prefix}0` … `{prefix}{n-1}` through `via`, each acknowledged,
+/// and records (key, revision) in `acked`.
+async fn put_many(via: &Node, prefix: &str, n: usize, acked: &mut Vec<(String, i64)>) {
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        let rev = put_retrying(via, &key, "v").await;
+        acked.push((key, rev));
+    }
+}
+
 /// A member's configuration with the bucket tier made busy: checkpoints
 /// every 20 entries, segments sealed after 50 ms, a leader memory of 8
 /// entries.
@@ -224,18 +234,12 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
     let root = tempfile::tempdir().expect("tempdir");
     let ([n1, n2, n3], n3_config) = tiered_cluster(root.path(), 0).await;
     let mut acked = Vec::new();
-    for i in 0..80 {
-        let key = format!("before-{i}");
-        acked.push((key.clone(), put_retrying(&n1, &key, "v").await));
-    }
+    put_many(&n1, "before-", 80, &mut acked).await;
     n3.close().await.expect("close n3");
     // The engine is lost; the WAL and the hard state survive, but without
     // it they cannot be trusted to vote: n3 comes back as a new member.
     std::fs::remove_dir_all(n3_config.engine_dir()).expect("lose n3's engine");
-    for i in 0..40 {
-        let key = format!("while-down-{i}");
-        acked.push((key.clone(), put_retrying(&n2, &key, "v").await));
-    }
+    put_many(&n2, "while-down-", 40, &mut acked).await;
     uploaded_all(&n1).await;
     assert!(!bucket_keys(root.path(), "manifest/").await.is_empty());
 
@@ -270,10 +274,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
     let ([n1, n2, n3], n3_config) = tiered_cluster(root.path(), 1).await;
     let mut acked = Vec::new();
-    for i in 0..5 {
-        let key = format!("before-{i}");
-        acked.push((key.clone(), put_retrying(&n1, &key, "v").await));
-    }
+    put_many(&n1, "before-", 5, &mut acked).await;
     eventually("n3 to apply them", || {
         n3.status().applied_index >= n1.cluster_status().expect("cluster").commit_index
     })
@@ -282,10 +283,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     // Bursts longer than a segment's age: many WAL objects, checkpoints
     // every 20 entries, GC keeping one.
     for burst in 0..8 {
-        for i in 0..15 {
-            let key = format!("away-{burst}-{i}");
-            acked.push((key.clone(), put_retrying(&n2, &key, "v").await));
-        }
+        put_many(&n2, &format!("away-{burst}-"), 15, &mut acked).await;
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
     uploaded_all(&n1).await;

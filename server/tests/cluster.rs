@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     all_written, assert_holds, form, member_ids, put_retrying, ready, start_member, wait_converged,
-    wait_new_leader, writer, Acked, Formed, ELECTION_TIMEOUT_MS, LOCK_TTL_MS,
+    wait_failover, writer, Acked, Formed,
 };
 use common::{free_addr, make_ca, make_leaf, Server};
 
@@ -119,20 +119,15 @@ async fn three_processes_form_forward_fail_over_and_converge() {
     let before_kill = acked.lock().expect("lock").len();
     n1.kill9();
     let killed_at = Instant::now();
-    let (new_leader, term2) = wait_new_leader(
+    let (new_leader, term2, failover) = wait_failover(
         &mut [&mut c2, &mut c3],
-        n1_id,
-        term1,
-        Duration::from_secs(15),
+        (n1_id, term1),
+        killed_at,
+        Duration::from_secs(10),
         &[&n2, &n3],
     )
     .await;
-    let failover = killed_at.elapsed();
     eprintln!("new leader {new_leader} in term {term2} after {failover:?}");
-    assert!(
-        failover < Duration::from_secs(10),
-        "failover took {failover:?} (election timeout {ELECTION_TIMEOUT_MS} ms, lock TTL {LOCK_TTL_MS} ms)"
-    );
     // The survivors take writes again.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);

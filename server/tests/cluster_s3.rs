@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     all_written, assert_holds, form, member_ids, put_retrying, ready, start_member, wait_converged,
-    wait_new_leader, wait_status, writer, Acked, Formed, Kvs, WriterReport, ELECTION_TIMEOUT_MS,
+    wait_failover, wait_status, writer, Acked, Formed, Kvs, WriterReport, ELECTION_TIMEOUT_MS,
     LOCK_TTL_MS,
 };
 use common::{free_addr, Moto, Server};
@@ -189,20 +189,15 @@ async fn killed_leader_is_replaced_and_rejoins_with_a_wiped_disk() {
     let before_kill = load.acked().len();
     n1.kill9();
     let killed_at = Instant::now();
-    let (leader, term2) = wait_new_leader(
+    let (leader, term2, failover) = wait_failover(
         &mut [&mut c2, &mut c3],
-        ids[0],
-        term1,
-        Duration::from_secs(15),
+        (ids[0], term1),
+        killed_at,
+        FAILOVER_MAX,
         &[&n2, &n3],
     )
     .await;
-    let failover = killed_at.elapsed();
     eprintln!("new leader {leader} in term {term2} (was {term1}) {failover:?} after kill -9");
-    assert!(
-        failover < FAILOVER_MAX,
-        "failover took {failover:?} (election timeout {ELECTION_TIMEOUT_MS} ms, lock TTL {LOCK_TTL_MS} ms)"
-    );
     // The survivors take writes again, forwarded ones included.
     let at_failover = load.acked().len();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -347,19 +342,14 @@ async fn paused_leader_acknowledges_nothing_outside_the_final_history() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_stop = load.acked();
     let by_n1_at_stop = load.acked_by(0);
-    let (leader, term2) = wait_new_leader(
+    let (leader, term2, failover) = wait_failover(
         &mut [&mut c2, &mut c3],
-        ids[0],
-        term1,
-        Duration::from_secs(15),
+        (ids[0], term1),
+        stopped_at,
+        FAILOVER_MAX,
         &[&n2, &n3],
     )
     .await;
-    let failover = stopped_at.elapsed();
-    assert!(
-        failover < FAILOVER_MAX,
-        "failover took {failover:?} (election timeout {ELECTION_TIMEOUT_MS} ms, lock TTL {LOCK_TTL_MS} ms)"
-    );
     let mut leader_client = if leader == ids[1] {
         c2.clone()
     } else {

@@ -205,6 +205,26 @@ pub async fn wait_new_leader(
     }
 }
 
+/// After the leader `old` of `term` went away at `since`: waits (up to
+/// 15 s) for a new leader as [`wait_new_leader`] does and asserts that it
+/// came within `bound` of `since`; returns (leader, term, how long).
+pub async fn wait_failover(
+    clients: &mut [&mut Client],
+    (old, term): (u64, u64),
+    since: Instant,
+    bound: Duration,
+    servers: &[&Server],
+) -> (u64, u64, Duration) {
+    let (leader, new_term) =
+        wait_new_leader(clients, old, term, Duration::from_secs(15), servers).await;
+    let failover = since.elapsed();
+    assert!(
+        failover < bound,
+        "failover took {failover:?} (election timeout {ELECTION_TIMEOUT_MS} ms, lock TTL {LOCK_TTL_MS} ms)"
+    );
+    (leader, new_term, failover)
+}
+
 /// Waits up to `limit` until `c`'s node holds exactly `want` under `w`
 /// locally (a serializable read) and names `status` as (leader, term).
 pub async fn wait_converged(
