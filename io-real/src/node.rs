@@ -1063,6 +1063,22 @@ async fn behind_the_bucket(
     let failed = |what: &str, e: ObjectError| {
         OpenError::Start(format!("reading the bucket's {what} at start-up: {e}"))
     };
+    // First the one read that settles most starts: no checkpoint ahead of
+    // the engine, nothing to start over from (and GC deleted nothing the
+    // engine needs: it only deletes what the checkpoints it keeps cover).
+    let latest = match store
+        .execute(ObjectOp::Get {
+            key: layout::MANIFEST_LATEST.to_owned(),
+        })
+        .await
+    {
+        Ok(ObjectReply::Got { body, .. }) => LatestPointer::decode(&body).ok(),
+        Ok(_) | Err(ObjectError::NotFound) => None,
+        Err(e) => return Err(failed("manifest/latest", e)),
+    };
+    let Some(latest) = latest.filter(|l| l.index.0 > applied) else {
+        return Ok(None);
+    };
     // The last WAL object starting at or before the entry needed next.
     let mut holder: Option<Index> = None;
     let mut start_after = None;
@@ -1102,24 +1118,11 @@ async fn behind_the_bucket(
             }
         }
     };
-    if reaches {
-        return Ok(None);
-    }
-    let latest = match store
-        .execute(ObjectOp::Get {
-            key: layout::MANIFEST_LATEST.to_owned(),
-        })
-        .await
-    {
-        Ok(ObjectReply::Got { body, .. }) => LatestPointer::decode(&body).ok(),
-        Ok(_) | Err(ObjectError::NotFound) => None,
-        Err(e) => return Err(failed("manifest/latest", e)),
-    };
-    Ok(latest.filter(|l| l.index.0 > applied).map(|l| {
+    Ok((!reaches).then(|| {
         format!(
             "the engine is at index {applied}, no object of the bucket's WAL holds entry \
              {next} and its newest checkpoint is at {}",
-            l.index
+            latest.index
         )
     }))
 }
