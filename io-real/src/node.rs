@@ -1055,11 +1055,6 @@ async fn behind_the_bucket(
     if config.cluster.is_none() {
         return Ok(None);
     }
-    let applied = {
-        let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
-        mvcc::read_meta(&engine)?.applied_index
-    };
-    let next = Index(applied + 1);
     let failed = |what: &str, e: ObjectError| {
         OpenError::Start(format!("reading the bucket's {what} at start-up: {e}"))
     };
@@ -1076,9 +1071,17 @@ async fn behind_the_bucket(
         Ok(_) | Err(ObjectError::NotFound) => None,
         Err(e) => return Err(failed("manifest/latest", e)),
     };
-    let Some(latest) = latest.filter(|l| l.index.0 > applied) else {
+    let Some(latest) = latest else {
         return Ok(None);
     };
+    let applied = {
+        let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
+        mvcc::read_meta(&engine)?.applied_index
+    };
+    if latest.index.0 <= applied {
+        return Ok(None);
+    }
+    let next = Index(applied + 1);
     // The last WAL object starting at or before the entry needed next.
     let mut holder: Option<Index> = None;
     let mut start_after = None;
