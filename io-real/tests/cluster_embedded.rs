@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 use t4_io_real::object::StoreConfig;
 use t4_io_real::{ClusterOptions, ClusterRole, Config, Node, OpenError, PeerTls};
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_addr;
 
 fn config(root: &Path, id: &str) -> Config {
     let mut config = Config::new(root.join(id));
@@ -210,8 +207,11 @@ async fn uploaded_all(n1: &Node) {
 async fn caught_up_and_close(n1: Node, n2: Node, n3: Node, acked: &[(String, i64)]) {
     let commit = n1.cluster_status().expect("cluster").commit_index;
     eventually("n3 to catch up", || n3.status().applied_index >= commit).await;
-    eventually("n3 to count again", || {
-        n1.cluster_status().expect("cluster").members.len() == 3
+    // It can catch up from the bucket before the leader reaches it; its
+    // linearizable reads need the leader.
+    eventually("n3 to follow a leader and count again", || {
+        n3.cluster_status().expect("cluster").leader.is_some()
+            && n1.cluster_status().expect("cluster").members.len() == 3
     })
     .await;
     for (key, rev) in acked {

@@ -5,17 +5,15 @@
 pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr")
-}
+#[path = "../../../io-real/tests/support/ports.rs"]
+mod ports;
+pub use ports::free_addr;
 
 /// A running `t4 run` process. Killed on drop.
 pub struct Server {
