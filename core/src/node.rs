@@ -520,6 +520,20 @@ pub enum Action {
         /// The new state.
         state: crate::cluster::HardState,
     },
+    /// Cluster mode with the bucket tier: this member cannot continue its
+    /// log: neither the leader's memory nor the bucket's WAL holds the
+    /// entries it needs next (GC collected them after a newer checkpoint
+    /// while the member was away). The driver should start it over: check
+    /// that the bucket's newest checkpoint is ahead of the applied index
+    /// and that no WAL object holds the next entry (if not, ignore this:
+    /// the node keeps retrying by itself, slowly), then stop this node,
+    /// move its engine, WAL and hard state aside, restore the checkpoint
+    /// and start a new node on it, which rejoins as a new member (as a
+    /// start without an engine does). Repeated while the node stays stuck.
+    StartOver {
+        /// What the node could not find.
+        why: String,
+    },
 }
 
 /// A write waiting for (or in) a WAL batch. `req` is `None` for the node's

@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,8 @@ pub(crate) enum Event {
     Watch(WatchInput),
     /// The trim thread persisted the engine for the `TrimWal` `io`.
     Persisted {
+        /// The node it was for ([`NodeThread::generation`]).
+        generation: u64,
         /// The trim.
         io: IoId,
         /// Segments wholly below this index may go.
@@ -138,6 +140,8 @@ pub(crate) enum Event {
     },
     /// An object-store operation finished.
     ObjectDone {
+        /// The node it was for ([`NodeThread::generation`]).
+        generation: u64,
         /// The `Action::Object`.
         io: IoId,
         /// Its term.
@@ -147,6 +151,8 @@ pub(crate) enum Event {
     },
     /// A local checkpoint was hashed (or could not be taken).
     CheckpointTaken {
+        /// The node it was for ([`NodeThread::generation`]).
+        generation: u64,
         /// The `Action::TakeCheckpoint`.
         io: IoId,
         /// Its files, or what went wrong.
@@ -168,10 +174,25 @@ pub(crate) enum Event {
 /// drops more (the protocol tolerates lost messages, not unbounded memory).
 pub(crate) const PEER_INBOX_MAX: usize = 4096;
 
+/// The engine the node's readers use; the node thread swaps it when the
+/// member starts over ([`Restart`]).
+pub(crate) type EngineSlot = Arc<RwLock<Option<RocksEngine>>>;
+
+/// What a cluster member's node thread needs to start the member over from
+/// a checkpoint at run time ([`Action::StartOver`]).
+pub(crate) struct Restart {
+    /// The node's configuration (paths, options).
+    pub config: crate::Config,
+    /// The engine the node's readers use.
+    pub engine: EngineSlot,
+}
+
 /// What a cluster-mode node thread needs besides the bucket.
 pub(crate) struct ClusterStart {
     /// The hard state loaded at open.
     pub hard_state: HardState,
+    /// How to start over.
+    pub restart: Restart,
     /// Where `SaveHardState` writes (`crate::hard_state`).
     pub hard_state_dir: PathBuf,
     /// Where `Send` goes.
@@ -302,18 +323,13 @@ pub(crate) fn spawn(
     cluster: Option<ClusterStart>,
 ) -> std::io::Result<(mpsc::Sender<Event>, thread::JoinHandle<()>)> {
     let (events_tx, events_rx) = mpsc::channel::<Event>();
-    let (trim_tx, trim_rx) = mpsc::channel::<TrimJob>();
-    let engine = node.engine().clone();
-    let trim_events = events_tx.clone();
+    let (trim_tx, trim_handle) = start_trim_thread(node.engine().clone(), events_tx.clone(), 0)?;
     let object_events = events_tx.clone();
-    let trim_handle = thread::Builder::new()
-        .name("t4-trim".into())
-        .spawn(move || trim_thread(&engine, &trim_rx, &trim_events))?;
     published.publish(&node, &revision_tx);
     let handle = thread::Builder::new()
         .name("t4-node".into())
         .spawn(move || {
-            let (objects, start, checkpoints) = match bucket {
+            let (objects, mut start, checkpoints) = match bucket {
                 Some(b) => (
                     Some((b.store, b.runtime, object_events)),
                     b.started.map(|started| (b.me, started)),
@@ -321,16 +337,17 @@ pub(crate) fn spawn(
                 ),
                 None => (None, None, PathBuf::new()),
             };
-            let (outbox, hard_state, hard_state_dir, inbound) = match cluster {
+            let (outbox, mut hard_state, hard_state_dir, inbound, restart) = match cluster {
                 Some(c) => (
                     Some(c.outbox),
                     Some(c.hard_state),
                     c.hard_state_dir,
                     Some(c.inbound),
+                    Some(c.restart),
                 ),
-                None => (None, None, PathBuf::new(), None),
+                None => (None, None, PathBuf::new(), None, None),
             };
-            NodeThread {
+            let mut thread = NodeThread {
                 outbox,
                 hard_state_dir,
                 inbound,
@@ -350,8 +367,31 @@ pub(crate) fn spawn(
                 streams: BTreeMap::new(),
                 next_req: 0,
                 closing: None,
+                restart,
+                generation: 0,
+                start_over: None,
+                start_over_quiet_until: None,
+            };
+            let mut trim_handle = trim_handle;
+            loop {
+                let (old, old_trim) =
+                    match thread.run(&events_rx, trim_handle, start.take(), hard_state.take()) {
+                        Exit::Closed => break,
+                        Exit::StartOver(old, old_trim) => (old, old_trim),
+                    };
+                match old.start_over(old_trim) {
+                    Ok((new, new_trim, state)) => {
+                        thread = new;
+                        trim_handle = new_trim;
+                        hard_state = Some(state);
+                    }
+                    Err(why) => {
+                        tracing::error!(%why, "starting this member over failed; the node stops \
+                            (restart it: a start restores the checkpoint too)");
+                        break;
+                    }
+                }
             }
-            .run(&events_rx, trim_handle, start, hard_state);
         })?;
     Ok((events_tx, handle))
 }
@@ -394,7 +434,29 @@ struct NodeThread {
     streams: BTreeMap<StreamId, WatchTx>,
     next_req: u64,
     closing: Option<oneshot::Sender<Result<(), String>>>,
+    /// Cluster mode: how to start the member over.
+    restart: Option<Restart>,
+    /// Counts the core nodes this thread ran (start-overs): completions of
+    /// an earlier node's operations are dropped, not fed to the new one.
+    generation: u64,
+    /// The core asked to start over ([`Action::StartOver`]).
+    start_over: Option<String>,
+    /// After a start-over request the bucket did not confirm, later ones
+    /// are ignored until then.
+    start_over_quiet_until: Option<Instant>,
 }
+
+/// Why [`NodeThread::run`] returned.
+enum Exit {
+    /// Closed (or every handle dropped): the thread ends.
+    Closed,
+    /// The member starts over from a checkpoint ([`NodeThread::start_over`]).
+    StartOver(Box<NodeThread>, thread::JoinHandle<()>),
+}
+
+/// How long a start-over request the bucket did not confirm silences later
+/// ones (the core retries much less often than that anyway).
+const START_OVER_QUIET: Duration = Duration::from_secs(60);
 
 impl NodeThread {
     fn run(
@@ -403,7 +465,7 @@ impl NodeThread {
         trim_handle: thread::JoinHandle<()>,
         start: Option<(Member, oneshot::Sender<Result<(), String>>)>,
         hard_state: Option<HardState>,
-    ) {
+    ) -> Exit {
         if let Some((me, started)) = start {
             self.node.start_bucket(self.clock.now(), me);
             self.started = Some(started);
@@ -467,6 +529,11 @@ impl NodeThread {
                     .map_or(Ok(()), |why| Err(why.to_owned()));
                 let _ = self.started.take().expect("checked above").send(result);
             }
+            if let Some(why) = self.start_over.take() {
+                if self.closing.is_none() && self.start_over_confirmed(&why) {
+                    return Exit::StartOver(Box::new(self), trim_handle);
+                }
+            }
             if self.closing.is_some() {
                 if self.node.is_idle() {
                     break;
@@ -484,6 +551,152 @@ impl NodeThread {
             }
         }
         self.shut_down(trim_handle);
+        Exit::Closed
+    }
+
+    /// Whether the bucket confirms that this member cannot catch up and a
+    /// checkpoint ahead of it can start it over (the start-up check,
+    /// `crate::node::behind_the_bucket`); if not, start-over requests are
+    /// ignored for [`START_OVER_QUIET`]. Blocks this thread for a few object
+    /// reads: the member is stuck anyway.
+    fn start_over_confirmed(&mut self, why: &str) -> bool {
+        if self
+            .start_over_quiet_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return false;
+        }
+        let (Some(restart), Some((store, runtime, _))) = (&self.restart, &self.objects) else {
+            return false;
+        };
+        let applied = self.node.meta().applied_index;
+        let verdict = runtime.block_on(crate::node::behind_the_bucket(
+            &restart.config,
+            &**store,
+            || Ok(applied),
+        ));
+        match verdict {
+            Ok(Some(behind)) => {
+                tracing::warn!(%why, %behind, "this member cannot catch up: starting it over \
+                    from the bucket's newest checkpoint as a new member (its engine, WAL and \
+                    hard state are moved aside)");
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(%why, "this member cannot catch up, but the bucket has no \
+                    checkpoint ahead of it to start over from; waiting");
+                self.start_over_quiet_until = Some(Instant::now() + START_OVER_QUIET);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%why, error = %e, "cannot check the bucket before starting \
+                    this member over; trying again later");
+                self.start_over_quiet_until = Some(Instant::now() + START_OVER_QUIET);
+                false
+            }
+        }
+    }
+
+    /// Starts the member over at run time, as a start without an engine
+    /// would: callers waiting for an answer get a retryable error, watch
+    /// streams end (clients watch again from their last revision), the
+    /// core node, its WAL and the engine are closed (once readers let go of
+    /// the engine), then `crate::node::restore_if_missing` moves them aside
+    /// and restores the newest checkpoint, and a new core node opens on it
+    /// and joins as a new member. Completions of the old node's operations
+    /// still in flight are dropped ([`NodeThread::generation`]); requests
+    /// and peer messages that arrive meanwhile wait in the channel.
+    /// Returns the new thread state, its trim thread and its hard state.
+    fn start_over(
+        mut self,
+        trim_handle: thread::JoinHandle<()>,
+    ) -> Result<(NodeThread, thread::JoinHandle<()>, HardState), String> {
+        for (_, tx) in self.replies.drain() {
+            let _ = tx.send(Err(Error::Unavailable(
+                "this member is starting over from a checkpoint; retry".into(),
+            )));
+        }
+        self.streams.clear();
+        let (closed_tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.trim, closed_tx));
+        if trim_handle.join().is_err() {
+            tracing::error!("the trim thread panicked");
+        }
+        let NodeThread {
+            outbox,
+            hard_state_dir,
+            inbound,
+            objects,
+            checkpoints,
+            node,
+            clock,
+            wal,
+            published,
+            revision_tx,
+            next_req,
+            restart,
+            generation,
+            ..
+        } = self;
+        let restart = restart.expect("cluster mode");
+        let (store, runtime, events) = objects.clone().expect("cluster mode has a bucket");
+        let engine = node.engine().clone();
+        restart.engine.write().expect("engine lock poisoned").take();
+        drop(node);
+        drop(wal);
+        // Readers (a snapshot stream may take a while) hold the engine;
+        // it must be closed before its directory is moved.
+        let waiting = Instant::now();
+        let mut warned = waiting;
+        while engine.handles() > 1 {
+            if warned.elapsed() >= Duration::from_secs(10) {
+                tracing::warn!(
+                    waited_s = waiting.elapsed().as_secs(),
+                    "starting over waits for readers to let go of the engine"
+                );
+                warned = Instant::now();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(engine);
+        runtime
+            .block_on(crate::node::restore_if_missing(&restart.config, &*store))
+            .map_err(|e| e.to_string())?;
+        let (node, wal) =
+            crate::node::open_core(&restart.config, clock).map_err(|e| e.to_string())?;
+        let hard_state =
+            crate::node::load_hard_state(&restart.config.data_dir).map_err(|e| e.to_string())?;
+        let generation = generation + 1;
+        let (trim, trim_handle) = start_trim_thread(node.engine().clone(), events, generation)
+            .map_err(|e| format!("cannot start the trim thread: {e}"))?;
+        *restart.engine.write().expect("engine lock poisoned") = Some(node.engine().clone());
+        published.publish(&node, &revision_tx);
+        let thread = NodeThread {
+            outbox,
+            hard_state_dir,
+            inbound,
+            objects,
+            checkpoints,
+            started: None,
+            closing_since: None,
+            node,
+            clock,
+            wal,
+            wal_broken: None,
+            pending_sync: None,
+            trim,
+            published,
+            revision_tx,
+            replies: HashMap::new(),
+            streams: BTreeMap::new(),
+            next_req,
+            closing: None,
+            restart: Some(restart),
+            generation,
+            start_over: None,
+            start_over_quiet_until: None,
+        };
+        Ok((thread, trim_handle, hard_state))
     }
 
     /// Calls the core's `handle_timeout` if its next timer is due (never
@@ -594,7 +807,16 @@ impl NodeThread {
                 }
                 self.node.handle_watch(now, input);
             }
-            Event::Persisted { io, below, result } => {
+            Event::Persisted { generation, .. }
+            | Event::ObjectDone { generation, .. }
+            | Event::CheckpointTaken { generation, .. }
+                if generation != self.generation =>
+            {
+                tracing::debug!(generation, "dropping a completion for a node started over");
+            }
+            Event::Persisted {
+                io, below, result, ..
+            } => {
                 let result = result.and_then(|()| {
                     self.wal
                         .remove_segments_before(below)
@@ -607,11 +829,13 @@ impl NodeThread {
                 let error = result.err();
                 self.node.handle_io(now, IoDone::WalTrimmed { io, error });
             }
-            Event::ObjectDone { io, term, result } => {
+            Event::ObjectDone {
+                io, term, result, ..
+            } => {
                 self.node
                     .handle_io(now, IoDone::Object { io, term, result });
             }
-            Event::CheckpointTaken { io, result } => {
+            Event::CheckpointTaken { io, result, .. } => {
                 self.node
                     .handle_io(now, IoDone::CheckpointTaken { io, result });
             }
@@ -717,6 +941,11 @@ impl NodeThread {
                     self.node
                         .handle_io(self.clock.now(), IoDone::HardStateSaved { io, error });
                 }
+                Action::StartOver { why } => {
+                    if self.restart.is_some() {
+                        self.start_over.get_or_insert(why);
+                    }
+                }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();
                     self.node
@@ -745,10 +974,16 @@ impl NodeThread {
             Some((store, runtime, events)) => {
                 let store = Arc::clone(store);
                 let events = events.clone();
+                let generation = self.generation;
                 runtime.spawn(async move {
                     let result = op(store).await;
                     // The node thread may be gone (closed): fine.
-                    let _ = events.send(Event::ObjectDone { io, term, result });
+                    let _ = events.send(Event::ObjectDone {
+                        generation,
+                        io,
+                        term,
+                        result,
+                    });
                 });
             }
             None => {
@@ -776,6 +1011,7 @@ impl NodeThread {
                 .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
         };
         let events = events.clone();
+        let generation = self.generation;
         let spawned = thread::Builder::new()
             .name("t4-ckpt-hash".into())
             .spawn(move || {
@@ -785,7 +1021,11 @@ impl NodeThread {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 });
-                let _ = events.send(Event::CheckpointTaken { io, result });
+                let _ = events.send(Event::CheckpointTaken {
+                    generation,
+                    io,
+                    result,
+                });
             });
         if let Err(e) = spawned {
             let result = Err(format!("cannot start the hashing thread: {e}"));
@@ -830,9 +1070,26 @@ impl NodeThread {
     }
 }
 
-fn trim_thread(engine: &RocksEngine, jobs: &mpsc::Receiver<TrimJob>, events: &mpsc::Sender<Event>) {
-    while let Ok(TrimJob { io, below }) = jobs.recv() {
-        let result = engine.persist().map_err(|e| e.to_string());
-        let _ = events.send(Event::Persisted { io, below, result });
-    }
+/// Starts the trim thread of the core node `generation` (see the module
+/// docs); it ends once its job sender is dropped.
+fn start_trim_thread(
+    engine: RocksEngine,
+    events: mpsc::Sender<Event>,
+    generation: u64,
+) -> std::io::Result<(mpsc::Sender<TrimJob>, thread::JoinHandle<()>)> {
+    let (jobs_tx, jobs) = mpsc::channel::<TrimJob>();
+    let handle = thread::Builder::new()
+        .name("t4-trim".into())
+        .spawn(move || {
+            while let Ok(TrimJob { io, below }) = jobs.recv() {
+                let result = engine.persist().map_err(|e| e.to_string());
+                let _ = events.send(Event::Persisted {
+                    generation,
+                    io,
+                    below,
+                    result,
+                });
+            }
+        })?;
+    Ok((jobs_tx, handle))
 }

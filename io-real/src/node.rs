@@ -125,7 +125,9 @@ struct Inner {
     member_id: NodeId,
     /// `None` once closed, so the database is released and can be reopened
     /// (snapshots still being read keep it alive until they are dropped).
-    engine: RwLock<Option<RocksEngine>>,
+    /// Shared with the node thread, which swaps it when the member starts
+    /// over from a checkpoint (`None` meanwhile, and once closed).
+    engine: driver::EngineSlot,
     /// The clock the node thread gives the core (read-lease checks).
     clock: Clock,
     events: mpsc::Sender<Event>,
@@ -295,33 +297,12 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         })?;
-        let options = RocksOptions {
-            block_cache_bytes: config.block_cache_bytes,
-            ..RocksOptions::default()
-        };
-        let engine = RocksEngine::open(&config.engine_dir(), options)?;
         let member_id = NodeId(member_id_of(&config.node_id));
-        let core_config = core_config(&config, member_id);
         // One monotonic origin for recovery and the node thread: lease TTLs
         // restored at recovery are measured on the clock that expires them.
         let clock = Clock::start();
-        let mut node = t4_core::Node::new(core_config, engine.clone())?;
-        let from = Index(node.meta().applied_index).next();
-        let (wal, entries) = Wal::open(
-            &config.wal_dir(),
-            from,
-            node.term(),
-            config.segment_max_size,
-        )?;
-        let replayed = entries.len();
-        node.recover(clock.now(), entries)?;
-        tracing::info!(
-            data_dir = %config.data_dir.display(),
-            replayed,
-            revision = node.meta().current_revision,
-            applied_index = node.meta().applied_index,
-            "node opened"
-        );
+        let (node, wal) = open_core(&config, clock)?;
+        let engine: driver::EngineSlot = Arc::new(RwLock::new(Some(node.engine().clone())));
         let (published, revision_tx) = Published::new();
         let published = Arc::new(published);
         let inbound = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -334,6 +315,10 @@ impl Node {
                         let hard_state = load_hard_state(&config.data_dir)?;
                         Some(driver::ClusterStart {
                             hard_state,
+                            restart: driver::Restart {
+                                config: config.clone(),
+                                engine: Arc::clone(&engine),
+                            },
                             hard_state_dir: config.data_dir.clone(),
                             outbox: peer::Outbox::new(
                                 member_of(&config, options),
@@ -387,7 +372,7 @@ impl Node {
             inner: Arc::new(Inner {
                 config,
                 member_id,
-                engine: RwLock::new(Some(engine)),
+                engine,
                 clock,
                 events,
                 published,
@@ -951,7 +936,7 @@ fn unexpected(op: &str, got: &Response) -> Error {
 /// empty member that does not vote until caught up, never as a voter that
 /// lost what it acknowledged. Local checkpoint folders left by a crash are
 /// deleted.
-async fn restore_if_missing(
+pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
 ) -> Result<(), OpenError> {
@@ -968,7 +953,11 @@ async fn restore_if_missing(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     if engine_dir.join("CURRENT").exists() {
-        let Some(why) = behind_the_bucket(config, store).await? else {
+        let applied = || {
+            let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
+            Ok(mvcc::read_meta(&engine)?.applied_index)
+        };
+        let Some(why) = behind_the_bucket(config, store, applied).await? else {
             return Ok(());
         };
         let aside = config
@@ -1045,9 +1034,13 @@ async fn restore_if_missing(
 /// that far, but it keeps only `--peer-buffer-size` entries, far fewer
 /// than several checkpoints' worth under any real load; starting over
 /// from the checkpoint is right either way.
-async fn behind_the_bucket(
+///
+/// `applied` gives the engine's applied index; it is asked only when the
+/// bucket has a checkpoint at all (at start-up it opens the engine).
+pub(crate) async fn behind_the_bucket(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
+    applied: impl FnOnce() -> Result<u64, OpenError>,
 ) -> Result<Option<String>, OpenError> {
     use t4_core::bucket::manifest::LatestPointer;
     use t4_core::bucket::{layout, wal_object};
@@ -1074,10 +1067,7 @@ async fn behind_the_bucket(
     let Some(latest) = latest else {
         return Ok(None);
     };
-    let applied = {
-        let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
-        mvcc::read_meta(&engine)?.applied_index
-    };
+    let applied = applied()?;
     if latest.index.0 <= applied {
         return Ok(None);
     }
@@ -1128,6 +1118,39 @@ async fn behind_the_bucket(
             latest.index
         )
     }))
+}
+
+/// Opens the engine and a core node on it, and the WAL, replaying the
+/// WAL's entries after the engine's applied index: what a start, and a
+/// start-over at run time, open.
+pub(crate) fn open_core(
+    config: &Config,
+    clock: Clock,
+) -> Result<(t4_core::Node<RocksEngine>, Wal), OpenError> {
+    let options = RocksOptions {
+        block_cache_bytes: config.block_cache_bytes,
+        ..RocksOptions::default()
+    };
+    let engine = RocksEngine::open(&config.engine_dir(), options)?;
+    let member_id = NodeId(member_id_of(&config.node_id));
+    let mut node = t4_core::Node::new(core_config(config, member_id), engine)?;
+    let from = Index(node.meta().applied_index).next();
+    let (wal, entries) = Wal::open(
+        &config.wal_dir(),
+        from,
+        node.term(),
+        config.segment_max_size,
+    )?;
+    let replayed = entries.len();
+    node.recover(clock.now(), entries)?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        replayed,
+        revision = node.meta().current_revision,
+        applied_index = node.meta().applied_index,
+        "node opened"
+    );
+    Ok((node, wal))
 }
 
 /// The core's configuration for `config`.
@@ -1237,7 +1260,7 @@ fn check_cluster_config(config: &Config, options: &ClusterOptions) -> Result<(),
 ///
 /// # Errors
 /// The file cannot be read, or it is damaged ([`OpenError::HardState`]).
-fn load_hard_state(dir: &std::path::Path) -> Result<HardState, OpenError> {
+pub(crate) fn load_hard_state(dir: &std::path::Path) -> Result<HardState, OpenError> {
     let path = dir.join(crate::hard_state::FILE_NAME);
     match crate::hard_state::load(dir) {
         Ok(None) => Ok(HardState::default()),

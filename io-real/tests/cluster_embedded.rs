@@ -317,6 +317,119 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
+/// A TCP proxy in front of a member's peer port, advertised as its peer
+/// address: cutting it drops every connection through it and refuses new
+/// ones, so the others stop reaching the member while it keeps running.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let proxy = Cuttable {
+            addr: listener.local_addr().expect("addr"),
+            cut: Default::default(),
+            conns: Default::default(),
+        };
+        let (cut, conns) = (proxy.cut.clone(), proxy.conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().expect("lock").drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The same member falls behind GC while it runs: the others cannot reach
+/// it for several checkpoints (its peer address goes through a proxy that
+/// is cut). Once they can again, the leader tells it it is behind its
+/// memory, the bucket's WAL has a hole where it needs to continue, and the
+/// node starts itself over from the newest checkpoint without a restart:
+/// the same `Node` handle serves every acknowledged write afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let n1 = Node::open(tiered(root.path(), "n1", 1))
+        .await
+        .expect("open n1");
+    eventually("n1 to lead", || serving(&n1)).await;
+    let n2 = Node::open(tiered(root.path(), "n2", 1))
+        .await
+        .expect("open n2");
+    let mut n3_config = tiered(root.path(), "n3", 1);
+    let n3_cluster = n3_config.cluster.as_mut().expect("cluster");
+    let proxy = Cuttable::start(n3_cluster.peer_listen).await;
+    n3_cluster.advertise_peer = proxy.addr.to_string();
+    let n3 = Node::open(n3_config).await.expect("open n3");
+    eventually("three members", || {
+        n1.cluster_status().expect("cluster").members.len() == 3
+    })
+    .await;
+    let mut acked = Vec::new();
+    put_many(&n1, "before-", 5, &mut acked).await;
+    eventually("n3 to apply them", || {
+        n3.status().applied_index >= n1.cluster_status().expect("cluster").commit_index
+    })
+    .await;
+
+    proxy.cut();
+    for burst in 0..8 {
+        put_many(&n2, &format!("away-{burst}-"), 15, &mut acked).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    uploaded_all(&n1).await;
+    let wal = bucket_keys(root.path(), "wal/").await;
+    let second = wal
+        .get(1)
+        .and_then(|k| t4_core::bucket::layout::parse_wal_key(k))
+        .expect("WAL objects");
+    assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
+    let stuck_at = n3.status().applied_index;
+    assert!(stuck_at < second, "n3 heard nothing: at {stuck_at}");
+
+    proxy.heal();
+    eventually("n3 to start over past the hole", || {
+        n3.status().applied_index >= second
+    })
+    .await;
+    assert!(
+        std::fs::read_dir(root.path().join("n3"))
+            .expect("n3's data dir")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("engine.behind-bucket-")),
+        "the old engine is kept aside"
+    );
+    caught_up_and_close(n1, n2, n3, &acked).await;
+}
+
 /// Configurations that cannot work are refused at open with a message
 /// naming the setting, before anything is written; a damaged hard state
 /// stops the node instead of being read as "nothing promised".

@@ -189,6 +189,11 @@ pub struct NodeStatus {
     pub checkpointing: bool,
     /// Bucket mode: checkpoint and GC counters over all incarnations.
     pub checkpoints: CheckpointCounts,
+    /// Cluster mode with the bucket tier: why this incarnation asked to be
+    /// started over from a checkpoint ([`Action::StartOver`]; io-sim does
+    /// not act on it: its tier runs keep every WAL object, so it means a
+    /// hole no checkpoint covers).
+    pub start_over: Option<String>,
     /// Cluster mode: the node's role now.
     pub role: Option<ClusterRole>,
     /// Cluster mode: the node's term.
@@ -311,6 +316,7 @@ async fn serve_process(ctx: ServerContext) {
         s.refused = None;
         s.phase = Phase::Idle;
         s.restore = None;
+        s.start_over = None;
         s.checkpointing = false;
     });
     let cluster = config.core.cluster.as_ref().map(|c| c.me.clone());
@@ -830,6 +836,9 @@ impl Server {
                         let now = self.clock.now();
                         self.node
                             .handle_io(now, IoDone::HardStateSaved { io, error });
+                    }
+                    Action::StartOver { why } => {
+                        self.status.update(|s| s.start_over = Some(why));
                     }
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;

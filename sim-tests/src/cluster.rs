@@ -1001,6 +1001,11 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         if let Some(why) = &s.refused {
             v.push(format!("{name} refused to start: {why}"));
         }
+        if let Some(why) = &s.start_over {
+            v.push(format!(
+                "{name} cannot catch up (it asked to start over from a checkpoint): {why}"
+            ));
+        }
         if s.undecodable_peer_msgs > 0 {
             v.push(format!(
                 "{name} received {} undecodable peer messages",

@@ -149,7 +149,10 @@ impl Rig {
             }
             Action::DropCheckpoint { term, index } => self.dropped.push((term, index)),
             Action::ReadWal { .. } => panic!("sync mode never reads its WAL back"),
-            Action::Send { .. } | Action::TruncateWal { .. } | Action::SaveHardState { .. } => {
+            Action::Send { .. }
+            | Action::TruncateWal { .. }
+            | Action::SaveHardState { .. }
+            | Action::StartOver { .. } => {
                 panic!("no cluster runs in these tests: {action:?}")
             }
         }

@@ -68,10 +68,13 @@
 //! ends before the leader's memory begins (the leader has not uploaded
 //! that far yet), it lists again a little later. A hole (entries that no
 //! object holds, e.g. collected by GC after a newer checkpoint) is logged
-//! as an error: the node then needs a restart, at which the driver finds
-//! its engine behind the bucket's WAL, moves it aside, restores the newest
-//! checkpoint before the engine opens and rejoins as a new member (the
-//! driver's part; `t4` does this).
+//! as an error and the node asks its driver to start it over
+//! ([`Action::StartOver`]): the driver checks that the bucket's newest
+//! checkpoint is ahead and no object holds the next entry, moves the
+//! engine aside, restores the checkpoint and starts a new node on it,
+//! which rejoins as a new member (`t4` does this, at run time and at every
+//! start). Until then, or if the driver does not, it lists again after a
+//! long pause.
 //!
 //! `Behind` counts as hearing from the leader (the follower refuses
 //! promises for an election timeout after it), like any append.
@@ -1036,8 +1039,11 @@ impl<E: KvEngine> Node<E> {
             return self.step_down(now, term, None, "cannot adopt the best log");
         }
         tracing::error!(%why, "this member cannot catch up: neither the leader's memory nor the \
-            bucket's WAL holds the entries it needs; restart it: a driver that finds its engine \
-            behind the bucket's WAL starts it over from the newest checkpoint (t4 does)");
+            bucket's WAL holds the entries it needs; asking the driver to start it over from \
+            the newest checkpoint");
+        self.actions.push_back(Action::StartOver {
+            why: why.to_owned(),
+        });
         // Try again much later (an operator may repair the bucket).
         let backoff = self
             .tier()

@@ -85,6 +85,8 @@ struct Rig {
     cut: BTreeSet<(String, String)>,
     /// Nodes cut from the bucket: their object operations fail.
     no_bucket: BTreeSet<String>,
+    /// `StartOver` actions: (node, why). The rig does not act on them.
+    start_overs: Vec<(String, String)>,
     replies: BTreeMap<ReqId, Result<Response, Error>>,
     next_req: u64,
     /// Timers that fired without moving (a bug if it keeps happening).
@@ -160,6 +162,7 @@ impl Rig {
             seq: 0,
             cut: BTreeSet::new(),
             no_bucket: BTreeSet::new(),
+            start_overs: Vec::new(),
             replies: BTreeMap::new(),
             next_req: 0,
             spins: 0,
@@ -489,6 +492,7 @@ impl Rig {
                     );
                 }
                 Action::Watch(_) | Action::DropCheckpoint { .. } => {}
+                Action::StartOver { why } => self.start_overs.push((id.to_owned(), why)),
                 // The rig's engines take no checkpoints.
                 Action::TakeCheckpoint { io, .. } => self.push(
                     now,
@@ -2022,6 +2026,63 @@ fn without_the_tier_a_follower_behind_the_leaders_memory_stays_behind() {
         .bucket
         .iter()
         .all(|(key, _)| layout::parse_wal_key(key).is_none()));
+}
+
+/// A follower whose next entry neither the leader's memory nor the bucket
+/// holds (GC collected the object after a checkpoint; here it is deleted)
+/// asks its driver to start it over, and only it; the others go on.
+#[test]
+fn a_follower_that_cannot_catch_up_asks_to_start_over() {
+    let mut rig = Rig::with_tier(8).formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    let lagger = rig.others(&leader)[0].clone();
+    rig.crash(&lagger);
+    let lagger_next = rig.node(&leader).meta().applied_index + 1;
+    for round in 0..4 {
+        rig.put_many(&leader, &format!("r{round}-"), 10);
+        rig.run_ms(1_000);
+    }
+    let applied = rig.node(&leader).meta().applied_index;
+    assert!(
+        rig.run_until(2_000, |r| r.node(&leader).cluster_uploaded_through()
+            == Some(Index(applied)))
+    );
+    // Collect the object holding the lagger's next entry (not the last).
+    let firsts: Vec<Index> = rig
+        .bucket
+        .iter()
+        .filter_map(|(key, _)| layout::parse_wal_key(key))
+        .collect();
+    let holder = firsts
+        .iter()
+        .copied()
+        .filter(|first| first.0 <= lagger_next)
+        .max()
+        .expect("an object holds it");
+    assert!(firsts.iter().any(|f| *f > holder), "objects: {firsts:?}");
+    rig.bucket
+        .execute(ObjectOp::Delete {
+            key: layout::wal_key(holder),
+        })
+        .expect("delete");
+    assert_eq!(rig.start_overs, Vec::<(String, String)>::new());
+    rig.start(&lagger);
+    assert!(
+        rig.run_until(5_000, |r| !r.start_overs.is_empty()),
+        "{}",
+        rig.dump()
+    );
+    assert!(rig.start_overs.iter().all(|(id, _)| *id == lagger));
+    assert!(rig.node(&lagger).meta().applied_index < applied);
+    // The others go on without it.
+    rig.put_many(&leader, "after", 3);
+    let other = rig
+        .others(&leader)
+        .into_iter()
+        .find(|id| *id != lagger)
+        .expect("a third");
+    assert!(rig.run_until(1_000, |r| r.value(&other, "after2") == Some(b"v".to_vec())));
+    assert_eq!(rig.violations, Vec::<String>::new());
 }
 
 /// A member that lost its disk after the leader's memory moved on rejoins

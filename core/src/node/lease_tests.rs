@@ -182,7 +182,8 @@ impl Sim {
                     | Action::ReadWal { .. }
                     | Action::Send { .. }
                     | Action::TruncateWal { .. }
-                    | Action::SaveHardState { .. } => {
+                    | Action::SaveHardState { .. }
+                    | Action::StartOver { .. } => {
                         unreachable!("these tests run in local mode")
                     }
                 }

@@ -148,7 +148,8 @@ impl Rig {
             | Action::ReadWal { .. }
             | Action::Send { .. }
             | Action::TruncateWal { .. }
-            | Action::SaveHardState { .. } => {
+            | Action::SaveHardState { .. }
+            | Action::StartOver { .. } => {
                 panic!("no checkpoint is due and no cluster runs in these tests: {action:?}")
             }
         }

@@ -226,6 +226,13 @@ impl std::fmt::Debug for RocksEngine {
 }
 
 impl RocksEngine {
+    /// How many handles and snapshots of this database are alive (the
+    /// database closes when the last one drops).
+    #[must_use]
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.shared)
+    }
+
     /// Opens (creating if missing, parents included) the database at `path`.
     ///
     /// # Errors
