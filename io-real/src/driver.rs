@@ -347,31 +347,20 @@ pub(crate) fn spawn(
                 ),
                 None => (None, None, PathBuf::new(), None, None),
             };
-            let mut thread = NodeThread {
+            let status = Arc::clone(&published);
+            let links = Links {
                 outbox,
                 hard_state_dir,
                 inbound,
                 objects,
                 checkpoints,
-                started: None,
-                closing_since: None,
-                node,
                 clock,
-                wal,
-                wal_broken: None,
-                pending_sync: None,
-                trim: trim_tx,
                 published,
                 revision_tx,
-                replies: HashMap::new(),
-                streams: BTreeMap::new(),
                 next_req: 0,
-                closing: None,
                 restart,
-                generation: 0,
-                start_over: None,
-                start_over_quiet_until: None,
             };
+            let mut thread = NodeThread::new(links, node, wal, trim_tx, 0);
             let mut trim_handle = trim_handle;
             loop {
                 let (old, old_trim) =
@@ -388,6 +377,7 @@ pub(crate) fn spawn(
                     Err(why) => {
                         tracing::error!(%why, "starting this member over failed; the node stops \
                             (restart it: a start restores the checkpoint too)");
+                        status.closed.store(true, Ordering::Release);
                         break;
                     }
                 }
@@ -398,6 +388,38 @@ pub(crate) fn spawn(
 
 /// The node thread's state: the core node and where its outputs go.
 struct NodeThread {
+    /// What outlives the core node.
+    links: Links,
+    /// Bucket mode, while starting: told once the start-up is over.
+    started: Option<oneshot::Sender<Result<(), String>>>,
+    /// When `Close` arrived.
+    closing_since: Option<Instant>,
+    node: t4_core::Node<RocksEngine>,
+    wal: Wal,
+    /// Set by the first failed append or sync: later syncs must not report
+    /// success (the failed entries may be missing from the file).
+    wal_broken: Option<String>,
+    /// The `SyncWal` to run once the current actions are executed.
+    pending_sync: Option<(IoId, Term, Index)>,
+    trim: mpsc::Sender<TrimJob>,
+    /// Callers waiting for an answer, by request id.
+    replies: HashMap<ReqId, ReplyTx>,
+    /// Open watch streams and where their outputs go.
+    streams: BTreeMap<StreamId, WatchTx>,
+    closing: Option<oneshot::Sender<Result<(), String>>>,
+    /// Counts the core nodes this thread ran (start-overs): completions of
+    /// an earlier node's operations are dropped, not fed to the new one.
+    generation: u64,
+    /// The core asked to start over ([`Action::StartOver`]).
+    start_over: Option<String>,
+    /// After a start-over request the bucket did not confirm, later ones
+    /// are ignored until then.
+    start_over_quiet_until: Option<Instant>,
+}
+
+/// What outlives a core node on the node thread: kept when the member
+/// starts over ([`NodeThread::start_over`]).
+struct Links {
     /// Cluster mode: where peer messages go.
     outbox: Option<Outbox>,
     /// Cluster mode: where the hard state is saved.
@@ -413,37 +435,12 @@ struct NodeThread {
     )>,
     /// Bucket mode: where local checkpoints are made.
     checkpoints: PathBuf,
-    /// Bucket mode, while starting: told once the start-up is over.
-    started: Option<oneshot::Sender<Result<(), String>>>,
-    /// When `Close` arrived.
-    closing_since: Option<Instant>,
-    node: t4_core::Node<RocksEngine>,
     clock: Clock,
-    wal: Wal,
-    /// Set by the first failed append or sync: later syncs must not report
-    /// success (the failed entries may be missing from the file).
-    wal_broken: Option<String>,
-    /// The `SyncWal` to run once the current actions are executed.
-    pending_sync: Option<(IoId, Term, Index)>,
-    trim: mpsc::Sender<TrimJob>,
     published: Arc<Published>,
     revision_tx: watch::Sender<i64>,
-    /// Callers waiting for an answer, by request id.
-    replies: HashMap<ReqId, ReplyTx>,
-    /// Open watch streams and where their outputs go.
-    streams: BTreeMap<StreamId, WatchTx>,
     next_req: u64,
-    closing: Option<oneshot::Sender<Result<(), String>>>,
     /// Cluster mode: how to start the member over.
     restart: Option<Restart>,
-    /// Counts the core nodes this thread ran (start-overs): completions of
-    /// an earlier node's operations are dropped, not fed to the new one.
-    generation: u64,
-    /// The core asked to start over ([`Action::StartOver`]).
-    start_over: Option<String>,
-    /// After a start-over request the bucket did not confirm, later ones
-    /// are ignored until then.
-    start_over_quiet_until: Option<Instant>,
 }
 
 /// Why [`NodeThread::run`] returned.
@@ -459,6 +456,33 @@ enum Exit {
 const START_OVER_QUIET: Duration = Duration::from_secs(60);
 
 impl NodeThread {
+    /// The thread state around a freshly opened core `node` (number
+    /// `generation`) with nothing in flight.
+    fn new(
+        links: Links,
+        node: t4_core::Node<RocksEngine>,
+        wal: Wal,
+        trim: mpsc::Sender<TrimJob>,
+        generation: u64,
+    ) -> NodeThread {
+        NodeThread {
+            links,
+            started: None,
+            closing_since: None,
+            node,
+            wal,
+            wal_broken: None,
+            pending_sync: None,
+            trim,
+            replies: HashMap::new(),
+            streams: BTreeMap::new(),
+            closing: None,
+            generation,
+            start_over: None,
+            start_over_quiet_until: None,
+        }
+    }
+
     fn run(
         mut self,
         events: &mpsc::Receiver<Event>,
@@ -467,13 +491,13 @@ impl NodeThread {
         hard_state: Option<HardState>,
     ) -> Exit {
         if let Some((me, started)) = start {
-            self.node.start_bucket(self.clock.now(), me);
+            self.node.start_bucket(self.links.clock.now(), me);
             self.started = Some(started);
             // Its first request goes out now, not at the first event.
             self.execute_actions();
         }
         if let Some(hard_state) = hard_state {
-            self.node.start_cluster(self.clock.now(), hard_state);
+            self.node.start_cluster(self.links.clock.now(), hard_state);
             // The first lock read goes out now, not at the first event.
             self.execute_actions();
         }
@@ -482,7 +506,10 @@ impl NodeThread {
             // (no timers while closing: nothing new should start then).
             let wait = match self.closing_since {
                 Some(since) => Some(CLOSE_WAIT_MAX.saturating_sub(since.elapsed())),
-                None => self.node.poll_timeout().map(|at| self.clock.until(at)),
+                None => self
+                    .node
+                    .poll_timeout()
+                    .map(|at| self.links.clock.until(at)),
             };
             let first = match wait {
                 None => match events.recv() {
@@ -505,7 +532,9 @@ impl NodeThread {
                 // Publish before any reply goes out: a caller that got an
                 // answer at revision N must never read an older
                 // `current_revision` afterwards.
-                self.published.publish(&self.node, &self.revision_tx);
+                self.links
+                    .published
+                    .publish(&self.node, &self.links.revision_tx);
                 self.execute_actions();
                 let Some((io, term, through)) = self.pending_sync.take() else {
                     break;
@@ -516,7 +545,7 @@ impl NodeThread {
                 while let Ok(ev) = events.try_recv() {
                     self.handle_event(ev);
                 }
-                self.node.handle_io(self.clock.now(), done);
+                self.node.handle_io(self.links.clock.now(), done);
                 // Under a steady stream of writes this loop may not end for
                 // a long time: timers (lease expiry, watch catch-up) must
                 // still run.
@@ -566,7 +595,8 @@ impl NodeThread {
         {
             return false;
         }
-        let (Some(restart), Some((store, runtime, _))) = (&self.restart, &self.objects) else {
+        let (Some(restart), Some((store, runtime, _))) = (&self.links.restart, &self.links.objects)
+        else {
             return false;
         };
         let applied = self.node.meta().applied_index;
@@ -623,23 +653,14 @@ impl NodeThread {
             tracing::error!("the trim thread panicked");
         }
         let NodeThread {
-            outbox,
-            hard_state_dir,
-            inbound,
-            objects,
-            checkpoints,
+            mut links,
             node,
-            clock,
             wal,
-            published,
-            revision_tx,
-            next_req,
-            restart,
             generation,
             ..
         } = self;
-        let restart = restart.expect("cluster mode");
-        let (store, runtime, events) = objects.clone().expect("cluster mode has a bucket");
+        let restart = links.restart.take().expect("cluster mode");
+        let (store, runtime, events) = links.objects.clone().expect("cluster mode has a bucket");
         let engine = node.engine().clone();
         restart.engine.write().expect("engine lock poisoned").take();
         drop(node);
@@ -663,40 +684,20 @@ impl NodeThread {
             .block_on(crate::node::restore_if_missing(&restart.config, &*store))
             .map_err(|e| e.to_string())?;
         let (node, wal) =
-            crate::node::open_core(&restart.config, clock).map_err(|e| e.to_string())?;
+            crate::node::open_core(&restart.config, links.clock).map_err(|e| e.to_string())?;
         let hard_state =
             crate::node::load_hard_state(&restart.config.data_dir).map_err(|e| e.to_string())?;
         let generation = generation + 1;
         let (trim, trim_handle) = start_trim_thread(node.engine().clone(), events, generation)
             .map_err(|e| format!("cannot start the trim thread: {e}"))?;
         *restart.engine.write().expect("engine lock poisoned") = Some(node.engine().clone());
-        published.publish(&node, &revision_tx);
-        let thread = NodeThread {
-            outbox,
-            hard_state_dir,
-            inbound,
-            objects,
-            checkpoints,
-            started: None,
-            closing_since: None,
-            node,
-            clock,
-            wal,
-            wal_broken: None,
-            pending_sync: None,
-            trim,
-            published,
-            revision_tx,
-            replies: HashMap::new(),
-            streams: BTreeMap::new(),
-            next_req,
-            closing: None,
-            restart: Some(restart),
-            generation,
-            start_over: None,
-            start_over_quiet_until: None,
-        };
-        Ok((thread, trim_handle, hard_state))
+        links.published.publish(&node, &links.revision_tx);
+        links.restart = Some(restart);
+        Ok((
+            NodeThread::new(links, node, wal, trim, generation),
+            trim_handle,
+            hard_state,
+        ))
     }
 
     /// Calls the core's `handle_timeout` if its next timer is due (never
@@ -706,7 +707,7 @@ impl NodeThread {
             return;
         }
         if let Some(at) = self.node.poll_timeout() {
-            let now = self.clock.now();
+            let now = self.links.clock.now();
             if at <= now {
                 self.node.handle_timeout(now);
             }
@@ -752,8 +753,10 @@ impl NodeThread {
             Ok(()) => tracing::info!(after = after.0, "truncated the WAL's conflicting tail"),
             Err(error) => {
                 self.wal_broken.get_or_insert_with(|| error.clone());
-                self.node
-                    .handle_io(self.clock.now(), IoDone::WalFailed { io, term, error });
+                self.node.handle_io(
+                    self.links.clock.now(),
+                    IoDone::WalFailed { io, term, error },
+                );
             }
         }
     }
@@ -767,27 +770,29 @@ impl NodeThread {
         if let Err(e) = self.wal.append(entries) {
             let error = e.to_string();
             self.wal_broken = Some(error.clone());
-            self.node
-                .handle_io(self.clock.now(), IoDone::WalFailed { io, term, error });
+            self.node.handle_io(
+                self.links.clock.now(),
+                IoDone::WalFailed { io, term, error },
+            );
         }
     }
 
     fn handle_event(&mut self, ev: Event) {
-        let now = self.clock.now();
+        let now = self.links.clock.now();
         match ev {
             Event::Client(request, reply) => {
                 if self.closing.is_some() {
                     let _ = reply.send(Err(Error::Unavailable("node is closing".into())));
                 } else {
-                    self.next_req += 1;
+                    self.links.next_req += 1;
                     // Ids from REMOTE_REQ_BASE up are the core's own, for
                     // requests followers forward to it.
                     assert!(
-                        self.next_req < t4_core::node::REMOTE_REQ_BASE,
+                        self.links.next_req < t4_core::node::REMOTE_REQ_BASE,
                         "client request ids must stay below REMOTE_REQ_BASE: {}",
-                        self.next_req
+                        self.links.next_req
                     );
-                    let req = ReqId(self.next_req);
+                    let req = ReqId(self.links.next_req);
                     self.replies.insert(req, reply);
                     self.node.handle_client(now, req, request);
                 }
@@ -840,7 +845,7 @@ impl NodeThread {
                     .handle_io(now, IoDone::CheckpointTaken { io, result });
             }
             Event::Peer { from, msg } => {
-                if let Some(inbound) = &self.inbound {
+                if let Some(inbound) = &self.links.inbound {
                     inbound.fetch_sub(1, Ordering::AcqRel);
                 }
                 // Fed while closing too: answers to forwarded requests
@@ -851,7 +856,7 @@ impl NodeThread {
                 // Asynchronous upload: what is acknowledged goes to the
                 // bucket before the node stops (within CLOSE_WAIT_MAX).
                 self.node.flush_uploads(now);
-                self.published.closed.store(true, Ordering::Release);
+                self.links.published.closed.store(true, Ordering::Release);
                 self.closing = Some(done);
                 self.closing_since = Some(Instant::now());
             }
@@ -874,7 +879,7 @@ impl NodeThread {
                     if self.trim.send(TrimJob { io, below }).is_err() {
                         let error = Some("the trim thread is gone".to_owned());
                         self.node
-                            .handle_io(self.clock.now(), IoDone::WalTrimmed { io, error });
+                            .handle_io(self.links.clock.now(), IoDone::WalTrimmed { io, error });
                     }
                 }
                 Action::Reply { req, result } => {
@@ -896,7 +901,7 @@ impl NodeThread {
                     key,
                     condition,
                 } => {
-                    let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+                    let dir = checkpoint::local_dir(&self.links.checkpoints, term, index);
                     self.run_object(io, term, move |store| {
                         Box::pin(async move {
                             checkpoint::upload_file(&*store, &dir, &name, key, condition).await
@@ -904,7 +909,7 @@ impl NodeThread {
                     });
                 }
                 Action::DropCheckpoint { term, index } => {
-                    let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+                    let dir = checkpoint::local_dir(&self.links.checkpoints, term, index);
                     // Off the node thread: a large folder takes a while.
                     let _ = thread::Builder::new()
                         .name("t4-ckpt-drop".into())
@@ -924,32 +929,33 @@ impl NodeThread {
                         .read_range(from, through)
                         .map_err(|e| e.to_string());
                     self.node
-                        .handle_io(self.clock.now(), IoDone::WalRead { io, result });
+                        .handle_io(self.links.clock.now(), IoDone::WalRead { io, result });
                 }
-                Action::Send { to, msg } => match &mut self.outbox {
+                Action::Send { to, msg } => match &mut self.links.outbox {
                     Some(outbox) => outbox.send(&to, msg),
                     None => unreachable!("core sends peer messages only in cluster mode"),
                 },
                 Action::TruncateWal { io, term, after } => self.truncate_wal(io, term, after),
                 Action::SaveHardState { io, state } => {
-                    let error = crate::hard_state::save(&self.hard_state_dir, &state.encode())
-                        .err()
-                        .map(|e| e.to_string());
+                    let error =
+                        crate::hard_state::save(&self.links.hard_state_dir, &state.encode())
+                            .err()
+                            .map(|e| e.to_string());
                     if let Some(error) = &error {
                         tracing::error!(%error, ?state, "cannot save the hard state");
                     }
                     self.node
-                        .handle_io(self.clock.now(), IoDone::HardStateSaved { io, error });
+                        .handle_io(self.links.clock.now(), IoDone::HardStateSaved { io, error });
                 }
                 Action::StartOver { why } => {
-                    if self.restart.is_some() {
+                    if self.links.restart.is_some() {
                         self.start_over.get_or_insert(why);
                     }
                 }
                 Action::ResetWal { io, next } => {
                     let error = self.reset_wal(next).err();
                     self.node
-                        .handle_io(self.clock.now(), IoDone::WalReset { io, error });
+                        .handle_io(self.links.clock.now(), IoDone::WalReset { io, error });
                 }
                 Action::Watch(output) => {
                     // A stream whose receiver is gone has sent (or is about
@@ -970,7 +976,7 @@ impl NodeThread {
         term: Term,
         op: impl FnOnce(Arc<dyn ObjectStore>) -> BoxFuture<'static, ObjectResult> + Send + 'static,
     ) {
-        match &self.objects {
+        match &self.links.objects {
             Some((store, runtime, events)) => {
                 let store = Arc::clone(store);
                 let events = events.clone();
@@ -989,7 +995,7 @@ impl NodeThread {
             None => {
                 let result = Err(ObjectError::Failed("no object store configured".into()));
                 self.node
-                    .handle_io(self.clock.now(), IoDone::Object { io, term, result });
+                    .handle_io(self.links.clock.now(), IoDone::Object { io, term, result });
             }
         }
     }
@@ -997,18 +1003,20 @@ impl NodeThread {
     /// Runs a `TakeCheckpoint`: the RocksDB checkpoint now (the engine is
     /// at the index named), the hashing on a thread of its own.
     fn take_checkpoint(&mut self, io: IoId, term: Term, index: Index) {
-        let dir = checkpoint::local_dir(&self.checkpoints, term, index);
+        let dir = checkpoint::local_dir(&self.links.checkpoints, term, index);
         if let Err(why) = checkpoint::take(self.node.engine(), &dir) {
             let result = Err(why);
-            return self
-                .node
-                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
+            return self.node.handle_io(
+                self.links.clock.now(),
+                IoDone::CheckpointTaken { io, result },
+            );
         }
-        let Some((_, _, events)) = &self.objects else {
+        let Some((_, _, events)) = &self.links.objects else {
             let result = Err("no object store configured".to_owned());
-            return self
-                .node
-                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
+            return self.node.handle_io(
+                self.links.clock.now(),
+                IoDone::CheckpointTaken { io, result },
+            );
         };
         let events = events.clone();
         let generation = self.generation;
@@ -1029,8 +1037,10 @@ impl NodeThread {
             });
         if let Err(e) = spawned {
             let result = Err(format!("cannot start the hashing thread: {e}"));
-            self.node
-                .handle_io(self.clock.now(), IoDone::CheckpointTaken { io, result });
+            self.node.handle_io(
+                self.links.clock.now(),
+                IoDone::CheckpointTaken { io, result },
+            );
         }
     }
 
@@ -1041,7 +1051,7 @@ impl NodeThread {
         // node is gone (dropping `self` drops the revision sender, at the
         // latest; a panic drops it too).
         self.streams.clear();
-        self.published.closed.store(true, Ordering::Release);
+        self.links.published.closed.store(true, Ordering::Release);
         // Joining makes "the node thread ended" imply "no driver thread holds
         // the engine any more", so the data dir can be reopened. The trim
         // thread ends once its channel closes (after a trim in progress).

@@ -265,6 +265,44 @@ async fn a_member_with_a_lost_disk_restores_from_the_bucket() {
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
+/// While n3 is away: 120 writes through n2 in bursts longer than a
+/// segment's age (many WAL objects, a checkpoint every 20 entries, GC
+/// keeping one), uploaded by the leader n1. Returns the first index of the
+/// second WAL object left: the first (a fence: the first of its term)
+/// stays, GC deleted those after it up to the oldest kept checkpoint.
+async fn away_past_gc(
+    n1: &Node,
+    n2: &Node,
+    root: &Path,
+    acked: &mut Vec<(String, i64)>,
+) -> t4_core::Index {
+    for burst in 0..8 {
+        put_many(n2, &format!("away-{burst}-"), 15, acked).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    uploaded_all(n1).await;
+    let wal = bucket_keys(root, "wal/").await;
+    let second = wal
+        .get(1)
+        .and_then(|k| t4_core::bucket::layout::parse_wal_key(k))
+        .expect("WAL objects");
+    assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
+    second
+}
+
+/// n3 started over: its old engine is kept aside, not deleted.
+fn assert_engine_kept_aside(root: &Path) {
+    let aside = std::fs::read_dir(root.join("n3"))
+        .expect("n3's data dir")
+        .any(|e| {
+            e.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("engine.behind-bucket-")
+        });
+    assert!(aside, "the old engine is kept aside");
+}
+
 /// A member away for several checkpoints comes back on its old disk: GC
 /// deleted the bucket's WAL objects it needs next and the leader's memory
 /// does not reach back either, so at start it moves its engine aside,
@@ -280,21 +318,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
     })
     .await;
     n3.close().await.expect("close n3");
-    // Bursts longer than a segment's age: many WAL objects, checkpoints
-    // every 20 entries, GC keeping one.
-    for burst in 0..8 {
-        put_many(&n2, &format!("away-{burst}-"), 15, &mut acked).await;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-    }
-    uploaded_all(&n1).await;
-    // The first object (a fence: the first of its term) stays; GC deleted
-    // those after it up to the oldest kept checkpoint.
-    let wal = bucket_keys(root.path(), "wal/").await;
-    let second = wal
-        .get(1)
-        .and_then(|k| t4_core::bucket::layout::parse_wal_key(k))
-        .expect("WAL objects");
-    assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
+    let second = away_past_gc(&n1, &n2, root.path(), &mut acked).await;
 
     let n3 = Node::open(n3_config)
         .await
@@ -304,16 +328,7 @@ async fn a_member_behind_the_buckets_gc_starts_over_from_a_checkpoint() {
         at_open >= second,
         "n3 started over from a checkpoint: at {at_open}"
     );
-    assert!(
-        std::fs::read_dir(root.path().join("n3"))
-            .expect("n3's data dir")
-            .any(|e| e
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .starts_with("engine.behind-bucket-")),
-        "the old engine is kept aside"
-    );
+    assert_engine_kept_aside(root.path());
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
@@ -398,17 +413,7 @@ async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
     .await;
 
     proxy.cut();
-    for burst in 0..8 {
-        put_many(&n2, &format!("away-{burst}-"), 15, &mut acked).await;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-    }
-    uploaded_all(&n1).await;
-    let wal = bucket_keys(root.path(), "wal/").await;
-    let second = wal
-        .get(1)
-        .and_then(|k| t4_core::bucket::layout::parse_wal_key(k))
-        .expect("WAL objects");
-    assert!(second.0 > 20, "GC deleted the WAL n3 needs next: {wal:?}");
+    let second = away_past_gc(&n1, &n2, root.path(), &mut acked).await;
     let stuck_at = n3.status().applied_index;
     assert!(stuck_at < second, "n3 heard nothing: at {stuck_at}");
 
@@ -417,16 +422,7 @@ async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
         n3.status().applied_index >= second
     })
     .await;
-    assert!(
-        std::fs::read_dir(root.path().join("n3"))
-            .expect("n3's data dir")
-            .any(|e| e
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .starts_with("engine.behind-bucket-")),
-        "the old engine is kept aside"
-    );
+    assert_engine_kept_aside(root.path());
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 
