@@ -449,7 +449,8 @@ impl Node {
         }
     }
 
-    /// The engine, unless the node is closed.
+    /// The engine, unless the node is closed (or, a cluster member,
+    /// starting over from a checkpoint).
     fn engine(&self) -> Result<RocksEngine, Error> {
         if self.inner.published.fenced.load(Ordering::Acquire) {
             return Err(Error::Fenced(
@@ -461,7 +462,14 @@ impl Node {
             .read()
             .expect("engine lock poisoned")
             .clone()
-            .ok_or_else(|| Error::Unavailable("node is closed".into()))
+            .ok_or_else(|| {
+                let why = if self.inner.published.closed.load(Ordering::Acquire) {
+                    "node is closed"
+                } else {
+                    "this member is starting over from a checkpoint; retry"
+                };
+                Error::Unavailable(why.into())
+            })
     }
 
     /// etcd `HashKV`: a consistency hash of the keyspace at `revision`
