@@ -363,12 +363,12 @@ pub(crate) fn spawn(
             let mut thread = NodeThread::new(links, node, wal, trim_tx, 0);
             let mut trim_handle = trim_handle;
             loop {
-                let (old, old_trim) =
+                let (old, old_trim, behind) =
                     match thread.run(&events_rx, trim_handle, start.take(), hard_state.take()) {
                         Exit::Closed => break,
-                        Exit::StartOver(old, old_trim) => (old, old_trim),
+                        Exit::StartOver(old, old_trim, behind) => (old, old_trim, behind),
                     };
-                match old.start_over(old_trim) {
+                match old.start_over(old_trim, behind) {
                     Ok((new, new_trim, state)) => {
                         thread = new;
                         trim_handle = new_trim;
@@ -448,7 +448,8 @@ enum Exit {
     /// Closed (or every handle dropped): the thread ends.
     Closed,
     /// The member starts over from a checkpoint ([`NodeThread::start_over`]).
-    StartOver(Box<NodeThread>, thread::JoinHandle<()>),
+    /// The `String` says why (the bucket's verdict).
+    StartOver(Box<NodeThread>, thread::JoinHandle<()>, String),
 }
 
 /// How long a start-over request the bucket did not confirm silences later
@@ -559,8 +560,10 @@ impl NodeThread {
                 let _ = self.started.take().expect("checked above").send(result);
             }
             if let Some(why) = self.start_over.take() {
-                if self.closing.is_none() && self.start_over_confirmed(&why) {
-                    return Exit::StartOver(Box::new(self), trim_handle);
+                if self.closing.is_none() {
+                    if let Some(behind) = self.behind_the_bucket(&why) {
+                        return Exit::StartOver(Box::new(self), trim_handle, behind);
+                    }
                 }
             }
             if self.closing.is_some() {
@@ -583,21 +586,21 @@ impl NodeThread {
         Exit::Closed
     }
 
-    /// Whether the bucket confirms that this member cannot catch up and a
+    /// Why the bucket confirms that this member cannot catch up and a
     /// checkpoint ahead of it can start it over (the start-up check,
-    /// `crate::node::behind_the_bucket`); if not, start-over requests are
-    /// ignored for [`START_OVER_QUIET`]. Blocks this thread for a few object
-    /// reads: the member is stuck anyway.
-    fn start_over_confirmed(&mut self, why: &str) -> bool {
+    /// `crate::node::behind_the_bucket`); if it does not, start-over
+    /// requests are ignored for [`START_OVER_QUIET`]. Blocks this thread
+    /// for a few object reads: the member is stuck anyway.
+    fn behind_the_bucket(&mut self, why: &str) -> Option<String> {
         if self
             .start_over_quiet_until
             .is_some_and(|until| Instant::now() < until)
         {
-            return false;
+            return None;
         }
         let (Some(restart), Some((store, runtime, _))) = (&self.links.restart, &self.links.objects)
         else {
-            return false;
+            return None;
         };
         let applied = self.node.meta().applied_index;
         let verdict = runtime.block_on(crate::node::behind_the_bucket(
@@ -610,19 +613,19 @@ impl NodeThread {
                 tracing::warn!(%why, %behind, "this member cannot catch up: starting it over \
                     from the bucket's newest checkpoint as a new member (its engine, WAL and \
                     hard state are moved aside)");
-                true
+                Some(behind)
             }
             Ok(None) => {
                 tracing::warn!(%why, "this member cannot catch up, but the bucket has no \
                     checkpoint ahead of it to start over from; waiting");
                 self.start_over_quiet_until = Some(Instant::now() + START_OVER_QUIET);
-                false
+                None
             }
             Err(e) => {
                 tracing::warn!(%why, error = %e, "cannot check the bucket before starting \
                     this member over; trying again later");
                 self.start_over_quiet_until = Some(Instant::now() + START_OVER_QUIET);
-                false
+                None
             }
         }
     }
@@ -631,8 +634,9 @@ impl NodeThread {
     /// would: callers waiting for an answer get a retryable error, watch
     /// streams end (clients watch again from their last revision), the
     /// core node, its WAL and the engine are closed (once readers let go of
-    /// the engine), then `crate::node::restore_if_missing` moves them aside
-    /// and restores the newest checkpoint, and a new core node opens on it
+    /// the engine), then `crate::node::restore_if_missing`, told why the
+    /// engine is `behind` (it does not ask the bucket again), moves them
+    /// aside and restores the newest checkpoint, and a new core node opens on it
     /// and joins as a new member. Completions of the old node's operations
     /// still in flight are dropped ([`NodeThread::generation`]); requests
     /// and peer messages that arrive meanwhile wait in the channel.
@@ -640,6 +644,7 @@ impl NodeThread {
     fn start_over(
         mut self,
         trim_handle: thread::JoinHandle<()>,
+        behind: String,
     ) -> Result<(NodeThread, thread::JoinHandle<()>, HardState), String> {
         for (_, tx) in self.replies.drain() {
             let _ = tx.send(Err(Error::Unavailable(
@@ -681,7 +686,11 @@ impl NodeThread {
         }
         drop(engine);
         runtime
-            .block_on(crate::node::restore_if_missing(&restart.config, &*store))
+            .block_on(crate::node::restore_if_missing(
+                &restart.config,
+                &*store,
+                Some(behind),
+            ))
             .map_err(|e| e.to_string())?;
         let (node, wal) =
             crate::node::open_core(&restart.config, links.clock).map_err(|e| e.to_string())?;

@@ -214,7 +214,7 @@ impl Node {
             None => None,
         };
         if let Some(store) = &store {
-            restore_if_missing(&config, &**store).await?;
+            restore_if_missing(&config, &**store, None).await?;
         }
         let runtime = tokio::runtime::Handle::current();
         let outbox_tls = peer_tls.clone();
@@ -944,9 +944,15 @@ fn unexpected(op: &str, got: &Response) -> Error {
 /// empty member that does not vote until caught up, never as a voter that
 /// lost what it acknowledged. Local checkpoint folders left by a crash are
 /// deleted.
+///
+/// A cluster member's engine that is there is checked first
+/// ([`behind_the_bucket`]), unless the caller already knows it is behind
+/// (`behind`: why; a start-over at run time): if so, it is moved aside and
+/// the member starts over the same way.
 pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
+    behind: Option<String>,
 ) -> Result<(), OpenError> {
     let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
         path: path.to_path_buf(),
@@ -965,8 +971,12 @@ pub(crate) async fn restore_if_missing(
             let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
             Ok(mvcc::read_meta(&engine)?.applied_index)
         };
-        let Some(why) = behind_the_bucket(config, store, applied).await? else {
-            return Ok(());
+        let why = match behind {
+            Some(why) => why,
+            None => match behind_the_bucket(config, store, applied).await? {
+                Some(why) => why,
+                None => return Ok(()),
+            },
         };
         let aside = config
             .data_dir

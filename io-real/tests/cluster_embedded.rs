@@ -177,6 +177,15 @@ fn tiered(root: &Path, id: &str, gc_keep: usize) -> Config {
 
 /// Three tiered members, formed; and n3's configuration (to reopen it).
 async fn tiered_cluster(root: &Path, gc_keep: usize) -> ([Node; 3], Config) {
+    tiered_cluster_with(root, gc_keep, tiered(root, "n3", gc_keep)).await
+}
+
+/// [`tiered_cluster`] with n3 opened on `n3_config`.
+async fn tiered_cluster_with(
+    root: &Path,
+    gc_keep: usize,
+    n3_config: Config,
+) -> ([Node; 3], Config) {
     let n1 = Node::open(tiered(root, "n1", gc_keep))
         .await
         .expect("open n1");
@@ -184,7 +193,6 @@ async fn tiered_cluster(root: &Path, gc_keep: usize) -> ([Node; 3], Config) {
     let n2 = Node::open(tiered(root, "n2", gc_keep))
         .await
         .expect("open n2");
-    let n3_config = tiered(root, "n3", gc_keep);
     let n3 = Node::open(n3_config.clone()).await.expect("open n3");
     eventually("three members", || {
         n1.cluster_status().expect("cluster").members.len() == 3
@@ -389,22 +397,11 @@ impl Cuttable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
     let root = tempfile::tempdir().expect("tempdir");
-    let n1 = Node::open(tiered(root.path(), "n1", 1))
-        .await
-        .expect("open n1");
-    eventually("n1 to lead", || serving(&n1)).await;
-    let n2 = Node::open(tiered(root.path(), "n2", 1))
-        .await
-        .expect("open n2");
     let mut n3_config = tiered(root.path(), "n3", 1);
     let n3_cluster = n3_config.cluster.as_mut().expect("cluster");
     let proxy = Cuttable::start(n3_cluster.peer_listen).await;
     n3_cluster.advertise_peer = proxy.addr.to_string();
-    let n3 = Node::open(n3_config).await.expect("open n3");
-    eventually("three members", || {
-        n1.cluster_status().expect("cluster").members.len() == 3
-    })
-    .await;
+    let ([n1, n2, n3], _) = tiered_cluster_with(root.path(), 1, n3_config).await;
     let mut acked = Vec::new();
     put_many(&n1, "before-", 5, &mut acked).await;
     eventually("n3 to apply them", || {
