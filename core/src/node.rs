@@ -527,12 +527,26 @@ pub enum Action {
     /// that the bucket's newest checkpoint is ahead of the applied index
     /// and that no WAL object holds the next entry (if not, ignore this:
     /// the node keeps retrying by itself, slowly), then stop this node,
-    /// move its engine, WAL and hard state aside, restore the checkpoint
-    /// and start a new node on it, which rejoins as a new member (as a
-    /// start without an engine does). Repeated while the node stays stuck.
+    /// move its engine and WAL aside, restore the checkpoint and start a
+    /// new node on it. Repeated while the node stays stuck.
+    ///
+    /// The hard state: if the restored checkpoint reaches `last_index`,
+    /// every entry this member ever acknowledged that was committed is in
+    /// the checkpoint (its log is contiguous, and what it acknowledged
+    /// beyond its last index was truncated, so never committed), and its
+    /// log is now a prefix of the committed log: it keeps its hard state,
+    /// so its promises stand and it keeps its vote (moving the hard state
+    /// out of the way during the restore, so that a crash half-way leaves
+    /// none). Otherwise the hard state is moved aside and the member
+    /// rejoins as a new one that does not vote until caught up (as a start
+    /// without an engine does). Keeping the vote matters: a member that
+    /// starts over while another rejoins after a lost disk would otherwise
+    /// leave a majority of non-voters, and no leader could be elected.
     StartOver {
         /// What the node could not find.
         why: String,
+        /// The last index of the node's log.
+        last_index: Index,
     },
 }
 

@@ -72,7 +72,7 @@ use t4_core::node::checkpoint::TakenCheckpoint;
 
 use crate::checkpoint;
 use crate::engine::RocksEngine;
-use crate::node::ClusterStatus;
+use crate::node::{Behind, ClusterStatus};
 use crate::object::ObjectStore;
 use crate::peer::Outbox;
 use crate::wal::Wal;
@@ -410,8 +410,9 @@ struct NodeThread {
     /// Counts the core nodes this thread ran (start-overs): completions of
     /// an earlier node's operations are dropped, not fed to the new one.
     generation: u64,
-    /// The core asked to start over ([`Action::StartOver`]).
-    start_over: Option<String>,
+    /// The core asked to start over ([`Action::StartOver`]): why, and its
+    /// log's last index.
+    start_over: Option<(String, u64)>,
     /// After a start-over request the bucket did not confirm, later ones
     /// are ignored until then.
     start_over_quiet_until: Option<Instant>,
@@ -449,7 +450,7 @@ enum Exit {
     Closed,
     /// The member starts over from a checkpoint ([`NodeThread::start_over`]).
     /// The `String` says why (the bucket's verdict).
-    StartOver(Box<NodeThread>, thread::JoinHandle<()>, String),
+    StartOver(Box<NodeThread>, thread::JoinHandle<()>, Behind),
 }
 
 /// How long a start-over request the bucket did not confirm silences later
@@ -559,9 +560,13 @@ impl NodeThread {
                     .map_or(Ok(()), |why| Err(why.to_owned()));
                 let _ = self.started.take().expect("checked above").send(result);
             }
-            if let Some(why) = self.start_over.take() {
+            if let Some((why, last_index)) = self.start_over.take() {
                 if self.closing.is_none() {
-                    if let Some(behind) = self.behind_the_bucket(&why) {
+                    if let Some(why) = self.behind_the_bucket(&why) {
+                        let behind = Behind {
+                            why,
+                            last_index: Some(last_index),
+                        };
                         return Exit::StartOver(Box::new(self), trim_handle, behind);
                     }
                 }
@@ -611,8 +616,7 @@ impl NodeThread {
         match verdict {
             Ok(Some(behind)) => {
                 tracing::warn!(%why, %behind, "this member cannot catch up: starting it over \
-                    from the bucket's newest checkpoint as a new member (its engine, WAL and \
-                    hard state are moved aside)");
+                    from the bucket's newest checkpoint (its engine and WAL are moved aside)");
                 Some(behind)
             }
             Ok(None) => {
@@ -636,15 +640,16 @@ impl NodeThread {
     /// core node, its WAL and the engine are closed (once readers let go of
     /// the engine), then `crate::node::restore_if_missing`, told why the
     /// engine is `behind` (it does not ask the bucket again), moves them
-    /// aside and restores the newest checkpoint, and a new core node opens on it
-    /// and joins as a new member. Completions of the old node's operations
+    /// aside and restores the newest checkpoint (keeping the hard state if
+    /// it covers the whole log), and a new core node opens on it and
+    /// follows the leader again, or rejoins as a new member. Completions of the old node's operations
     /// still in flight are dropped ([`NodeThread::generation`]); requests
     /// and peer messages that arrive meanwhile wait in the channel.
     /// Returns the new thread state, its trim thread and its hard state.
     fn start_over(
         mut self,
         trim_handle: thread::JoinHandle<()>,
-        behind: String,
+        behind: Behind,
     ) -> Result<(NodeThread, thread::JoinHandle<()>, HardState), String> {
         for (_, tx) in self.replies.drain() {
             let _ = tx.send(Err(Error::Unavailable(
@@ -956,9 +961,9 @@ impl NodeThread {
                     self.node
                         .handle_io(self.links.clock.now(), IoDone::HardStateSaved { io, error });
                 }
-                Action::StartOver { why } => {
+                Action::StartOver { why, last_index } => {
                     if self.links.restart.is_some() {
-                        self.start_over.get_or_insert(why);
+                        self.start_over.get_or_insert((why, last_index.0));
                     }
                 }
                 Action::ResetWal { io, next } => {

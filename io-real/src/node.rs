@@ -947,12 +947,16 @@ fn unexpected(op: &str, got: &Response) -> Error {
 ///
 /// A cluster member's engine that is there is checked first
 /// ([`behind_the_bucket`]), unless the caller already knows it is behind
-/// (`behind`: why; a start-over at run time): if so, it is moved aside and
-/// the member starts over the same way.
+/// (a start-over at run time): if so, it is moved aside and the member
+/// starts over the same way, except that a member whose whole log the
+/// restored checkpoint covers ([`Behind::last_index`]) keeps its hard
+/// state, and its vote (`Action::StartOver` says why that is safe). The
+/// hard state is out of the way during the restore, so a crash half-way
+/// leaves none (the member then rejoins).
 pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
-    behind: Option<String>,
+    behind: Option<Behind>,
 ) -> Result<(), OpenError> {
     let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
         path: path.to_path_buf(),
@@ -971,8 +975,8 @@ pub(crate) async fn restore_if_missing(
             let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
             Ok(mvcc::read_meta(&engine)?.applied_index)
         };
-        let why = match behind {
-            Some(why) => why,
+        let why = match &behind {
+            Some(behind) => behind.why.clone(),
             None => match behind_the_bucket(config, store, applied).await? {
                 Some(why) => why,
                 None => return Ok(()),
@@ -983,7 +987,7 @@ pub(crate) async fn restore_if_missing(
             .join(format!("engine.behind-bucket-{stamp}"));
         tracing::warn!(%why, moved_to = %aside.display(),
             "this member cannot catch up from the bucket or (likely) the leader; moving its \
-             engine aside and starting over from the newest checkpoint as a new member");
+             engine aside and starting over from the newest checkpoint");
         std::fs::rename(&engine_dir, &aside).map_err(|e| data_dir_error(&engine_dir, e))?;
     }
     match std::fs::read_dir(&engine_dir) {
@@ -1009,17 +1013,36 @@ pub(crate) async fn restore_if_missing(
         std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;
     }
     let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
+    let mut hard_state_aside = None;
     if config.cluster.is_some() && hard_state.exists() {
         let aside = config
             .data_dir
             .join(format!("hard_state.without-engine-{stamp}"));
-        tracing::warn!(moved_to = %aside.display(),
-            "a cluster hard state without its engine: this member rejoins as a new, empty \
-             member (it does not vote until caught up); moving the hard state aside");
         std::fs::rename(&hard_state, &aside).map_err(|e| data_dir_error(&hard_state, e))?;
+        hard_state_aside = Some(aside);
     }
     let started = std::time::Instant::now();
-    match crate::checkpoint::restore(store, &engine_dir, None).await {
+    let restored = crate::checkpoint::restore(store, &engine_dir, None).await;
+    let covered = match (&restored, behind.and_then(|b| b.last_index)) {
+        (Ok(Some(restored)), Some(last)) => restored.manifest.index.0 >= last,
+        _ => false,
+    };
+    if let Some(aside) = hard_state_aside {
+        if covered {
+            tracing::info!(
+                "the checkpoint covers this member's whole log: it keeps its hard \
+                state (and its vote)"
+            );
+            std::fs::rename(&aside, &hard_state)
+                .and_then(|()| std::fs::File::open(&config.data_dir)?.sync_all())
+                .map_err(|e| data_dir_error(&hard_state, e))?;
+        } else {
+            tracing::warn!(moved_to = %aside.display(),
+                "a cluster hard state without its engine: this member rejoins as a new, empty \
+                 member (it does not vote until caught up); the hard state was moved aside");
+        }
+    }
+    match restored {
         Ok(Some(restored)) => {
             tracing::info!(
                 checkpoint = %restored.manifest.key(),
@@ -1042,6 +1065,16 @@ pub(crate) async fn restore_if_missing(
         }
         Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
     }
+}
+
+/// A cluster member known to be behind the bucket's GC (a start-over at
+/// run time, `Action::StartOver`).
+pub(crate) struct Behind {
+    /// Why (what the bucket check found).
+    pub why: String,
+    /// The last index of the member's log: if the restored checkpoint
+    /// reaches it, the member keeps its hard state.
+    pub last_index: Option<u64>,
 }
 
 /// Cluster mode, before the engine opens: why this member's engine is too

@@ -393,7 +393,8 @@ impl Cuttable {
 /// is cut). Once they can again, the leader tells it it is behind its
 /// memory, the bucket's WAL has a hole where it needs to continue, and the
 /// node starts itself over from the newest checkpoint without a restart:
-/// the same `Node` handle serves every acknowledged write afterwards.
+/// the same `Node` handle serves every acknowledged write afterwards. The
+/// checkpoint covers its whole log, so it keeps its hard state (its vote).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -420,6 +421,21 @@ async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
     })
     .await;
     assert_engine_kept_aside(root.path());
+    // The checkpoint covers n3's whole log: it kept its promises, so it
+    // still votes (it is not rejoining as a new member).
+    let n3_dir = root.path().join("n3");
+    let kept = t4_io_real::hard_state::load(&n3_dir)
+        .expect("read n3's hard state")
+        .expect("n3 kept its hard state");
+    let kept = t4_core::cluster::HardState::decode(&kept).expect("decode");
+    assert!(kept.promised.0 > 0 && !kept.rejoining, "{kept:?}");
+    let set_aside = std::fs::read_dir(&n3_dir).expect("n3's data dir").any(|e| {
+        e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with("hard_state.without-engine")
+    });
+    assert!(!set_aside, "n3's hard state was put back");
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 

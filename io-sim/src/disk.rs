@@ -91,6 +91,8 @@ struct File {
 struct State {
     files: BTreeMap<String, File>,
     engine: EngineImage,
+    /// Engines put aside ([`Disk::put_engine_aside`]), oldest first.
+    engines_aside: Vec<EngineImage>,
     faults: DiskFaults,
     stats: DiskStats,
 }
@@ -249,6 +251,16 @@ impl Disk {
         state.engine = EngineImage::restored(snapshot);
     }
 
+    /// Moves the engine aside, durably: the disk then has none, and the
+    /// next start restores one (a member starting over from a checkpoint;
+    /// io-real renames the engine's folder aside, never deletes it, so
+    /// the image is kept here too).
+    pub fn put_engine_aside(&self) {
+        let mut state = self.lock();
+        let engine = std::mem::take(&mut state.engine);
+        state.engines_aside.push(engine);
+    }
+
     /// Renames `from` to `to`, durably (no error if absent); the file
     /// keeps its durable and pending bytes.
     pub fn rename(&self, from: &str, to: &str) {
@@ -293,6 +305,7 @@ impl Disk {
         let mut state = self.lock();
         state.files.clear();
         state.engine = EngineImage::default();
+        state.engines_aside.clear();
         state.stats.losses += 1;
     }
 }

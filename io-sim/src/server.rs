@@ -190,10 +190,11 @@ pub struct NodeStatus {
     /// Bucket mode: checkpoint and GC counters over all incarnations.
     pub checkpoints: CheckpointCounts,
     /// Cluster mode with the bucket tier: why this incarnation asked to be
-    /// started over from a checkpoint ([`Action::StartOver`]; io-sim does
-    /// not act on it: its tier runs keep every WAL object, so it means a
-    /// hole no checkpoint covers).
-    pub start_over: Option<String>,
+    /// started over from a checkpoint ([`Action::StartOver`]), and its
+    /// log's last index then. The test plays the driver's part: it stops
+    /// the process, calls [`prepare_start_over`] and starts it again
+    /// (io-real does all of it in-process).
+    pub start_over: Option<(String, u64)>,
     /// Cluster mode: the node's role now.
     pub role: Option<ClusterRole>,
     /// Cluster mode: the node's term.
@@ -433,6 +434,23 @@ async fn serve_process(ctx: ServerContext) {
     server.run().await;
 }
 
+/// The marker [`prepare_start_over`] leaves for the next start: the last
+/// index of the log put aside.
+const START_OVER_FILE: &str = "start-over";
+/// Where a start-up restore keeps the hard state while it restores.
+const HARD_STATE_ASIDE: &str = "hard_state.without-engine";
+
+/// The driver's part of [`Action::StartOver`] that happens while the
+/// process is down: the engine goes aside, and a marker tells the next
+/// start the last index of the log that goes with it
+/// ([`restore_if_missing`] then moves the WAL aside, restores the newest
+/// checkpoint and keeps the hard state if the checkpoint reaches that
+/// index).
+pub fn prepare_start_over(disk: &Disk, last_index: u64) {
+    disk.create_durable(START_OVER_FILE, last_index.to_le_bytes().to_vec());
+    disk.put_engine_aside();
+}
+
 /// Bucket mode, before the engine opens: a disk without an engine (a new
 /// machine, a lost disk) starts from the bucket's newest usable checkpoint
 /// (falling back to older ones), or from an empty engine when the bucket
@@ -450,6 +468,24 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
                 .rename(&name, &format!("wal.without-engine/{rest}"));
         }
     }
+    // Cluster mode: the promises were made for the log that went with
+    // the engine; they are moved aside (a crash before the end leaves none:
+    // the member then rejoins as a new one that does not vote until caught
+    // up), and back only for a start-over whose checkpoint reaches that
+    // log's last index ([`Action::StartOver`]).
+    let start_over = ctx.disk.read(START_OVER_FILE).map(|bytes| {
+        u64::from_le_bytes(
+            bytes
+                .try_into()
+                .expect("the start-over marker holds an index"),
+        )
+    });
+    let mut hard_state_aside =
+        ctx.config.core.cluster.is_some() && crate::hard_state::load(&ctx.disk).is_some();
+    if hard_state_aside {
+        ctx.disk
+            .rename(crate::hard_state::FILE_NAME, HARD_STATE_ASIDE);
+    }
     let (report, snapshot) =
         crate::checkpoint::restore(s3, ctx.config.object_timeout, ctx.config.bugs.restore())
             .await
@@ -464,12 +500,28 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
                 "restored a checkpoint from the bucket"
             );
             ctx.disk.install_engine(snapshot);
+            if hard_state_aside && start_over.is_some_and(|last| restored.index.0 >= last) {
+                tracing::info!(
+                    "the checkpoint covers the whole log this member had: it keeps its hard \
+                     state (and its vote)"
+                );
+                ctx.disk
+                    .rename(HARD_STATE_ASIDE, crate::hard_state::FILE_NAME);
+                hard_state_aside = false;
+            }
         }
         _ => tracing::info!(
             skipped = report.damaged.len(),
             "no usable checkpoint in the bucket; starting from an empty engine"
         ),
     }
+    if hard_state_aside {
+        tracing::warn!(
+            "a hard state without its engine: this member rejoins as a new one (it does not \
+             vote until caught up)"
+        );
+    }
+    ctx.disk.remove(START_OVER_FILE);
     ctx.status.update(|s| s.restore = Some(report));
     Ok(())
 }
@@ -837,8 +889,9 @@ impl Server {
                         self.node
                             .handle_io(now, IoDone::HardStateSaved { io, error });
                     }
-                    Action::StartOver { why } => {
-                        self.status.update(|s| s.start_over = Some(why));
+                    Action::StartOver { why, last_index } => {
+                        self.status
+                            .update(|s| s.start_over = Some((why, last_index.0)));
                     }
                     Action::ResetWal { io, next } => {
                         use t4_core::KvEngine;

@@ -86,6 +86,8 @@ use t4_io_sim::server::Bugs;
 
 use crate::lincheck::CheckConfig;
 
+pub(crate) use checkpoints::newest_intact_in;
+pub(crate) use checks::wal_objects_ever;
 pub use world::{OBJECT_TIMEOUT, UNAVAILABLE_AFTER};
 
 /// Slack on top of `2U` for "every call is answered": fsyncs, network

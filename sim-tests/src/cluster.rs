@@ -70,7 +70,13 @@
 //!   came between;
 //! - **the bucket tier** (when on): the leader uploads its whole log within
 //!   [`UPLOADED_WITHIN`] after the clients stop, and the bucket's WAL then
-//!   replays from index 1 without a hole, every entry the committed log's.
+//!   replays without a hole from index 1 (from the newest intact
+//!   checkpoint with GC) through what the leader uploaded; every WAL
+//!   object ever written (GC deletes what checkpoints cover) holds only
+//!   the committed log's entries;
+//! - **start-overs** (with GC): a member that asks to start over has a
+//!   checkpoint ahead of it in the bucket ([`StartOvers`]) and none is
+//!   still asking at the end.
 //!
 //! - **watches** (three watchers on nodes drawn at random, resuming from
 //!   the next revision when their stream breaks, a third of them slow
@@ -106,7 +112,7 @@ use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
 use t4_io_sim::disk::Disk;
 use t4_io_sim::proto::{Request, NODE_PORT, PEER_PORT};
-use t4_io_sim::s3::{FakeS3, S3Faults, S3_IP};
+use t4_io_sim::s3::{AppliedWrite, FakeS3, S3Faults, S3_IP};
 use t4_io_sim::server::{serve, Bugs, NodeStatus, ServerConfig, ServerContext, StatusCell};
 use t4_io_sim::wal::Ledger;
 
@@ -158,12 +164,19 @@ pub struct ClusterRunConfig {
     /// before they existed).
     pub lease_clients: usize,
     /// The bucket as the disaster-recovery tier: the leader uploads the
-    /// log (1 s segments) and checkpoints every 100 entries (no GC);
-    /// members keep only `peer_buffer` applied entries in memory, so
-    /// followers and candidates often catch up from the bucket, and a
-    /// member with a lost disk restores the newest checkpoint (on for odd
-    /// seeds: see [`ClusterRunConfig::new`]).
+    /// log (1 s segments) and checkpoints every 100 entries; members keep
+    /// only `peer_buffer` applied entries in memory, so followers and
+    /// candidates often catch up from the bucket, and a member with a lost
+    /// disk restores the newest checkpoint (every 20 entries with GC; on
+    /// for odd seeds: see
+    /// [`ClusterRunConfig::new`]).
     pub tier: bool,
+    /// With the tier: the checkpoints GC keeps (0: no GC). With GC, a
+    /// member away for a few checkpoints finds the WAL objects it needs
+    /// deleted and asks to start over from the newest checkpoint; the run
+    /// plays the driver's part ([`StartOvers`]). On for every other tier
+    /// seed (keeping 1 or 2); `SIM_CLUSTER_GC=N` sets it for every seed.
+    pub gc_keep: usize,
     /// `ClusterConfig::peer_buffer_entries`.
     pub peer_buffer: usize,
     /// Linearizability checker budget.
@@ -181,6 +194,20 @@ impl ClusterRunConfig {
             Ok(_) => true,
             Err(_) => seed % 2 == 1,
         };
+        let gc_keep = match std::env::var("SIM_CLUSTER_GC") {
+            Ok(keep) => keep
+                .parse()
+                .expect("SIM_CLUSTER_GC: a number of checkpoints"),
+            Err(_) if tier && seed / 2 % 2 == 1 => 1 + usize::from(seed / 4 % 2 == 1),
+            Err(_) => 0,
+        };
+        // With GC, a memory short enough that a member away for a second
+        // or two needs the bucket, whose objects GC may have deleted.
+        let peer_buffer = match (tier, gc_keep) {
+            (false, _) => ClusterConfig::new(member(1).2).peer_buffer_entries,
+            (true, 0) => 16 + usize::try_from(seed % 200).expect("fits"),
+            (true, _) => 16 + usize::try_from(seed % 32).expect("fits"),
+        };
         ClusterRunConfig {
             seed,
             nodes,
@@ -193,11 +220,8 @@ impl ClusterRunConfig {
             watchers: 3,
             lease_clients: 1,
             tier,
-            peer_buffer: if tier {
-                16 + usize::try_from(seed % 200).expect("fits")
-            } else {
-                ClusterConfig::new(member(1).2).peer_buffer_entries
-            },
+            gc_keep,
+            peer_buffer,
             check: CheckConfig {
                 max_steps: std::env::var("SIM_CHECK_STEPS")
                     .ok()
@@ -246,10 +270,13 @@ pub struct ClusterReport {
     pub leader_terms: usize,
     /// Gaps without a serving leader after the cluster formed, in ms.
     pub failovers_ms: Vec<u64>,
-    /// With the tier: entries the bucket's WAL replayed at the end, and
-    /// the checkpoint manifests in the bucket.
+    /// With the tier: entries the bucket's WAL replayed at the end (after
+    /// the newest checkpoint, with GC), and the checkpoint manifests in
+    /// the bucket.
     pub bucket_wal_entries: usize,
     pub bucket_checkpoints: usize,
+    /// Members started over from a checkpoint (behind the bucket's GC).
+    pub start_overs: usize,
     /// Faults by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// What failed.
@@ -274,11 +301,12 @@ impl SimMember {
     }
 
     /// Whether its disk holds a whole copy: it has promised (every member
-    /// has) and is not rejoining after a loss.
+    /// has) and is not rejoining after a loss or a start-over.
     fn disk_is_whole(&self) -> bool {
-        t4_io_sim::hard_state::load(&self.disk)
-            .and_then(|bytes| HardState::decode(&bytes).ok())
-            .is_some_and(|h| !h.rejoining && h.promised.0 > 0)
+        self.disk.has_engine()
+            && t4_io_sim::hard_state::load(&self.disk)
+                .and_then(|bytes| HardState::decode(&bytes).ok())
+                .is_some_and(|h| !h.rejoining && h.promised.0 > 0)
     }
 }
 
@@ -327,13 +355,87 @@ pub fn run(config: &ClusterRunConfig) -> ClusterReport {
     report
 }
 
+/// The bucket at the end of a run with the tier.
+struct TierEnd {
+    bucket: MemBucket,
+    /// Every write that landed (GC deleted what checkpoints cover).
+    writes: Vec<AppliedWrite>,
+    /// The index the leader said it uploaded through.
+    uploaded: u64,
+}
+
+/// The driver's part of a start-over, which the run plays (io-real's node
+/// thread does it in-process): a member up and running that asked to
+/// start over ([`NodeStatus::start_over`]) is checked against the bucket
+/// (its newest intact checkpoint must be ahead of the member's applied
+/// index, or the request is a violation: the core asks only when neither
+/// the leader's memory nor the bucket's WAL can bring it up to date), then
+/// stopped, its engine put aside ([`t4_io_sim::server::prepare_start_over`])
+/// and started again; the start-up moves its WAL aside and restores the
+/// checkpoint, and the member keeps its hard state (and its vote) when the
+/// checkpoint covers its whole log, or rejoins as a new member otherwise
+/// ([`t4_core::node::Action::StartOver`]).
+#[derive(Default)]
+struct StartOvers {
+    /// Member → the incarnation already handled (its status keeps the
+    /// request until the new process starts).
+    handled: BTreeMap<usize, u64>,
+    done: usize,
+    violations: Vec<String>,
+}
+
+impl StartOvers {
+    /// Starts over every member that asked, is not in `skip` (down or
+    /// paused) and was not handled yet; returns them.
+    fn poll(
+        &mut self,
+        members: &[SimMember],
+        handle: &Handle,
+        s3: &FakeS3,
+        skip: &BTreeSet<usize>,
+    ) -> Vec<usize> {
+        let mut started = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let s = m.status.get();
+            let Some((why, last_index)) = &s.start_over else {
+                continue;
+            };
+            if skip.contains(&i) || self.handled.get(&i) == Some(&s.incarnation) {
+                continue;
+            }
+            self.handled.insert(i, s.incarnation);
+            let checkpoint = crate::bucket::newest_intact_in(&s3.bucket());
+            if checkpoint <= s.applied_index {
+                self.violations.push(format!(
+                    "{} asked to start over, but the newest intact checkpoint (index \
+                     {checkpoint}) is not ahead of its applied index {}: {why}",
+                    m.name, s.applied_index
+                ));
+                continue;
+            }
+            tracing::info!(node = %m.name, checkpoint, applied = s.applied_index, %why,
+                "starting a member over from the newest checkpoint");
+            handle.kill(m.id());
+            m.disk.crash();
+            t4_io_sim::server::prepare_start_over(&m.disk, *last_index);
+            // Its log is put aside with the engine; the new one starts
+            // after the checkpoint.
+            m.ledger.clear();
+            handle.restart(m.id());
+            self.done += 1;
+            started.push(i);
+        }
+        started
+    }
+}
+
 struct Collected {
     recorded: Recorded,
     sim_secs: f64,
     ledgers: Vec<(String, Vec<Entry>)>,
-    /// The bucket at the end (with the tier), and the index the leader
-    /// said it uploaded through.
-    bucket: Option<(MemBucket, u64)>,
+    /// With the tier: the bucket at the end.
+    bucket: Option<TierEnd>,
+    start_overs: StartOvers,
     statuses: Vec<(String, NodeStatus)>,
     faults: BTreeMap<&'static str, u64>,
     watch: Watch,
@@ -370,11 +472,11 @@ fn start_member(s3: &FakeS3, i: usize, cfg: &ClusterRunConfig, clock: ClockConfi
                 peer_buffer_entries: cfg.peer_buffer,
                 bucket: cfg.tier.then(|| BucketConfig {
                     segment_max_age_ns: 1_000_000_000,
-                    checkpoint_every_entries: 100,
+                    // With GC, often enough that a member away for a few
+                    // seconds finds the objects it needs deleted.
+                    checkpoint_every_entries: if cfg.gc_keep > 0 { 20 } else { 100 },
                     checkpoint_interval_ns: 0,
-                    // No GC: a member behind every WAL object left would
-                    // need a restart on an empty disk (not automatic yet).
-                    gc_keep: 0,
+                    gc_keep: cfg.gc_keep,
                     ..BucketConfig::default()
                 }),
                 ..ClusterConfig::new(me)
@@ -456,13 +558,21 @@ fn whole_membership(members: &[SimMember], n: usize) -> bool {
 }
 
 /// Waits (at most [`CONVERGE_WITHIN`]) for [`converged`], starting again
-/// any node that learns it was removed (a removal may land late).
-async fn settle(members: &[SimMember], handle: &Handle, n: usize) -> bool {
+/// any node that learns it was removed (a removal may land late), and
+/// starting over any that asks to.
+async fn settle(
+    members: &[SimMember],
+    handle: &Handle,
+    s3: &FakeS3,
+    start_overs: &mut StartOvers,
+    n: usize,
+) -> bool {
     let until = madsim::time::Instant::now() + CONVERGE_WITHIN;
     while madsim::time::Instant::now() < until {
         for i in restart_removed(members, handle, &BTreeSet::new()) {
             handle.restart(members[i].id());
         }
+        start_overs.poll(members, handle, s3, &BTreeSet::new());
         if wait_for(members, Duration::from_millis(500), |st| converged(st, n)).await {
             return true;
         }
@@ -631,10 +741,21 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         rec.trace(("fault", kind));
     };
     let mut outages: Vec<Outage> = Vec::new();
+    let mut start_overs = StartOvers::default();
     while madsim::time::Instant::now() < end {
         let now = madsim::time::Instant::now();
         for (_, u) in extract_due(&mut undo, now) {
             apply_undo(u, &members, &net, &handle, &mut down, &mut paused);
+        }
+        let away: BTreeSet<usize> = down.union(&paused).copied().collect();
+        for _ in start_overs.poll(&members, &handle, &s3, &away) {
+            // A restart (its lease TTLs restart).
+            let at = rec.since_start(now);
+            outages.push(Outage {
+                start: at,
+                end: at,
+                restart: true,
+            });
         }
         let undone_from = undo.len();
         for i in restart_removed(&members, &handle, &down) {
@@ -768,7 +889,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
         }
     }
     net.update_config(|c| c.packet_loss_rate = 0.0);
-    if !settle(&members, &handle, n).await {
+    if !settle(&members, &handle, &s3, &mut start_overs, n).await {
         violations.push(format!(
             "no convergence within {CONVERGE_WITHIN:?} after the faults stopped: {}",
             describe(&members)
@@ -776,7 +897,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     }
     rec.stop.store(true, Ordering::Relaxed);
     sleep(CLIENT_TIMEOUT + Duration::from_secs(1)).await;
-    if !settle(&members, &handle, n).await {
+    if !settle(&members, &handle, &s3, &mut start_overs, n).await {
         violations.push(format!(
             "no convergence after the clients stopped: {}",
             describe(&members)
@@ -858,7 +979,12 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             .iter()
             .map(|m| (m.name.clone(), m.ledger.entries()))
             .collect(),
-        bucket: cfg.tier.then(|| (s3.bucket(), uploaded_at_end)),
+        bucket: cfg.tier.then(|| TierEnd {
+            bucket: s3.bucket(),
+            writes: s3.writes(),
+            uploaded: uploaded_at_end,
+        }),
+        start_overs,
         statuses: members
             .iter()
             .map(|m| (m.name.clone(), m.status.get()))
@@ -991,6 +1117,8 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     };
     let mut v = c.violations;
     v.extend(c.watch.violations);
+    v.extend(c.start_overs.violations);
+    report.start_overs = c.start_overs.done;
     for (name, s) in &c.statuses {
         if let Some(why) = &s.invariant_violation {
             v.push(format!("{name}: {why}"));
@@ -1001,9 +1129,10 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         if let Some(why) = &s.refused {
             v.push(format!("{name} refused to start: {why}"));
         }
-        if let Some(why) = &s.start_over {
+        if let Some((why, _)) = &s.start_over {
             v.push(format!(
-                "{name} cannot catch up (it asked to start over from a checkpoint): {why}"
+                "{name} cannot catch up at the end (it asked to start over from a checkpoint): \
+                 {why}"
             ));
         }
         if s.undecodable_peer_msgs > 0 {
@@ -1015,7 +1144,8 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     }
     // The log through the leader's commit index: the leader's durable
     // entries; below them (a leader that started from a checkpoint), the
-    // other nodes' and then the bucket's WAL's. Every copy must agree.
+    // other nodes' and then every WAL object the bucket ever held (GC
+    // deletes what checkpoints cover). Every copy must agree.
     let commit = c
         .statuses
         .iter()
@@ -1028,10 +1158,12 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         .map(|(name, _)| name.clone());
     let mut log: Vec<Entry> = Vec::new();
     if let Some(leader) = &leader {
-        let bucket = match c.bucket.as_ref().map(|(b, _)| bucket_wal(b)) {
+        let ever = match c.bucket.as_ref().map(|t| bucket_wal_ever(&t.writes)) {
             Some(Ok(entries)) => entries,
             Some(Err(why)) => {
-                v.push(format!("the bucket's WAL: {why}"));
+                v.push(format!(
+                    "the bucket's WAL (every object ever written): {why}"
+                ));
                 Vec::new()
             }
             None => Vec::new(),
@@ -1042,7 +1174,7 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
             .filter(|(n, _)| n == leader)
             .chain(c.ledgers.iter().filter(|(n, _)| n != leader))
             .map(|(n, entries)| (format!("{n}'s WAL"), entries))
-            .chain(std::iter::once(("the bucket's WAL".to_owned(), &bucket)));
+            .chain(std::iter::once(("the bucket's WAL".to_owned(), &ever)));
         let mut held: BTreeMap<u64, (Entry, String)> = BTreeMap::new();
         for (source, entries) in copies {
             for e in entries.iter().filter(|e| e.index <= commit) {
@@ -1074,14 +1206,27 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
                 i + 1
             ));
         }
-        report.bucket_wal_entries = bucket.len();
-        if let Some(&(_, uploaded)) = c.bucket.as_ref() {
-            let end = bucket.last().map_or(0, |e| e.index);
-            if end < uploaded {
-                v.push(format!(
-                    "the bucket's WAL ends at {end}, but the leader said it uploaded through \
-                     {uploaded}"
-                ));
+        // What a restore needs: from the checkpoint it picks (with GC; the
+        // whole WAL without) to what the leader said it uploaded.
+        if let Some(tier) = &c.bucket {
+            let after = if cfg.gc_keep > 0 {
+                crate::bucket::newest_intact_in(&tier.bucket)
+            } else {
+                0
+            };
+            match bucket_wal(&tier.bucket, after) {
+                Ok(entries) => {
+                    report.bucket_wal_entries = entries.len();
+                    let end = entries.last().map_or(after, |e| e.index);
+                    if end < tier.uploaded {
+                        v.push(format!(
+                            "the bucket's WAL after index {after} ends at {end}, but the leader \
+                             said it uploaded through {}",
+                            tier.uploaded
+                        ));
+                    }
+                }
+                Err(why) => v.push(format!("the bucket's WAL after index {after}: {why}")),
             }
         }
     }
@@ -1097,7 +1242,7 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
         Ok(n) => report.leases = n,
         Err(e) => v.push(format!("lease: {e}")),
     }
-    if let Some((bucket, _)) = &c.bucket {
+    if let Some(TierEnd { bucket, .. }) = &c.bucket {
         report.bucket_checkpoints = bucket
             .iter()
             .filter(|(key, _)| {
@@ -1160,26 +1305,56 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
     report
 }
 
-/// Replays the bucket's WAL from the start (the tier runs keep every
-/// object): it must have no hole (the replay refuses holes, overlaps that
-/// disagree and terms that go back).
-fn bucket_wal(bucket: &MemBucket) -> Result<Vec<Entry>, String> {
-    use t4_core::bucket::{layout, recovery::BucketReplay, wal_object};
-    use t4_core::types::Index;
-    let objects: BTreeMap<Index, &bytes::Bytes> = bucket
+/// Replays the bucket's WAL after index `after` (the checkpoint a restore
+/// picks; 0 without GC): it must have no hole (the replay refuses holes,
+/// overlaps that disagree and terms that go back).
+fn bucket_wal(bucket: &MemBucket, after: u64) -> Result<Vec<Entry>, String> {
+    use t4_core::bucket::layout;
+    let objects: BTreeMap<u64, (String, &bytes::Bytes)> = bucket
         .iter()
-        .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?, body)))
+        .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?.0, (key.to_owned(), body))))
         .collect();
-    let listing: Vec<Index> = objects.keys().copied().collect();
-    let mut replay = BucketReplay::new(Index(0));
+    replay_wal(after, &objects, |key, first, body: &&bytes::Bytes| {
+        t4_core::bucket::wal_object::decode(key, first, body)
+            .map(|(term, entries)| (term.0, entries))
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Replays every WAL object the bucket ever held (from the store's write
+/// log) from index 1: the committed log's copy that GC does not shorten.
+fn bucket_wal_ever(writes: &[AppliedWrite]) -> Result<Vec<Entry>, String> {
+    let (objects, problems) = crate::bucket::wal_objects_ever(writes);
+    if let Some(problem) = problems.first() {
+        return Err(problem.clone());
+    }
+    let objects: BTreeMap<u64, (String, (u64, Vec<Entry>))> = objects
+        .into_iter()
+        .map(|(first, (key, term, entries))| (first, (key, (term, entries))))
+        .collect();
+    replay_wal(0, &objects, |_, _, (term, entries)| {
+        Ok((*term, entries.clone()))
+    })
+}
+
+/// Replays `objects` (first index → key and what `decode` turns into the
+/// header term and entries) after index `after`, as a restore does.
+fn replay_wal<T>(
+    after: u64,
+    objects: &BTreeMap<u64, (String, T)>,
+    decode: impl Fn(&str, t4_core::types::Index, &T) -> Result<(u64, Vec<Entry>), String>,
+) -> Result<Vec<Entry>, String> {
+    use t4_core::bucket::recovery::BucketReplay;
+    use t4_core::types::{Index, Term};
+    let listing: Vec<Index> = objects.keys().map(|&first| Index(first)).collect();
+    let mut replay = BucketReplay::new(Index(after));
     let mut replayed = Vec::new();
     for first in replay.wanted(&listing).map_err(|e| e.to_string())? {
-        let key = layout::wal_key(first);
-        let (term, entries) =
-            wal_object::decode(&key, first, objects[&first]).map_err(|e| e.to_string())?;
+        let (key, object) = &objects[&first.0];
+        let (term, entries) = decode(key, first, object)?;
         replayed.extend(
             replay
-                .push(first, term, entries)
+                .push(first, Term(term), entries)
                 .map_err(|e| e.to_string())?,
         );
     }
@@ -1204,7 +1379,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         }
     };
     format!(
-        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} leases={} resolved={} log_entries={} bucket_wal_entries={} bucket_checkpoints={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
+        "sim cluster {name}: seeds={} sim_time={:.0}s ops={} ok={} failed={} unknown={} acked_writes={} checked={} serializable_checked={} watches={} watch_events={} leases={} resolved={} log_entries={} bucket_wal_entries={} bucket_checkpoints={} start_overs={} leader_terms={} failovers={} failover_p50={}ms failover_p99={}ms failover_max={}ms faults[{}] checker_unknown={} violations={} panics={panics} wall={:.1}s",
         reports.len() + panics,
         reports.iter().map(|r| r.sim_secs).sum::<f64>(),
         sum(|r| r.ops),
@@ -1221,6 +1396,7 @@ pub fn summary(name: &str, reports: &[ClusterReport], panics: usize, wall: Insta
         sum(|r| r.log_entries),
         sum(|r| r.bucket_wal_entries),
         sum(|r| r.bucket_checkpoints),
+        sum(|r| r.start_overs),
         sum(|r| r.leader_terms),
         gaps.len(),
         pct(50),

@@ -169,3 +169,42 @@ fn regression_seeds() {
     });
     assert_clean("regressions", &reports, &panics);
 }
+
+/// Seeds found when GC came to the tier runs (a member behind the bucket's
+/// GC starts over from the newest checkpoint), each kept with its
+/// configuration:
+///
+/// - 107 (CI settings, GC keeping 1): n2, away since the start, started
+///   over while n1 was rejoining after its disk loss; moving n2's hard
+///   state aside made it a non-voter too, and with two of three members
+///   unable to vote no leader could be elected. A member whose whole log
+///   the checkpoint covers now keeps its hard state (and its vote).
+/// - 44 (tier and GC on for every seed): a candidate behind the best
+///   promiser's memory, with the bucket lacking the entries too, gave up
+///   its round and, holding the lock, claimed the next term at once, term
+///   after term (193 of them), so the member with the best log never took
+///   over. A candidate that gives up now claims nothing for two lock TTLs.
+/// - 100 (likewise): the new leader's followers were behind its memory
+///   and the entries were in no WAL object; the leader uploaded only once
+///   serving, which needed their acknowledgements: it now uploads its
+///   applied entries as soon as it leads.
+/// - 25 (likewise): a follower's catch-up from the bucket found a hole
+///   the leader had already brought it past, and asked to start over; a
+///   stale catch-up now starts again from the applied index.
+#[test]
+fn gc_regression_seeds() {
+    let (reports, panics) = play("gc regressions", &[107], |seed| {
+        ClusterRunConfig::new(seed, 3)
+    });
+    assert_clean("gc regressions", &reports, &panics);
+    let (reports, panics) = play("gc regressions", &[44, 100, 25], |seed| {
+        let keep_all = ClusterRunConfig::new(seed, 3);
+        ClusterRunConfig {
+            tier: true,
+            gc_keep: 1,
+            peer_buffer: 16 + usize::try_from(seed % 32).expect("fits"),
+            ..keep_all
+        }
+    });
+    assert_clean("gc regressions", &reports, &panics);
+}

@@ -173,6 +173,12 @@ pub(super) struct Cluster {
     lock_failures: u32,
     /// When this node last heard from the leader it follows (or started).
     heard_at: Time,
+    /// A promise round this node won could not adopt the best log (its
+    /// holder no longer has the entries this node lacks in memory, nor
+    /// does the bucket): until then it claims no lock, so that the member
+    /// holding that log (which promised to it) sees the lock expire and
+    /// takes over, instead of this node claiming term after term.
+    yield_until: Option<Time>,
     /// Follower: the ETag of the lock while the leader is silent, and when
     /// this node first saw it.
     watching: Option<(ETag, Time)>,
@@ -359,6 +365,7 @@ impl Cluster {
             lock_expect: None,
             lock_failures: 0,
             heard_at: Time(0),
+            yield_until: None,
             watching: None,
             verified: Index(0),
             awaiting: BTreeMap::new(),
@@ -399,6 +406,11 @@ impl Cluster {
 
     pub(super) fn awaiting_len(&self) -> usize {
         self.awaiting.len() + self.forwarded.len()
+    }
+
+    /// Leading, serving or not yet (its barrier not applied).
+    pub(super) fn is_leader(&self) -> bool {
+        matches!(&self.role, Role::Leader(_))
     }
 
     pub(super) fn is_serving_leader(&self) -> bool {
@@ -878,7 +890,8 @@ impl<E: KvEngine> Node<E> {
         // (paused, partitioned), so take over at once with a new term; the
         // promise round keeps that safe. Never while rejoining: the others
         // take over once the lock expires.
-        if is_me && member && !self.cl().rejoining {
+        let yielding = self.cl().yield_until.is_some_and(|until| now < until);
+        if is_me && member && !self.cl().rejoining && !yielding {
             return self.claim_takeover(now, &lock, etag);
         }
         if !is_me && (newer || self.leader().is_none()) {
@@ -898,7 +911,11 @@ impl<E: KvEngine> Node<E> {
         match &c.watching {
             Some((seen, since)) if *seen == etag => {
                 let since = *since;
-                if member && !c.rejoining && now.0.saturating_sub(since.0) >= c.cfg.lock_ttl_ns {
+                if member
+                    && !c.rejoining
+                    && !yielding
+                    && now.0.saturating_sub(since.0) >= c.cfg.lock_ttl_ns
+                {
                     tracing::info!(term = lock.term.0, leader = %lock.leader_id, "the lock expired; taking over");
                     return self.claim_takeover(now, &lock, etag);
                 }
@@ -1319,7 +1336,7 @@ impl<E: KvEngine> Node<E> {
                 "neither the most up-to-date member nor the bucket holds the entries this node \
                  lacks: giving up the round"
             );
-            return self.step_down(now, self.term, None, "cannot adopt the best log");
+            return self.give_up_round(now);
         }
         let committed = self.known_committed();
         let end = entries.last().map(Entry::index_id);
@@ -1420,6 +1437,18 @@ impl<E: KvEngine> Node<E> {
     }
 
     /// Any role → follower of `term` (led by `leader` if known).
+    /// Candidate: the best log among the promises cannot be adopted (see
+    /// [`Cluster::yield_until`]): steps down and claims no lock for
+    /// two lock TTLs and an election timeout, long enough for the member
+    /// holding that log to see the lock expire and take over.
+    pub(super) fn give_up_round(&mut self, now: Time) {
+        let c = self.clm();
+        let wait = 2 * c.cfg.lock_ttl_ns + c.cfg.election_timeout_ns;
+        c.yield_until = Some(now.plus_nanos(wait));
+        let term = self.term;
+        self.step_down(now, term, None, "cannot adopt the best log");
+    }
+
     fn step_down(&mut self, now: Time, term: Term, leader: Option<Member>, why: &str) {
         let was = !matches!(self.cl().role, Role::Follower { .. });
         if was {

@@ -4,13 +4,17 @@
 //!
 //! # The leader uploads the committed log
 //!
-//! The serving leader uploads applied entries (applied means committed) as
+//! The leader uploads applied entries (applied means committed) as
 //! WAL objects `wal/<first index>`, one segment at a time, in log order,
 //! each created with `If-None-Match`, sealed once its oldest entry is
-//! `segment_max_age_ns` old or its frames reach `segment_max_bytes`:
+//! `segment_max_age_ns` old or its frames reach `segment_max_bytes`. It
+//! starts as soon as it leads, before its barrier is applied: followers
+//! behind its memory catch up from the bucket, and until they do, none
+//! acknowledges the barrier (the simulator found a new leader whose
+//! applied entries only it held wait for its barrier forever).
 //!
 //! ```text
-//!  serving ─► List wal/ (from a hint, else from the start) ─► Get the last object
+//!  leading ─► List wal/ (from a hint, else from the start) ─► Get the last object
 //!          ─► the bucket holds the log through its last entry (0: empty)
 //!  applied > through, segment due ─► Put wal/<through+1> (If-None-Match)
 //!      Ok  ─► through = the segment's last
@@ -289,7 +293,7 @@ impl<E: KvEngine> Node<E> {
         let c = self.cl();
         let up = &c.bucket.up;
         let seal = match (up.op.is_none(), up.through, up.since) {
-            (true, Some(_), Some(since)) if c.is_serving_leader() => {
+            (true, Some(_), Some(since)) if c.is_leader() => {
                 Some(since.plus_nanos(tier.segment_max_age_ns))
             }
             _ => None,
@@ -323,11 +327,10 @@ impl<E: KvEngine> Node<E> {
 
     // ----- the leader's upload -----
 
-    /// Whether the upload belongs to this node's current, serving
-    /// leadership.
+    /// Whether the upload belongs to this node's current leadership.
     fn upload_current(&self) -> bool {
         let c = self.cl();
-        c.is_serving_leader() && c.bucket.up.term == self.term
+        c.is_leader() && c.bucket.up.term == self.term
     }
 
     /// Forgets an upload of a previous leadership (its answers in flight
@@ -351,7 +354,7 @@ impl<E: KvEngine> Node<E> {
         if !matches!(self.health, Health::Serving) || self.cl().bucket.stopped {
             return;
         }
-        if !self.cl().is_serving_leader() {
+        if !self.cl().is_leader() {
             if self.cl().bucket.up.term != Term(0) {
                 self.reset_upload(now);
             }
@@ -520,7 +523,7 @@ impl<E: KvEngine> Node<E> {
         if b.up.pending_bytes >= tier.async_backlog_bytes_max || b.stopped {
             return None;
         }
-        if c.is_serving_leader() && b.up.term == self.term {
+        if c.is_leader() && b.up.term == self.term {
             Some(b.up.through.unwrap_or(Index(0)))
         } else {
             // Any member may lead next: it keeps what the leader said the
@@ -996,7 +999,6 @@ impl<E: KvEngine> Node<E> {
             (None, Some((_, source))) => {
                 let source = source.clone();
                 let gained = u.replay.next() > u.from.next();
-                let term = self.term;
                 if gained {
                     // Keep the record (one bucket read per term).
                     let u = self.clm().bucket.catch_up.as_mut().expect("catching up");
@@ -1004,7 +1006,7 @@ impl<E: KvEngine> Node<E> {
                     let from = self.cl().log.last_index().next();
                     self.fetch_again(&source, from);
                 } else {
-                    self.step_down(now, term, None, "cannot adopt the best log");
+                    self.give_up_round(now);
                 }
             }
             // The bucket ends before the leader's memory begins: the
@@ -1026,23 +1028,40 @@ impl<E: KvEngine> Node<E> {
         }
     }
 
+    /// The bucket's WAL cannot continue the log where the catch-up needs
+    /// it (a hole, or an object that does not fit). If the node applied
+    /// past that point meanwhile (the leader's appends reached it), the
+    /// catch-up is stale: it starts again from there. Otherwise the node
+    /// is behind the bucket's GC and asks the driver to start it over
+    /// ([`Action::StartOver`]); a candidate also steps down (it cannot
+    /// adopt the best log, and claiming again would only repeat this while
+    /// the member with that log waits).
     fn catch_up_stuck(&mut self, now: Time, why: &str) {
-        if self
-            .cl()
-            .bucket
-            .catch_up
-            .as_ref()
-            .is_some_and(|u| u.candidate.is_some())
-        {
-            tracing::warn!(%why, "the bucket's WAL cannot continue this candidate's log");
-            let term = self.term;
-            return self.step_down(now, term, None, "cannot adopt the best log");
+        let applied = Index(self.store.meta().applied_index);
+        let u = self.cl().bucket.catch_up.as_ref().expect("catching up");
+        if applied >= u.replay.next() {
+            tracing::info!(%why, applied = applied.0, "the bucket's WAL has a hole the leader \
+                already brought this node past; catching up again from there");
+            let (first, candidate) = (u.first, u.candidate.clone());
+            self.clm().bucket.catch_up = Some(CatchUp::start(applied, first, candidate));
+            return self.send_catch_up_op();
+        }
+        let last_index = self.cl().log.last_index();
+        if u.candidate.is_some() {
+            tracing::warn!(%why, "the bucket's WAL cannot continue this candidate's log: \
+                stepping down and asking the driver to start it over from the newest checkpoint");
+            self.actions.push_back(Action::StartOver {
+                why: why.to_owned(),
+                last_index,
+            });
+            return self.give_up_round(now);
         }
         tracing::error!(%why, "this member cannot catch up: neither the leader's memory nor the \
             bucket's WAL holds the entries it needs; asking the driver to start it over from \
             the newest checkpoint");
         self.actions.push_back(Action::StartOver {
             why: why.to_owned(),
+            last_index,
         });
         // Try again much later (an operator may repair the bucket).
         let backoff = self

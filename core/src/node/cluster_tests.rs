@@ -492,7 +492,7 @@ impl Rig {
                     );
                 }
                 Action::Watch(_) | Action::DropCheckpoint { .. } => {}
-                Action::StartOver { why } => self.start_overs.push((id.to_owned(), why)),
+                Action::StartOver { why, .. } => self.start_overs.push((id.to_owned(), why)),
                 // The rig's engines take no checkpoints.
                 Action::TakeCheckpoint { io, .. } => self.push(
                     now,

@@ -330,6 +330,12 @@ fn fence(chain: &BTreeMap<u64, WalObject>, key: &str) -> Option<String> {
     }
 }
 
+/// The index of the checkpoint a restore from `bucket` picks (the newest
+/// intact candidate), 0 for none.
+pub(crate) fn newest_intact_in(bucket: &MemBucket) -> u64 {
+    newest_intact(&listing(bucket))
+}
+
 /// The index of the checkpoint a restore from `objects` picks (the newest
 /// intact candidate), 0 for none.
 fn newest_intact(objects: &BTreeMap<String, Bytes>) -> u64 {

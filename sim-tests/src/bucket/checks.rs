@@ -158,18 +158,18 @@ fn trace(history: u64, writes: &[AppliedWrite]) -> u64 {
     h.finish()
 }
 
-/// The log the bucket held: every WAL object ever written (from the
-/// store's write log, since GC deletes the ones checkpoints cover) chained
-/// from index 1, each starting right after the previous one ends. Also
-/// returns what is wrong: a key written twice with different bytes (a
-/// conditional create that was not, or one that GC made possible by
-/// deleting the object first), an object that does not decode, or is off
-/// the chain (a duplicate or contradictory object: some other object
-/// already holds its first index's entry, or nothing leads to it), or a
-/// term that goes back.
-fn bucket_log(writes: &[AppliedWrite]) -> (Vec<Entry>, Vec<String>) {
+/// WAL objects by first index: (key, header term, entries).
+pub(crate) type WalObjects = BTreeMap<u64, (String, u64, Vec<Entry>)>;
+
+/// Every WAL object ever written, from the store's write log (GC deletes
+/// the ones checkpoints cover), by first index: (key, header term,
+/// entries). Also returns what is wrong: a key written twice with
+/// different bytes (a conditional create that was not, or one that GC made
+/// possible by deleting the object first), or an object that does not
+/// decode or is empty.
+pub(crate) fn wal_objects_ever(writes: &[AppliedWrite]) -> (WalObjects, Vec<String>) {
     let mut problems = Vec::new();
-    let mut objects: BTreeMap<u64, (String, u64, Vec<Entry>)> = BTreeMap::new();
+    let mut objects = WalObjects::new();
     let mut first_bodies: BTreeMap<&str, &[u8]> = BTreeMap::new();
     // When GC deleted each WAL key (the last time).
     let mut deleted_at = BTreeMap::new();
@@ -222,6 +222,16 @@ fn bucket_log(writes: &[AppliedWrite]) -> (Vec<Entry>, Vec<String>) {
             Err(e) => problems.push(format!("{key} does not decode: {e}")),
         }
     }
+    (objects, problems)
+}
+
+/// The log the bucket held: [`wal_objects_ever`] chained from index 1,
+/// each starting right after the previous one ends. Also returns what is
+/// wrong: [`wal_objects_ever`]'s problems, an object off the chain (a
+/// duplicate or contradictory object: some other object already holds its
+/// first index's entry, or nothing leads to it), or a term that goes back.
+fn bucket_log(writes: &[AppliedWrite]) -> (Vec<Entry>, Vec<String>) {
+    let (objects, mut problems) = wal_objects_ever(writes);
     let mut log: Vec<Entry> = Vec::new();
     let mut on_chain = BTreeSet::new();
     let mut term = 0;
