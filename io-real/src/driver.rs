@@ -563,10 +563,7 @@ impl NodeThread {
             if let Some((why, last_index)) = self.start_over.take() {
                 if self.closing.is_none() {
                     if let Some(why) = self.behind_the_bucket(&why) {
-                        let behind = Behind {
-                            why,
-                            last_index: Some(last_index),
-                        };
+                        let behind = Behind { why, last_index };
                         return Exit::StartOver(Box::new(self), trim_handle, behind);
                     }
                 }
@@ -642,9 +639,10 @@ impl NodeThread {
     /// engine is `behind` (it does not ask the bucket again), moves them
     /// aside and restores the newest checkpoint (keeping the hard state if
     /// it covers the whole log), and a new core node opens on it and
-    /// follows the leader again, or rejoins as a new member. Completions of the old node's operations
-    /// still in flight are dropped ([`NodeThread::generation`]); requests
-    /// and peer messages that arrive meanwhile wait in the channel.
+    /// follows the leader again, or rejoins as a new member. Completions
+    /// of the old node's operations still in flight are dropped
+    /// ([`NodeThread::generation`]); requests and peer messages that
+    /// arrive meanwhile wait in the channel.
     /// Returns the new thread state, its trim thread and its hard state.
     fn start_over(
         mut self,

@@ -1023,8 +1023,8 @@ pub(crate) async fn restore_if_missing(
     }
     let started = std::time::Instant::now();
     let restored = crate::checkpoint::restore(store, &engine_dir, None).await;
-    let covered = match (&restored, behind.and_then(|b| b.last_index)) {
-        (Ok(Some(restored)), Some(last)) => restored.manifest.index.0 >= last,
+    let covered = match (&restored, &behind) {
+        (Ok(Some(restored)), Some(behind)) => restored.manifest.index.0 >= behind.last_index,
         _ => false,
     };
     if let Some(aside) = hard_state_aside {
@@ -1074,7 +1074,7 @@ pub(crate) struct Behind {
     pub why: String,
     /// The last index of the member's log: if the restored checkpoint
     /// reaches it, the member keeps its hard state.
-    pub last_index: Option<u64>,
+    pub last_index: u64,
 }
 
 /// Cluster mode, before the engine opens: why this member's engine is too

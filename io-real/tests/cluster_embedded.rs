@@ -299,16 +299,23 @@ async fn away_past_gc(
 }
 
 /// n3 started over: its old engine is kept aside, not deleted.
-fn assert_engine_kept_aside(root: &Path) {
-    let aside = std::fs::read_dir(root.join("n3"))
+/// Whether n3's data dir holds a file or folder named `prefix…`.
+fn n3_holds(root: &Path, prefix: &str) -> bool {
+    std::fs::read_dir(root.join("n3"))
         .expect("n3's data dir")
         .any(|e| {
             e.expect("entry")
                 .file_name()
                 .to_string_lossy()
-                .starts_with("engine.behind-bucket-")
-        });
-    assert!(aside, "the old engine is kept aside");
+                .starts_with(prefix)
+        })
+}
+
+fn assert_engine_kept_aside(root: &Path) {
+    assert!(
+        n3_holds(root, "engine.behind-bucket-"),
+        "the old engine is kept aside"
+    );
 }
 
 /// A member away for several checkpoints comes back on its old disk: GC
@@ -429,13 +436,10 @@ async fn a_running_member_behind_the_buckets_gc_starts_over_by_itself() {
         .expect("n3 kept its hard state");
     let kept = t4_core::cluster::HardState::decode(&kept).expect("decode");
     assert!(kept.promised.0 > 0 && !kept.rejoining, "{kept:?}");
-    let set_aside = std::fs::read_dir(&n3_dir).expect("n3's data dir").any(|e| {
-        e.expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .starts_with("hard_state.without-engine")
-    });
-    assert!(!set_aside, "n3's hard state was put back");
+    assert!(
+        !n3_holds(root.path(), "hard_state.without-engine"),
+        "n3's hard state was put back"
+    );
     caught_up_and_close(n1, n2, n3, &acked).await;
 }
 

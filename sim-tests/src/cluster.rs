@@ -107,6 +107,7 @@ use t4_core::log::Entry;
 use t4_core::node::ClientRequest;
 use t4_core::node::{BucketConfig, ClusterRole};
 use t4_core::object::MemBucket;
+use t4_core::types::{Index, Term};
 use t4_core::NodeConfig;
 use t4_io_sim::client::Client;
 use t4_io_sim::clock::ClockConfig;
@@ -1309,14 +1310,14 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
 /// picks; 0 without GC): it must have no hole (the replay refuses holes,
 /// overlaps that disagree and terms that go back).
 fn bucket_wal(bucket: &MemBucket, after: u64) -> Result<Vec<Entry>, String> {
-    use t4_core::bucket::layout;
-    let objects: BTreeMap<u64, (String, &bytes::Bytes)> = bucket
+    use t4_core::bucket::{layout, wal_object};
+    let objects: BTreeMap<Index, &bytes::Bytes> = bucket
         .iter()
-        .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?.0, (key.to_owned(), body))))
+        .filter_map(|(key, body)| Some((layout::parse_wal_key(key)?, body)))
         .collect();
-    replay_wal(after, &objects, |key, first, body: &&bytes::Bytes| {
-        t4_core::bucket::wal_object::decode(key, first, body)
-            .map(|(term, entries)| (term.0, entries))
+    let listing: Vec<Index> = objects.keys().copied().collect();
+    replay_wal(after, &listing, |first| {
+        wal_object::decode(&layout::wal_key(first), first, objects[&first])
             .map_err(|e| e.to_string())
     })
 }
@@ -1328,33 +1329,29 @@ fn bucket_wal_ever(writes: &[AppliedWrite]) -> Result<Vec<Entry>, String> {
     if let Some(problem) = problems.first() {
         return Err(problem.clone());
     }
-    let objects: BTreeMap<u64, (String, (u64, Vec<Entry>))> = objects
-        .into_iter()
-        .map(|(first, (key, term, entries))| (first, (key, (term, entries))))
-        .collect();
-    replay_wal(0, &objects, |_, _, (term, entries)| {
-        Ok((*term, entries.clone()))
+    let listing: Vec<Index> = objects.keys().map(|&first| Index(first)).collect();
+    replay_wal(0, &listing, |first| {
+        let (_, term, entries) = &objects[&first.0];
+        Ok((Term(*term), entries.clone()))
     })
 }
 
-/// Replays `objects` (first index → key and what `decode` turns into the
-/// header term and entries) after index `after`, as a restore does.
-fn replay_wal<T>(
+/// Replays the WAL objects of `listing` (their first indexes, sorted) after
+/// index `after`, as a restore does; `fetch` gives an object's header term
+/// and entries.
+fn replay_wal(
     after: u64,
-    objects: &BTreeMap<u64, (String, T)>,
-    decode: impl Fn(&str, t4_core::types::Index, &T) -> Result<(u64, Vec<Entry>), String>,
+    listing: &[Index],
+    fetch: impl Fn(Index) -> Result<(Term, Vec<Entry>), String>,
 ) -> Result<Vec<Entry>, String> {
     use t4_core::bucket::recovery::BucketReplay;
-    use t4_core::types::{Index, Term};
-    let listing: Vec<Index> = objects.keys().map(|&first| Index(first)).collect();
     let mut replay = BucketReplay::new(Index(after));
     let mut replayed = Vec::new();
-    for first in replay.wanted(&listing).map_err(|e| e.to_string())? {
-        let (key, object) = &objects[&first.0];
-        let (term, entries) = decode(key, first, object)?;
+    for first in replay.wanted(listing).map_err(|e| e.to_string())? {
+        let (term, entries) = fetch(first)?;
         replayed.extend(
             replay
-                .push(first, Term(term), entries)
+                .push(first, term, entries)
                 .map_err(|e| e.to_string())?,
         );
     }

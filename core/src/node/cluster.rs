@@ -1436,7 +1436,6 @@ impl<E: KvEngine> Node<E> {
         self.advance_commit(now);
     }
 
-    /// Any role → follower of `term` (led by `leader` if known).
     /// Candidate: the best log among the promises cannot be adopted (see
     /// [`Cluster::yield_until`]): steps down and claims no lock for
     /// two lock TTLs and an election timeout, long enough for the member
@@ -1449,6 +1448,7 @@ impl<E: KvEngine> Node<E> {
         self.step_down(now, term, None, "cannot adopt the best log");
     }
 
+    /// Any role → follower of `term` (led by `leader` if known).
     fn step_down(&mut self, now: Time, term: Term, leader: Option<Member>, why: &str) {
         let was = !matches!(self.cl().role, Role::Follower { .. });
         if was {

@@ -1046,23 +1046,23 @@ impl<E: KvEngine> Node<E> {
             self.clm().bucket.catch_up = Some(CatchUp::start(applied, first, candidate));
             return self.send_catch_up_op();
         }
-        let last_index = self.cl().log.last_index();
-        if u.candidate.is_some() {
+        let candidate = u.candidate.is_some();
+        if candidate {
             tracing::warn!(%why, "the bucket's WAL cannot continue this candidate's log: \
                 stepping down and asking the driver to start it over from the newest checkpoint");
-            self.actions.push_back(Action::StartOver {
-                why: why.to_owned(),
-                last_index,
-            });
-            return self.give_up_round(now);
+        } else {
+            tracing::error!(%why, "this member cannot catch up: neither the leader's memory nor \
+                the bucket's WAL holds the entries it needs; asking the driver to start it over \
+                from the newest checkpoint");
         }
-        tracing::error!(%why, "this member cannot catch up: neither the leader's memory nor the \
-            bucket's WAL holds the entries it needs; asking the driver to start it over from \
-            the newest checkpoint");
+        let last_index = self.cl().log.last_index();
         self.actions.push_back(Action::StartOver {
             why: why.to_owned(),
             last_index,
         });
+        if candidate {
+            return self.give_up_round(now);
+        }
         // Try again much later (an operator may repair the bucket).
         let backoff = self
             .tier()
