@@ -324,10 +324,17 @@ pub enum PeerMsg {
         term: Term,
         /// The first entry wanted.
         from: Index,
+        /// The term of the asker's entry `from - 1` when the asker does
+        /// not know it committed: the sender serves `from..` only if its
+        /// own entry there has this term (so, by log matching, both logs
+        /// agree up to it), and answers `mismatch` otherwise.
+        prev_term: Option<Term>,
     },
     /// Entries answering a `Fetch` (the first is `from`), `more` if they
     /// do not reach the sender's last entry; empty with `gone` if the
-    /// sender no longer holds `from`.
+    /// sender no longer holds `from`, empty with `mismatch` if its entry
+    /// `from - 1` does not have the `prev_term` asked for (or it no longer
+    /// holds it).
     Fetched {
         /// The leader's term.
         term: Term,
@@ -337,6 +344,9 @@ pub enum PeerMsg {
         more: bool,
         /// `from` is below what the sender holds.
         gone: bool,
+        /// The logs may differ before `from`: ask again from the asker's
+        /// committed prefix.
+        mismatch: bool,
     },
     /// A follower asks the leader for a read index.
     ReadIndex {

@@ -279,7 +279,31 @@ pub async fn restore(
     let mut choice = CheckpointChoice::new(&keys, latest.as_ref());
     let mut skipped = Vec::new();
     let tmp = temp_dir_for(engine_dir)?;
-    while let Some(candidate) = choice.current().cloned() {
+    let mut relists = 0;
+    loop {
+        let Some(candidate) = choice.current().cloned() else {
+            // A checkpoint collected while we restored it: a newer one
+            // superseded it (`CheckpointChoice`).
+            if only.is_some()
+                || relists == t4_core::bucket::recovery::RELISTS_MAX
+                || !choice.worth_relisting()
+            {
+                break;
+            }
+            relists += 1;
+            let keys = list_manifest_keys(store)
+                .await
+                .map_err(RestoreError::Store)?;
+            let latest = read_latest(store).await.map_err(RestoreError::Store)?;
+            match choice.relisted(&keys, latest.as_ref()) {
+                Some(next) => {
+                    tracing::info!("a checkpoint vanished while it was restored: trying the bucket's newer ones");
+                    choice = next;
+                    continue;
+                }
+                None => break,
+            }
+        };
         let attempt = restore_one(store, &candidate, &tmp).await;
         match attempt {
             Ok((manifest, bytes)) => {

@@ -232,6 +232,116 @@ async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     node.close().await.expect("close");
 }
 
+/// A store over a bucket that lists only the checkpoint `older` until the
+/// restore downloads `older_file` (one of its files no newer checkpoint
+/// shares): that file is then gone, and so is every checkpoint up to
+/// `older`, while the newer ones are listed (and `latest` points at the
+/// newest), as when another node's GC collects the checkpoints a newer
+/// one superseded while one of them is being restored.
+struct GcDuringRestore {
+    inner: Arc<dyn ObjectStore>,
+    older: String,
+    older_file: String,
+    collected: std::sync::atomic::AtomicBool,
+}
+
+impl ObjectStore for GcDuringRestore {
+    fn execute(
+        &self,
+        op: ObjectOp,
+    ) -> futures::future::BoxFuture<'_, t4_core::object::ObjectResult> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let collected = self.collected.load(SeqCst);
+            if let ObjectOp::Get { key } = &op {
+                if *key == self.older_file {
+                    self.collected.store(true, SeqCst);
+                    return Err(ObjectError::NotFound);
+                }
+                if key == MANIFEST_LATEST && !collected {
+                    return Err(ObjectError::NotFound);
+                }
+            }
+            let mut reply = self.inner.execute(op).await;
+            if let Ok(ObjectReply::Listed { objects, .. }) = &mut reply {
+                objects.retain(|o| {
+                    !o.key.ends_with("manifest.json")
+                        || if collected {
+                            o.key > self.older
+                        } else {
+                            o.key == self.older
+                        }
+                });
+            }
+            reply
+        })
+    }
+
+    fn describe(&self) -> String {
+        "gc-during-restore".into()
+    }
+}
+
+/// A checkpoint collected while it is restored (its file vanishes, a newer
+/// checkpoint appears): the restore lists the bucket again and restores
+/// the newer one instead of giving up on checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_collected_while_restored_gives_way_to_the_newer_one() {
+    let data = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let node = Node::open(config(data.path(), bucket.path(), 50))
+        .await
+        .expect("open");
+    write_keys(&node, 0, 160).await;
+    let s = store(bucket.path());
+    let newest = wait_for_checkpoint(&*s, 112).await;
+    node.close().await.expect("close");
+    let manifests = checkpoint::list_manifest_keys(&*s).await.expect("list");
+    let older = manifests
+        .iter()
+        .rev()
+        .find(|k| **k < newest.manifest_key)
+        .expect("an older checkpoint")
+        .clone();
+    let files = |m: CheckpointManifest| -> Vec<String> {
+        m.ssts
+            .iter()
+            .chain(&m.meta_files)
+            .map(|f| f.key.clone())
+            .collect()
+    };
+    let body = get(&*s, &older).await.expect("older manifest");
+    let older_files = files(CheckpointManifest::decode(&older, &body).expect("decodes"));
+    let newest_files = files(manifest(&*s, &newest).await);
+    let older_file = older_files
+        .into_iter()
+        .find(|f| !newest_files.contains(f))
+        .expect("a file the newest checkpoint does not share");
+    let gc = GcDuringRestore {
+        inner: Arc::clone(&s),
+        older: older.clone(),
+        older_file,
+        collected: std::sync::atomic::AtomicBool::new(false),
+    };
+
+    let scratch = tempfile::tempdir().unwrap();
+    let restored = checkpoint::restore(&gc, &scratch.path().join("engine"), None)
+        .await
+        .expect("restore")
+        .expect("a checkpoint");
+    assert_eq!(
+        restored.manifest.index, newest.index,
+        "{:?}",
+        restored.skipped
+    );
+    assert_eq!(restored.skipped.len(), 1, "{:?}", restored.skipped);
+    assert!(
+        restored.skipped[0].contains("missing"),
+        "{:?}",
+        restored.skipped
+    );
+}
+
 /// A bucket without checkpoints: a wiped node replays the whole WAL; a
 /// missing SST makes the only checkpoint unusable, which falls back to the
 /// WAL alone while it still starts at index 1 (no GC ran); once GC deleted

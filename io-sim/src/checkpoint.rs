@@ -338,7 +338,26 @@ pub async fn restore(
     let latest = read_latest(s3, timeout).await?;
     let mut choice = CheckpointChoice::new(&keys, latest.as_ref());
     let mut report = RestoreReport::default();
-    while let Some(candidate) = choice.current().cloned() {
+    let mut relists = 0;
+    loop {
+        let Some(candidate) = choice.current().cloned() else {
+            // A checkpoint collected while we restored it: a newer one
+            // superseded it (`CheckpointChoice`).
+            if relists == t4_core::bucket::recovery::RELISTS_MAX || !choice.worth_relisting() {
+                break;
+            }
+            relists += 1;
+            let keys = list_manifest_keys(s3, timeout).await?;
+            let latest = read_latest(s3, timeout).await?;
+            match choice.relisted(&keys, latest.as_ref()) {
+                Some(next) => {
+                    tracing::info!("a checkpoint vanished while it was restored: trying the bucket's newer ones");
+                    choice = next;
+                    continue;
+                }
+                None => break,
+            }
+        };
         match restore_one(s3, timeout, &candidate, bugs).await {
             Ok((snapshot, bytes)) => {
                 report.restored = Some(candidate);

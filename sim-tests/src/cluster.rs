@@ -414,7 +414,7 @@ impl StartOvers {
                 ));
                 continue;
             }
-            tracing::info!(node = %m.name, checkpoint, applied = s.applied_index, %why,
+            tracing::info!(node = %m.name, checkpoint, applied = s.applied_index, last_index, %why,
                 "starting a member over from the newest checkpoint");
             handle.kill(m.id());
             m.disk.crash();

@@ -191,13 +191,24 @@ fn regression_seeds() {
 /// - 25 (likewise): a follower's catch-up from the bucket found a hole
 ///   the leader had already brought it past, and asked to start over; a
 ///   stale catch-up now starts again from the applied index.
+/// - 16 (likewise): a candidate restarted with a long log it did not know
+///   committed fetched the best log from its committed prefix, which
+///   neither the best promiser's memory nor the bucket (after GC) held; it
+///   started over and lost its vote, and with the third member rejoining
+///   after a lost disk no leader could be elected. A candidate now fetches
+///   only what follows its own log when the best promiser's entry there
+///   has the same term.
+/// - 276 (likewise): a start-over picked the newest checkpoint, whose SSTs
+///   GC deleted while they downloaded (a newer checkpoint had superseded
+///   it); the member started from an empty engine and never caught up. A
+///   restore whose checkpoint vanished now lists the bucket again.
 #[test]
 fn gc_regression_seeds() {
     let (reports, panics) = play("gc regressions", &[107], |seed| {
         ClusterRunConfig::new(seed, 3)
     });
     assert_clean("gc regressions", &reports, &panics);
-    let (reports, panics) = play("gc regressions", &[44, 100, 25], |seed| {
+    let (reports, panics) = play("gc regressions", &[44, 100, 25, 16, 276], |seed| {
         let keep_all = ClusterRunConfig::new(seed, 3);
         ClusterRunConfig {
             tier: true,

@@ -21,7 +21,7 @@
 //! Every refusal says which indexes or objects are involved, so an operator
 //! reading the log knows what happened and what to restore.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 use super::layout::{parse_checkpoint_manifest_key, wal_key};
@@ -196,11 +196,25 @@ pub enum Fallback {
 /// The fall-back decision over [`checkpoint_candidates`]: restore
 /// [`CheckpointChoice::current`]; on damage, [`CheckpointChoice::report_damaged`]
 /// says what next.
+///
+/// Once every candidate failed, [`CheckpointChoice::worth_relisting`] says
+/// whether to list the bucket again and try [`CheckpointChoice::relisted`]:
+/// a checkpoint whose object vanished while it was being restored was most
+/// likely collected by another node's GC because a newer checkpoint
+/// superseded it meanwhile, and that newer one is the one to restore.
 #[derive(Clone, Debug)]
 pub struct CheckpointChoice {
     remaining: VecDeque<CheckpointCandidate>,
     damaged: Vec<DamagedCheckpoint>,
+    /// Manifest keys tried since the first listing.
+    tried: BTreeSet<String>,
+    /// An object went missing since the last listing.
+    vanished: bool,
 }
+
+/// How many times a restore lists the bucket again after checkpoints
+/// vanished under it ([`CheckpointChoice::worth_relisting`]).
+pub const RELISTS_MAX: u32 = 3;
 
 impl CheckpointChoice {
     /// Candidates from a listing and the latest pointer
@@ -210,7 +224,38 @@ impl CheckpointChoice {
         CheckpointChoice {
             remaining: checkpoint_candidates(keys, latest).into(),
             damaged: Vec::new(),
+            tried: BTreeSet::new(),
+            vanished: false,
         }
+    }
+
+    /// Every candidate failed, and one of them because an object was
+    /// missing: a new listing may hold a newer checkpoint.
+    #[must_use]
+    pub fn worth_relisting(&self) -> bool {
+        self.remaining.is_empty() && self.vanished
+    }
+
+    /// The candidates of a new listing not tried yet (keeping what was
+    /// reported damaged); `None` if there are none.
+    #[must_use]
+    pub fn relisted(
+        self,
+        keys: &[String],
+        latest: Option<&LatestPointer>,
+    ) -> Option<CheckpointChoice> {
+        let remaining: VecDeque<CheckpointCandidate> = checkpoint_candidates(keys, latest)
+            .into_iter()
+            .filter(|c| !self.tried.contains(&c.manifest_key))
+            .collect();
+        if remaining.is_empty() {
+            return None;
+        }
+        Some(CheckpointChoice {
+            remaining,
+            vanished: false,
+            ..self
+        })
     }
 
     /// The checkpoint to restore now; `None` when there is none (a bucket
@@ -230,6 +275,8 @@ impl CheckpointChoice {
             .remaining
             .pop_front()
             .expect("report_damaged: no checkpoint is being tried");
+        self.tried.insert(candidate.manifest_key.clone());
+        self.vanished |= matches!(damage, CheckpointDamage::Missing { .. });
         let damaged = DamagedCheckpoint { candidate, damage };
         let fallback = match self.remaining.front() {
             Some(next) => Fallback::Next {

@@ -374,6 +374,8 @@ struct FetchMsg {
     term: u64,
     #[prost(uint64, tag = "2")]
     from: u64,
+    #[prost(uint64, optional, tag = "3")]
+    prev_term: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -386,6 +388,8 @@ struct FetchedMsg {
     more: bool,
     #[prost(bool, tag = "4")]
     gone: bool,
+    #[prost(bool, tag = "5")]
+    mismatch: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -677,20 +681,27 @@ impl From<&PeerMsg> for Kind {
                 hint: hint.0,
                 needs_promise: *needs_promise,
             }),
-            PeerMsg::Fetch { term, from } => Kind::Fetch(FetchMsg {
+            PeerMsg::Fetch {
+                term,
+                from,
+                prev_term,
+            } => Kind::Fetch(FetchMsg {
                 term: term.0,
                 from: from.0,
+                prev_term: prev_term.map(|t| t.0),
             }),
             PeerMsg::Fetched {
                 term,
                 entries,
                 more,
                 gone,
+                mismatch,
             } => Kind::Fetched(FetchedMsg {
                 term: term.0,
                 entries: entries.clone(),
                 more: *more,
                 gone: *gone,
+                mismatch: *mismatch,
             }),
             PeerMsg::ReadIndex { id } => Kind::ReadIndex(ReadIndexMsg { id: *id }),
             PeerMsg::ReadIndexReply { id, index } => Kind::ReadIndexReply(ReadIndexReplyMsg {
@@ -860,6 +871,7 @@ impl TryFrom<Kind> for PeerMsg {
             Kind::Fetch(m) => PeerMsg::Fetch {
                 term: Term(m.term),
                 from: Index(m.from),
+                prev_term: m.prev_term.map(Term),
             },
             Kind::Fetched(m) => {
                 check_run("Fetched.entries", None, &m.entries)?;
@@ -868,6 +880,7 @@ impl TryFrom<Kind> for PeerMsg {
                     entries: m.entries,
                     more: m.more,
                     gone: m.gone,
+                    mismatch: m.mismatch,
                 }
             }
             Kind::ReadIndex(m) => PeerMsg::ReadIndex { id: m.id },

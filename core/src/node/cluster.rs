@@ -636,13 +636,18 @@ impl<E: KvEngine> Node<E> {
                 hint,
                 needs_promise,
             } => self.on_reject(now, from, term, hint, needs_promise),
-            PeerMsg::Fetch { term, from: first } => self.on_fetch(from, term, first),
+            PeerMsg::Fetch {
+                term,
+                from: first,
+                prev_term,
+            } => self.on_fetch(from, term, first, prev_term),
             PeerMsg::Fetched {
                 term,
                 entries,
                 more,
                 gone,
-            } => self.on_fetched_entries(now, term, entries, more, gone),
+                mismatch,
+            } => self.on_fetched_entries(now, term, entries, more, gone, mismatch),
             PeerMsg::ReadIndex { id } => self.on_read_index(now, from, id),
             PeerMsg::ReadIndexReply { id, index } => self.on_read_index_reply(now, id, index),
             PeerMsg::Forward { id, request } => self.on_forward(now, from, id, request),
@@ -1263,18 +1268,36 @@ impl<E: KvEngine> Node<E> {
             .find(|m| m.id == best_id)
             .cloned()
             .expect("promisers are members");
-        let from = self.known_committed().next();
+        let (from, prev_term) = self.fetch_point(best.1);
         tracing::info!(from = %best_id, first = from.0, "fetching the most up-to-date log");
         if let Role::Candidate(cand) = &mut self.clm().role {
             cand.fetching = Some(member.clone());
             cand.fetch_target = best.1;
-            cand.fetch_from = from;
         }
         // Our own entries stay until a fetched one conflicts with them
         // (they may be the only durable copy of committed entries if the
         // fetch never completes).
-        let term = self.term;
-        self.send(&member, PeerMsg::Fetch { term, from });
+        self.fetch_again(&member, from, prev_term);
+    }
+
+    /// Where a candidate's fetch of the best log (ending at `best_last`)
+    /// starts, and the term the best promiser must hold just before it.
+    ///
+    /// Past the committed prefix our log may differ from the best one, but
+    /// usually it is a prefix of it: the fetch starts after the last entry
+    /// both may hold, and the best promiser serves it only if its entry
+    /// there has our term (log matching: then both logs agree up to it);
+    /// otherwise it answers `mismatch` and we ask again from the committed
+    /// prefix. Fetching only what we lack matters when the best promiser's
+    /// memory (or the bucket's WAL, after GC) no longer holds the entries
+    /// just after our committed prefix.
+    fn fetch_point(&self, best_last: Index) -> (Index, Option<Term>) {
+        let committed = self.known_committed();
+        let shared_end = self.cl().log.last_index().min(best_last);
+        match self.cl().log.term_at(shared_end) {
+            Some(t) if shared_end > committed => (shared_end.next(), Some(t)),
+            _ => (committed.next(), None),
+        }
     }
 
     /// Entries up to here are committed (so identical in every log that
@@ -1283,7 +1306,7 @@ impl<E: KvEngine> Node<E> {
         self.cl().commit.max(Index(self.store.meta().applied_index))
     }
 
-    fn on_fetch(&mut self, from: &Member, term: Term, first: Index) {
+    fn on_fetch(&mut self, from: &Member, term: Term, first: Index, prev_term: Option<Term>) {
         let c = self.cl();
         if term != c.promised || c.blank || c.rejoining {
             // (A node that lost its disk has no log worth adopting; the
@@ -1291,6 +1314,19 @@ impl<E: KvEngine> Node<E> {
             return;
         }
         let c = self.cl();
+        let prev = Index(first.0.saturating_sub(1));
+        if prev_term.is_some_and(|t| c.log.term_at(prev) != Some(t)) {
+            return self.send(
+                from,
+                PeerMsg::Fetched {
+                    term,
+                    entries: Vec::new(),
+                    more: false,
+                    gone: false,
+                    mismatch: true,
+                },
+            );
+        }
         let (entries, gone) = if first < c.log.first_index() && first <= c.log.last_index() {
             (Vec::new(), true)
         } else {
@@ -1306,6 +1342,7 @@ impl<E: KvEngine> Node<E> {
                 entries,
                 more,
                 gone,
+                mismatch: false,
             },
         );
     }
@@ -1317,6 +1354,7 @@ impl<E: KvEngine> Node<E> {
         entries: Vec<Entry>,
         more: bool,
         gone: bool,
+        mismatch: bool,
     ) {
         if term != self.term {
             return;
@@ -1327,6 +1365,15 @@ impl<E: KvEngine> Node<E> {
         let Some(source) = cand.fetching.clone() else {
             return;
         };
+        if mismatch {
+            // The best log differs from ours before the fetch's first
+            // entry (or its holder no longer has the entry there): ask
+            // again from the committed prefix, which every log shares.
+            let from = self.known_committed().next();
+            tracing::info!(from = %source.id, first = from.0,
+                "our log differs from the best one past the committed prefix: fetching from there");
+            return self.fetch_again(&source, from, None);
+        }
         if gone {
             if self.candidate_catch_up(source.clone()) {
                 return;
@@ -1344,14 +1391,18 @@ impl<E: KvEngine> Node<E> {
         if let Some(first) = fresh.first() {
             if first.index_id() != self.cl().log.last_index().next() {
                 tracing::warn!("fetched entries do not continue the log; asking again");
-                let from = self.cl().log.last_index().next();
-                return self.fetch_again(&source, from);
+                let Role::Candidate(cand) = &self.cl().role else {
+                    return;
+                };
+                let (from, prev_term) = self.fetch_point(cand.fetch_target);
+                return self.fetch_again(&source, from, prev_term);
             }
             self.append_log(fresh);
         }
         if more {
+            // (Our log now agrees with the source's through `end`.)
             let from = end.map_or(self.cl().log.last_index(), |e| e).next();
-            return self.fetch_again(&source, from);
+            return self.fetch_again(&source, from, None);
         }
         let Role::Candidate(cand) = &self.cl().role else {
             return;
@@ -1372,16 +1423,23 @@ impl<E: KvEngine> Node<E> {
         // The adopted log ends at the best promiser's: anything of ours
         // beyond it is not committed (the best log holds every committed
         // entry) and goes.
-        self.truncate_log(end.unwrap_or(committed).max(committed));
+        self.truncate_log(source_end.max(committed));
         self.become_leader(now);
     }
 
-    fn fetch_again(&mut self, source: &Member, from: Index) {
+    fn fetch_again(&mut self, source: &Member, from: Index, prev_term: Option<Term>) {
         if let Role::Candidate(cand) = &mut self.clm().role {
             cand.fetch_from = from;
         }
         let term = self.term;
-        self.send(source, PeerMsg::Fetch { term, from });
+        self.send(
+            source,
+            PeerMsg::Fetch {
+                term,
+                from,
+                prev_term,
+            },
+        );
     }
 
     /// The promise round is over: append the barrier and lead.

@@ -1003,8 +1003,11 @@ impl<E: KvEngine> Node<E> {
                     // Keep the record (one bucket read per term).
                     let u = self.clm().bucket.catch_up.as_mut().expect("catching up");
                     u.op = None;
-                    let from = self.cl().log.last_index().next();
-                    self.fetch_again(&source, from);
+                    let Role::Candidate(cand) = &self.cl().role else {
+                        return;
+                    };
+                    let (from, prev_term) = self.fetch_point(cand.fetch_target);
+                    self.fetch_again(&source, from, prev_term);
                 } else {
                     self.give_up_round(now);
                 }

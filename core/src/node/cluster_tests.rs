@@ -1448,6 +1448,113 @@ fn mutant_skipping_the_promise_round_is_caught() {
     );
 }
 
+/// A candidate whose log is a prefix of the best promiser's, past what it
+/// knows committed, fetches only the entries it lacks (the best promiser
+/// checks the term of the entry before them): it leads even when the best
+/// promiser's memory no longer holds the entries just after the
+/// candidate's committed prefix, and no bucket tier holds them either.
+/// (Fetching from its committed prefix, it gave up its round instead.)
+#[test]
+fn a_candidate_fetches_only_the_entries_it_lacks() {
+    let mut rig = Rig {
+        peer_buffer_entries: 5,
+        ..Rig::new()
+    }
+    .formed(3);
+    let leader = rig.serving_leaders()[0].clone();
+    let others = rig.others(&leader);
+    let (lagger, other) = (others[0].clone(), others[1].clone());
+    let mut acked = Vec::new();
+    let mut put = |rig: &mut Rig, key: String| {
+        let req = rig.put(&leader, &key, "1");
+        assert!(is_ok_put(&rig.answer(req, 500)), "{key}");
+        acked.push(key);
+    };
+    for i in 0..10 {
+        put(&mut rig, format!("a{i}"));
+    }
+    let last = rig.machines[&leader].wal.len();
+    assert!(rig.run_until(1_000, |r| r.machines[&lagger].wal.len() == last));
+    // The lagger restarts cut from the leader: its log is whole, but it
+    // knows none of it committed (a restart forgets the commit index).
+    rig.cut.insert((leader.clone(), lagger.clone()));
+    rig.run_ms(100); // (what was on its way arrives before the crash)
+    rig.crash(&lagger);
+    rig.start(&lagger);
+    // A few more commit on the leader and the other follower, which keeps
+    // only a few applied entries in memory.
+    for i in 0..3 {
+        put(&mut rig, format!("b{i}"));
+    }
+    // The leader dies; the other follower is paused so that the lagger
+    // wins the lock.
+    rig.crash(&leader);
+    rig.machines.get_mut(&other).unwrap().paused = true;
+    rig.run_until(30_000, |r| {
+        r.try_lock().is_some_and(|l| l.leader_id == lagger)
+    });
+    assert_eq!(rig.lock().leader_id, lagger);
+    rig.machines.get_mut(&other).unwrap().paused = false;
+    rig.heal();
+    assert!(
+        rig.run_until(3_000, |r| r.serving_leaders() == [lagger.clone()]),
+        "the lagger leads at once: {}",
+        rig.dump()
+    );
+    for key in acked {
+        assert_eq!(rig.value(&lagger, &key), Some(b"1".to_vec()), "{key}");
+    }
+}
+
+/// A candidate whose uncommitted tail differs from the best log (a deposed
+/// leader's entry the next leader overwrote) is told `mismatch` when it
+/// asks for only what follows its tail, fetches again from its committed
+/// prefix, and drops the stale entry instead of splicing the best log
+/// onto it.
+#[test]
+fn a_candidate_with_a_stale_tail_fetches_from_its_committed_prefix() {
+    let mut rig = Rig::cluster(3);
+    let old = rig.serving_leaders()[0].clone();
+    // The leader, cut from everyone, appends an entry nobody else gets.
+    rig.isolate(&old);
+    rig.no_bucket.insert(old.clone());
+    let lost = rig.put(&old, "lost", "1");
+    assert!(rig.run_until(30_000, |r| r.serving_leaders().iter().any(|l| *l != old)));
+    let next = rig
+        .serving_leaders()
+        .into_iter()
+        .find(|l| *l != old)
+        .unwrap();
+    let other = rig.others(&old).into_iter().find(|o| *o != next).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        let key = format!("w{i}");
+        let req = rig.put(&next, &key, "1");
+        assert!(is_ok_put(&rig.answer(req, 500)), "{key}");
+        acked.push(key);
+    }
+    // The new leader dies; the old one takes the lock over (the other
+    // follower is paused until it has), with its stale entry where the
+    // new leader's first entry is.
+    rig.crash(&next);
+    rig.heal();
+    rig.machines.get_mut(&other).unwrap().paused = true;
+    rig.run_until(30_000, |r| r.try_lock().is_some_and(|l| l.leader_id == old));
+    assert_eq!(rig.lock().leader_id, old);
+    rig.machines.get_mut(&other).unwrap().paused = false;
+    assert!(
+        rig.run_until(5_000, |r| r.serving_leaders() == [old.clone()]),
+        "{}",
+        rig.dump()
+    );
+    assert_eq!(rig.value(&old, "lost"), None, "the stale entry went");
+    assert!(!is_ok_put(&rig.replies.get(&lost).cloned()));
+    for key in acked {
+        assert_eq!(rig.value(&old, &key), Some(b"1".to_vec()), "{key}");
+    }
+    assert!(rig.run_until(5_000, |r| r.converged()), "{}", rig.dump());
+}
+
 /// The lagging-winner scenario: the acknowledged keys missing on the new
 /// leader.
 fn lagging_node_wins_the_lock(mutants: ClusterMutants) -> Vec<String> {

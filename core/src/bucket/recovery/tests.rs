@@ -83,6 +83,40 @@ fn layout_dir(term: u64, index: u64) -> String {
     crate::bucket::layout::checkpoint_dir(Term(term), Index(index))
 }
 
+/// A checkpoint whose object vanished while it was restored (GC after a
+/// newer one superseded it) is worth a new listing, whose untried
+/// checkpoints are the next candidates; a checkpoint damaged otherwise, or
+/// a listing with nothing new, is not.
+#[test]
+fn a_vanished_object_lists_again_for_newer_checkpoints() {
+    let missing = || CheckpointDamage::Missing {
+        key: "sst/aaaaaaaaaaaaaaaa/000012.sst".into(),
+    };
+    let mut choice = CheckpointChoice::new(&[mkey(1, 50)], None);
+    assert!(!choice.worth_relisting(), "a candidate is still left");
+    let _ = choice.report_damaged(missing());
+    assert!(choice.worth_relisting());
+    // The new listing: GC removed 50's manifest, 2/120 is new.
+    let mut choice = choice
+        .relisted(&[mkey(2, 120)], None)
+        .expect("a newer checkpoint appeared");
+    assert_eq!(choice.current(), Some(&candidate(2, 120)));
+    assert!(!choice.worth_relisting());
+    // Damaged in another way: no new listing.
+    let _ = choice.report_damaged(CheckpointDamage::Unusable { why: "x".into() });
+    assert!(!choice.worth_relisting());
+    assert_eq!(
+        choice.damaged().len(),
+        2,
+        "reports are kept across listings"
+    );
+
+    // Nothing new in the listing: nothing to try.
+    let mut choice = CheckpointChoice::new(&[mkey(1, 50)], None);
+    let _ = choice.report_damaged(missing());
+    assert!(choice.relisted(&[mkey(1, 50)], None).is_none());
+}
+
 /// A damaged newest checkpoint leads to the previous candidate, with a
 /// warning naming both; when none is left, the WAL alone.
 #[test]

@@ -349,6 +349,17 @@ fn corpus() -> Vec<PeerMsg> {
         PeerMsg::Fetch {
             term: Term(4),
             from: Index(10),
+            prev_term: None,
+        },
+        PeerMsg::Fetch {
+            term: Term(4),
+            from: Index(10),
+            prev_term: Some(Term(0)),
+        },
+        PeerMsg::Fetch {
+            term: Term(4),
+            from: Index(10),
+            prev_term: Some(Term(3)),
         },
         PeerMsg::ReadIndex { id: 0 },
         PeerMsg::ReadIndex { id: u64::MAX },
@@ -393,8 +404,16 @@ fn corpus() -> Vec<PeerMsg> {
             entries,
             more,
             gone,
+            mismatch: false,
         });
     }
+    out.push(PeerMsg::Fetched {
+        term: Term(4),
+        entries: Vec::new(),
+        more: false,
+        gone: false,
+        mismatch: true,
+    });
     for (id, request) in client_requests().into_iter().enumerate() {
         out.push(PeerMsg::Forward {
             id: id as u64,
@@ -544,21 +563,24 @@ fn append_carries_mixed_payloads_and_heartbeats() {
     assert_eq!(heartbeat.encode(), [0x08, 0x01, 0x2a, 0x02, 0x08, 0x03]);
 }
 
-/// `Fetched` keeps `more` and `gone` in all four combinations.
+/// `Fetched` keeps `more`, `gone` and `mismatch` in every combination.
 #[test]
-fn fetched_keeps_more_and_gone() {
+fn fetched_keeps_more_gone_and_mismatch() {
     for more in [false, true] {
         for gone in [false, true] {
-            assert_round_trips(&PeerMsg::Fetched {
-                term: Term(2),
-                entries: if gone {
-                    Vec::new()
-                } else {
-                    vec![entry(2, 3, None)]
-                },
-                more,
-                gone,
-            });
+            for mismatch in [false, true] {
+                assert_round_trips(&PeerMsg::Fetched {
+                    term: Term(2),
+                    entries: if gone || mismatch {
+                        Vec::new()
+                    } else {
+                        vec![entry(2, 3, None)]
+                    },
+                    more,
+                    gone,
+                    mismatch,
+                });
+            }
         }
     }
 }
@@ -883,6 +905,7 @@ fn broken_entry_runs_are_refused() {
                 entries: vec![entry(2, 9, None), entry(2, 9, None)],
                 more: false,
                 gone: false,
+                mismatch: false,
             }))),
             "entry 1 has index 9, expected 10",
         ),
@@ -899,6 +922,7 @@ fn broken_entry_runs_are_refused() {
         entries: vec![entry(2, u64::MAX - 1, None), entry(2, u64::MAX, None)],
         more: false,
         gone: false,
+        mismatch: false,
     });
 }
 
@@ -988,13 +1012,20 @@ fn arb_msg() -> impl Strategy<Value = PeerMsg> {
             hint,
             needs_promise
         }),
-        (t(), i()).prop_map(|(term, from)| PeerMsg::Fetch { term, from }),
-        (t(), arb_run(), any::<bool>(), any::<bool>()).prop_map(
-            |(term, (_, _, entries), more, gone)| PeerMsg::Fetched {
+        (t(), i(), proptest::option::of(t())).prop_map(|(term, from, prev_term)| {
+            PeerMsg::Fetch {
+                term,
+                from,
+                prev_term,
+            }
+        }),
+        (t(), arb_run(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(term, (_, _, entries), more, gone, mismatch)| PeerMsg::Fetched {
                 term,
                 entries,
                 more,
-                gone
+                gone,
+                mismatch,
             }
         ),
         any::<u64>().prop_map(|id| PeerMsg::ReadIndex { id }),
