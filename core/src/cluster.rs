@@ -162,6 +162,67 @@ pub enum FollowerWaitMode {
     None,
 }
 
+/// What a member that starts over from a checkpoint keeps of its log and
+/// its hard state ([`start_over_keeps`]; the driver's part of
+/// [`crate::Action::StartOver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartOverKeep {
+    /// The log continues the checkpoint: the entries after it stay (the
+    /// node replays them as its unapplied tail), and so does the hard
+    /// state.
+    LogAndHardState,
+    /// The log goes (it ends within the checkpoint, or it left the
+    /// committed log at or before the checkpoint's index); the hard state
+    /// stays.
+    HardState,
+    /// Nothing is known of the log: it goes, and so does the hard state
+    /// (the member rejoins as a new one that does not vote until caught
+    /// up).
+    Nothing,
+}
+
+/// What a member starting over from a checkpoint keeps, given the
+/// checkpoint's applied `(index, term)`, what its old log holds — its last
+/// index and the term of its entry at the checkpoint's index, or `None` if
+/// it cannot be read — and, as a fallback, the last index the member had
+/// when it asked to start over.
+///
+/// Why keeping the hard state (the promises, and so the vote) is safe: a
+/// member must not lose a committed entry it acknowledged, or a promise
+/// round could pick a log without it. Committed entries are never removed
+/// from a log that holds them, so every committed entry the member
+/// acknowledged is in its old log at its index. The checkpoint holds the
+/// committed log up to its index `c`.
+///
+/// - The old log ends at or before `c`: all of it is in the checkpoint.
+/// - Its entry at `c` has the checkpoint's term: by log matching it equals
+///   the committed log up to `c`, so checkpoint plus the old entries after
+///   `c` is the old log, entry for entry: the entries after `c` stay.
+/// - Its entry at `c` has another term: it left the committed log at some
+///   index at or before `c`, and by log matching no entry of it from there
+///   on is (or can ever be) committed; those before are in the checkpoint.
+///   The entries after `c` go.
+/// - The log cannot be read: only the fallback, the last index the member
+///   had, can show that the checkpoint covers it.
+#[must_use]
+pub fn start_over_keeps(
+    checkpoint: (Index, Term),
+    log: Option<(Index, Option<Term>)>,
+    last_index_before: Index,
+) -> StartOverKeep {
+    let (c, term) = checkpoint;
+    match log {
+        Some((last, _)) if last <= c => StartOverKeep::HardState,
+        Some((_, Some(t))) if t == term => StartOverKeep::LogAndHardState,
+        Some((_, Some(_))) => StartOverKeep::HardState,
+        // A log past `c` that does not hold `c`: not the contiguous log
+        // this member acknowledged from.
+        Some((_, None)) => StartOverKeep::Nothing,
+        None if last_index_before <= c => StartOverKeep::HardState,
+        None => StartOverKeep::Nothing,
+    }
+}
+
 /// What a node keeps durable apart from its log: the highest term it
 /// promised, and whether it is rejoining after losing its disk. Saved
 /// (fsynced) before a promise is answered.
@@ -569,6 +630,24 @@ mod tests {
             index,
             payload: None,
         }
+    }
+
+    /// Each case of the start-over rule: a log within the checkpoint, one
+    /// that continues it, one that left the committed log before it, one
+    /// that does not hold its index, and an unreadable one (the fallback).
+    #[test]
+    fn start_over_keeps_what_the_checkpoint_and_the_log_allow() {
+        use StartOverKeep::{HardState, LogAndHardState, Nothing};
+        let ckpt = (Index(100), Term(3));
+        let keeps = |log, before| start_over_keeps(ckpt, log, Index(before));
+        assert_eq!(keeps(Some((Index(90), None)), 200), HardState);
+        assert_eq!(keeps(Some((Index(100), Some(Term(3)))), 200), HardState);
+        assert_eq!(keeps(Some((Index(140), Some(Term(3)))), 0), LogAndHardState);
+        assert_eq!(keeps(Some((Index(140), Some(Term(2)))), 0), HardState);
+        assert_eq!(keeps(Some((Index(140), Some(Term(4)))), 0), HardState);
+        assert_eq!(keeps(Some((Index(140), None)), 0), Nothing);
+        assert_eq!(keeps(None, 100), HardState);
+        assert_eq!(keeps(None, 101), Nothing);
     }
 
     #[test]

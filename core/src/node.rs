@@ -530,18 +530,17 @@ pub enum Action {
     /// move its engine and WAL aside, restore the checkpoint and start a
     /// new node on it. Repeated while the node stays stuck.
     ///
-    /// The hard state: if the restored checkpoint reaches `last_index`,
-    /// every entry this member ever acknowledged that was committed is in
-    /// the checkpoint (its log is contiguous, and what it acknowledged
-    /// beyond its last index was truncated, so never committed), and its
-    /// log is now a prefix of the committed log: it keeps its hard state,
-    /// so its promises stand and it keeps its vote (moving the hard state
-    /// out of the way during the restore, so that a crash half-way leaves
-    /// none). Otherwise the hard state is moved aside and the member
-    /// rejoins as a new one that does not vote until caught up (as a start
-    /// without an engine does). Keeping the vote matters: a member that
-    /// starts over while another rejoins after a lost disk would otherwise
-    /// leave a majority of non-voters, and no leader could be elected.
+    /// The log and the hard state: [`crate::cluster::start_over_keeps`]
+    /// says what stays, from the restored checkpoint and the old log (its
+    /// entries after the checkpoint when they continue it, and the hard
+    /// state, so its promises stand and it keeps its vote, unless the old
+    /// log cannot be read and `last_index` is past the checkpoint). The
+    /// hard state is out of the way during the restore and comes back
+    /// last, so that a crash half-way leaves none (the member then rejoins
+    /// as a new one that does not vote until caught up, as a start without
+    /// an engine does). Keeping the vote matters: a member that starts
+    /// over while another rejoins after a lost disk would otherwise leave a
+    /// majority of non-voters, and no leader could be elected.
     StartOver {
         /// What the node could not find.
         why: String,

@@ -20,7 +20,7 @@ use t4_core::watch::{StreamId, WatchConfig};
 use t4_core::{mvcc, ClientRequest, Error, Index, KvEngine, NodeConfig, NodeId, Response, Term};
 
 use t4_core::bucket::lock::Member;
-use t4_core::cluster::{ClusterConfig, HardState};
+use t4_core::cluster::{ClusterConfig, HardState, StartOverKeep};
 
 use crate::config::{ClusterOptions, Config, ReadConsistency};
 use crate::driver::{self, Clock, Event, Published};
@@ -948,11 +948,11 @@ fn unexpected(op: &str, got: &Response) -> Error {
 /// A cluster member's engine that is there is checked first
 /// ([`behind_the_bucket`]), unless the caller already knows it is behind
 /// (a start-over at run time): if so, it is moved aside and the member
-/// starts over the same way, except that a member whose whole log the
-/// restored checkpoint covers ([`Behind::last_index`]) keeps its hard
-/// state, and its vote (`Action::StartOver` says why that is safe). The
-/// hard state is out of the way during the restore, so a crash half-way
-/// leaves none (the member then rejoins).
+/// starts over the same way, except that it keeps its hard state, and its
+/// vote, and the WAL after the checkpoint when it continues it, as far as
+/// [`t4_core::cluster::start_over_keeps`] allows (it says why that is
+/// safe). The hard state is out of the way during the restore and comes
+/// back last, so a crash half-way leaves none (the member then rejoins).
 pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
@@ -1006,11 +1006,13 @@ pub(crate) async fn restore_if_missing(
     }
     let wal_dir = config.wal_dir();
     let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
+    let mut wal_aside = None;
     if wal_has_files {
         let aside = config.data_dir.join(format!("wal.without-engine-{stamp}"));
         tracing::warn!(wal = %wal_dir.display(), moved_to = %aside.display(),
             "a WAL without its engine cannot be replayed; moving it aside");
         std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;
+        wal_aside = Some(aside);
     }
     let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
     let mut hard_state_aside = None;
@@ -1023,18 +1025,32 @@ pub(crate) async fn restore_if_missing(
     }
     let started = std::time::Instant::now();
     let restored = crate::checkpoint::restore(store, &engine_dir, None).await;
-    let covered = match (&restored, &behind) {
-        (Ok(Some(restored)), Some(behind)) => restored.manifest.index.0 >= behind.last_index,
-        _ => false,
+    let keep = match (&restored, &behind, &hard_state_aside) {
+        (Ok(Some(_)), Some(behind), Some(_)) => {
+            start_over_keeps(config, wal_aside.as_deref(), behind)
+                .map_err(|e| data_dir_error(&engine_dir, e))?
+        }
+        _ => StartOverKeep::Nothing,
     };
+    // Each step leaves a state a crash may stop in safely: the hard state
+    // comes back last (without it the member only rejoins), and the WAL
+    // comes back only if it continues the restored engine.
+    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
+    if let (StartOverKeep::LogAndHardState, Some(aside)) = (keep, &wal_aside) {
+        tracing::info!("this member's log continues the checkpoint: it keeps the entries after it");
+        std::fs::rename(aside, &wal_dir)
+            .and_then(|()| sync_data_dir())
+            .map_err(|e| data_dir_error(&wal_dir, e))?;
+    }
     if let Some(aside) = hard_state_aside {
-        if covered {
+        if keep != StartOverKeep::Nothing {
             tracing::info!(
-                "the checkpoint covers this member's whole log: it keeps its hard \
-                state (and its vote)"
+                ?keep,
+                "the checkpoint and this member's log allow it to keep its hard state (and \
+                 its vote)"
             );
             std::fs::rename(&aside, &hard_state)
-                .and_then(|()| std::fs::File::open(&config.data_dir)?.sync_all())
+                .and_then(|()| sync_data_dir())
                 .map_err(|e| data_dir_error(&hard_state, e))?;
         } else {
             tracing::warn!(moved_to = %aside.display(),
@@ -1067,13 +1083,49 @@ pub(crate) async fn restore_if_missing(
     }
 }
 
+/// What a member starting over keeps ([`t4_core::cluster::start_over_keeps`]),
+/// from the restored engine's applied index and term and the WAL set
+/// aside (read from that index on; `None` if there was none).
+fn start_over_keeps(
+    config: &Config,
+    wal_aside: Option<&std::path::Path>,
+    behind: &Behind,
+) -> std::io::Result<StartOverKeep> {
+    let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let meta = mvcc::read_meta(&engine).map_err(|e| std::io::Error::other(e.to_string()))?;
+    drop(engine);
+    let at = Index(meta.applied_index);
+    let log = match wal_aside {
+        None => Some((Index(0), None)),
+        Some(dir) => match Wal::open(dir, at.max(Index(1)), Term(0), u64::MAX) {
+            Ok((wal, entries)) => {
+                let term = entries
+                    .first()
+                    .filter(|e| e.index_id() == at)
+                    .map(t4_core::log::Entry::term_id);
+                Some((wal.last_index(), term))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the WAL set aside cannot be read");
+                None
+            }
+        },
+    };
+    Ok(t4_core::cluster::start_over_keeps(
+        (at, Term(meta.applied_term)),
+        log,
+        Index(behind.last_index),
+    ))
+}
+
 /// A cluster member known to be behind the bucket's GC (a start-over at
 /// run time, `Action::StartOver`).
 pub(crate) struct Behind {
     /// Why (what the bucket check found).
     pub why: String,
-    /// The last index of the member's log: if the restored checkpoint
-    /// reaches it, the member keeps its hard state.
+    /// The last index of the member's log (what the start-over keeps
+    /// falls back on it when the WAL set aside cannot be read).
     pub last_index: u64,
 }
 

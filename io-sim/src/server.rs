@@ -37,7 +37,7 @@ use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::sleep;
 use t4_core::bucket::lock::Member;
-use t4_core::cluster::{HardState, PeerMsg};
+use t4_core::cluster::{start_over_keeps, HardState, PeerMsg, StartOverKeep};
 use t4_core::kv::RangeRequest;
 use t4_core::mvcc;
 use t4_core::node::checkpoint::{CheckpointStats, TakenCheckpoint};
@@ -439,13 +439,14 @@ async fn serve_process(ctx: ServerContext) {
 const START_OVER_FILE: &str = "start-over";
 /// Where a start-up restore keeps the hard state while it restores.
 const HARD_STATE_ASIDE: &str = "hard_state.without-engine";
+/// Where a hard state the restore could not keep ends up.
+const HARD_STATE_DROPPED: &str = "hard_state.dropped";
 
 /// The driver's part of [`Action::StartOver`] that happens while the
 /// process is down: the engine goes aside, and a marker tells the next
 /// start the last index of the log that goes with it
-/// ([`restore_if_missing`] then moves the WAL aside, restores the newest
-/// checkpoint and keeps the hard state if the checkpoint reaches that
-/// index).
+/// ([`restore_if_missing`] then restores the newest checkpoint and keeps
+/// what [`start_over_keeps`] allows of the WAL and the hard state).
 pub fn prepare_start_over(disk: &Disk, last_index: u64) {
     disk.create_durable(START_OVER_FILE, last_index.to_le_bytes().to_vec());
     disk.put_engine_aside();
@@ -461,18 +462,11 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
     if ctx.disk.has_engine() {
         return Ok(());
     }
-    for name in ctx.disk.list() {
-        if let Some(rest) = name.strip_prefix("wal/") {
-            tracing::warn!(file = %name, "a WAL without its engine cannot be replayed; moving it aside");
-            ctx.disk
-                .rename(&name, &format!("wal.without-engine/{rest}"));
-        }
-    }
     // Cluster mode: the promises were made for the log that went with
     // the engine; they are moved aside (a crash before the end leaves none:
     // the member then rejoins as a new one that does not vote until caught
-    // up), and back only for a start-over whose checkpoint reaches that
-    // log's last index ([`Action::StartOver`]).
+    // up), and back only for a start-over that [`start_over_keeps`] allows
+    // (so is the WAL after the checkpoint).
     let start_over = ctx.disk.read(START_OVER_FILE).map(|bytes| {
         u64::from_le_bytes(
             bytes
@@ -485,11 +479,17 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
     if hard_state_aside {
         ctx.disk
             .rename(crate::hard_state::FILE_NAME, HARD_STATE_ASIDE);
+    } else if start_over.is_some() && ctx.disk.read(HARD_STATE_ASIDE).is_some() {
+        // A start-over's restore was cut short (the WAL moves, and the hard
+        // state comes back, only once the engine is in): this is the same
+        // start-over again.
+        hard_state_aside = true;
     }
     let (report, snapshot) =
         crate::checkpoint::restore(s3, ctx.config.object_timeout, ctx.config.bugs.restore())
             .await
             .map_err(|e| format!("restoring a checkpoint: {e}"))?;
+    let mut keep = StartOverKeep::Nothing;
     match (&report.restored, snapshot) {
         (Some(restored), Some(snapshot)) => {
             tracing::info!(
@@ -499,27 +499,47 @@ async fn restore_if_missing(ctx: &ServerContext, s3: &S3Client) -> Result<(), St
                 skipped = report.damaged.len(),
                 "restored a checkpoint from the bucket"
             );
-            ctx.disk.install_engine(snapshot);
-            if hard_state_aside && start_over.is_some_and(|last| restored.index.0 >= last) {
-                tracing::info!(
-                    "the checkpoint covers the whole log this member had: it keeps its hard \
-                     state (and its vote)"
-                );
-                ctx.disk
-                    .rename(HARD_STATE_ASIDE, crate::hard_state::FILE_NAME);
-                hard_state_aside = false;
+            let meta = t4_core::mvcc::read_meta(&snapshot).map_err(|e| e.to_string())?;
+            let at = (Index(meta.applied_index), Term(meta.applied_term));
+            if let (Some(last_before), true) = (start_over, hard_state_aside) {
+                let log = SimWal::peek(&ctx.disk, at.0)
+                    .inspect_err(|e| tracing::warn!(error = %e, "the WAL cannot be read"))
+                    .ok();
+                keep = start_over_keeps(at, log, Index(last_before));
             }
+            ctx.disk.install_engine(snapshot);
         }
         _ => tracing::info!(
             skipped = report.damaged.len(),
             "no usable checkpoint in the bucket; starting from an empty engine"
         ),
     }
+    if keep != StartOverKeep::LogAndHardState {
+        for name in ctx.disk.list() {
+            if let Some(rest) = name.strip_prefix("wal/") {
+                tracing::warn!(file = %name, "a WAL without its engine cannot be replayed; moving it aside");
+                ctx.disk
+                    .rename(&name, &format!("wal.without-engine/{rest}"));
+            }
+        }
+    }
+    if keep != StartOverKeep::Nothing {
+        tracing::info!(
+            ?keep,
+            "the checkpoint and this member's log allow it to keep its hard \
+            state (and its vote)"
+        );
+        ctx.disk
+            .rename(HARD_STATE_ASIDE, crate::hard_state::FILE_NAME);
+        hard_state_aside = false;
+    }
     if hard_state_aside {
         tracing::warn!(
             "a hard state without its engine: this member rejoins as a new one (it does not \
              vote until caught up)"
         );
+        // Kept, under a name no later start-over takes for its own.
+        ctx.disk.rename(HARD_STATE_ASIDE, HARD_STATE_DROPPED);
     }
     ctx.disk.remove(START_OVER_FILE);
     ctx.status.update(|s| s.restore = Some(report));

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use madsim::time::Instant;
 use t4_core::log::Entry;
 use t4_core::wal::{
-    decode_segment, encode_entries, plan_replay, CutKind, SegmentHeader, SegmentImage,
+    decode_segment, encode_entries, plan_replay, CutKind, ReplayPlan, SegmentHeader, SegmentImage,
     FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use t4_core::{Index, Term};
@@ -30,9 +30,14 @@ use crate::disk::Disk;
 /// Every log entry known durable, by index: what the node's log holds (the
 /// engine's applied part included) as far as the disk can tell, with the
 /// simulated time it became durable (an entry is applied right after).
+///
+/// What a [`Ledger::clear`] forgot stays readable ([`Ledger::ever_with_time`]):
+/// an entry durable once was there, whatever happened to the disk later
+/// (the lease check asks when each revoke first became durable).
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     entries: Arc<Mutex<BTreeMap<u64, (Entry, Instant)>>>,
+    forgotten: Arc<Mutex<Vec<(Entry, Instant)>>>,
 }
 
 impl Ledger {
@@ -54,9 +59,22 @@ impl Ledger {
         self.lock().values().cloned().collect()
     }
 
-    /// Forgets everything (the disk was lost).
+    /// Every entry this ledger ever held (those a [`Ledger::clear`] forgot
+    /// first), with the time each became durable; an index may repeat.
+    #[must_use]
+    pub fn ever_with_time(&self) -> Vec<(Entry, Instant)> {
+        let mut ever = self.forgotten.lock().expect("ledger lock poisoned").clone();
+        ever.extend(self.entries_with_time());
+        ever
+    }
+
+    /// Forgets everything (the disk was lost, or the log put aside).
     pub fn clear(&self) {
-        self.lock().clear();
+        let gone = std::mem::take(&mut *self.lock());
+        self.forgotten
+            .lock()
+            .expect("ledger lock poisoned")
+            .extend(gone.into_values());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Entry, Instant)>> {
@@ -116,6 +134,36 @@ pub struct SimWal {
 
 const DIR: &str = "wal/";
 
+/// The segment files on `disk` (first index, name), oldest first, and the
+/// replay plan from `from` over them.
+fn read_plan(disk: &Disk, from: Index) -> Result<(Vec<(Index, String)>, ReplayPlan), WalError> {
+    let mut names = Vec::new();
+    for name in disk.list() {
+        let Some(first) = name
+            .strip_prefix(DIR)
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        names.push((Index(first), name));
+    }
+    let contents: Vec<Vec<u8>> = names
+        .iter()
+        .map(|(_, name)| disk.read(name).expect("listed file exists"))
+        .collect();
+    let images: Vec<SegmentImage<'_>> = names
+        .iter()
+        .zip(&contents)
+        .map(|((first, _), bytes)| SegmentImage {
+            first_index: *first,
+            bytes,
+        })
+        .collect();
+    let plan = plan_replay(&images, from).map_err(|e| format!("WAL replay refused: {e:?}"))?;
+    Ok((names, plan))
+}
+
 fn segment_name(first: Index) -> String {
     format!("{DIR}{:020}.wal", first.0)
 }
@@ -134,31 +182,7 @@ impl SimWal {
         term: Term,
         segment_bytes_max: usize,
     ) -> Result<(SimWal, Vec<Entry>), WalError> {
-        let mut names = Vec::new();
-        for name in disk.list() {
-            let Some(first) = name
-                .strip_prefix(DIR)
-                .and_then(|n| n.strip_suffix(".wal"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            names.push((Index(first), name));
-        }
-        let contents: Vec<Vec<u8>> = names
-            .iter()
-            .map(|(_, name)| disk.read(name).expect("listed file exists"))
-            .collect();
-        let images: Vec<SegmentImage<'_>> = names
-            .iter()
-            .zip(&contents)
-            .map(|((first, _), bytes)| SegmentImage {
-                first_index: *first,
-                bytes,
-            })
-            .collect();
-        let plan = plan_replay(&images, from).map_err(|e| format!("WAL replay refused: {e:?}"))?;
-        drop(images);
+        let (names, plan) = read_plan(disk, from)?;
         for cut in &plan.cuts {
             let name = &names[cut.segment].1;
             if let CutKind::TornTail { reason, .. } = &cut.kind {
@@ -200,6 +224,25 @@ impl SimWal {
         }
         ledger.recovered(from, &plan.entries);
         Ok((wal, plan.entries))
+    }
+
+    /// What the WAL on `disk` holds, without changing a file: its last
+    /// index and the term of its entry `at` (`None` if it does not hold
+    /// it). For a start-over deciding what of the log it keeps
+    /// ([`t4_core::cluster::start_over_keeps`]).
+    ///
+    /// # Errors
+    /// The replay plan refuses the files (corruption, a hole, `at` below
+    /// the oldest segment).
+    pub fn peek(disk: &Disk, at: Index) -> Result<(Index, Option<Term>), WalError> {
+        let (_, plan) = read_plan(disk, at)?;
+        let last = plan.next.map_or(Index(0), |n| Index(n.0 - 1));
+        let term = plan
+            .entries
+            .first()
+            .filter(|e| e.index_id() == at)
+            .map(Entry::term_id);
+        Ok((last, term))
     }
 
     /// Appends a batch (not durable until [`SimWal::sync`]).

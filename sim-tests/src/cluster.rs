@@ -959,7 +959,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     }
     let mut revoked: BTreeMap<i64, u64> = BTreeMap::new();
     for m in &members {
-        for (entry, at) in m.ledger.entries_with_time() {
+        for (entry, at) in m.ledger.ever_with_time() {
             if let Some(t4_core::log::Payload::LeaseRevoke(r)) = &entry.payload {
                 let at = rec.since_start(at);
                 revoked

@@ -202,20 +202,38 @@ fn regression_seeds() {
 ///   GC deleted while they downloaded (a newer checkpoint had superseded
 ///   it); the member started from an empty engine and never caught up. A
 ///   restore whose checkpoint vanished now lists the bucket again.
+/// - 417 (likewise): a member started over with a log reaching past the
+///   checkpoint, so it lost its vote, and with another member rejoining
+///   after a lost disk no leader could be elected. A start-over now keeps
+///   the hard state whenever the old log allows it, and the log after the
+///   checkpoint when it continues the checkpoint
+///   (`t4_core::cluster::start_over_keeps`).
+/// - 511 (likewise): a member crashed while its start-over restored the
+///   checkpoint; the next start no longer knew the hard state set aside
+///   was its own, and it rejoined as a non-voter. An interrupted start-over
+///   now resumes as the same start-over.
+/// - 1254 (likewise, a checker fix): every ledger holding a lease's revoke
+///   was cleared by a start-over or a lost disk, and the lease check took
+///   the lease for never revoked; a cleared ledger now keeps what it held
+///   for that check.
 #[test]
 fn gc_regression_seeds() {
     let (reports, panics) = play("gc regressions", &[107], |seed| {
         ClusterRunConfig::new(seed, 3)
     });
     assert_clean("gc regressions", &reports, &panics);
-    let (reports, panics) = play("gc regressions", &[44, 100, 25, 16, 276], |seed| {
-        let keep_all = ClusterRunConfig::new(seed, 3);
-        ClusterRunConfig {
-            tier: true,
-            gc_keep: 1,
-            peer_buffer: 16 + usize::try_from(seed % 32).expect("fits"),
-            ..keep_all
-        }
-    });
+    let (reports, panics) = play(
+        "gc regressions",
+        &[44, 100, 25, 16, 276, 417, 511, 1254],
+        |seed| {
+            let keep_all = ClusterRunConfig::new(seed, 3);
+            ClusterRunConfig {
+                tier: true,
+                gc_keep: 1,
+                peer_buffer: 16 + usize::try_from(seed % 32).expect("fits"),
+                ..keep_all
+            }
+        },
+    );
     assert_clean("gc regressions", &reports, &panics);
 }
