@@ -22,6 +22,12 @@ sim *ARGS:
 sim-long SEEDS="0..20000":
     SIM_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test chaos chaos_seeds -- --nocapture
 
+# Long cluster simulations, 3 and 5 nodes: the CI settings, then the bucket
+# tier with GC on every seed (members fall behind GC and start over).
+sim-cluster-long SEEDS="0..3000":
+    SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster three_nodes five_nodes -- --nocapture
+    SIM_CLUSTER_TIER=1 SIM_CLUSTER_GC=1 SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster three_nodes five_nodes -- --nocapture
+
 # The etcdctl comparison against a real etcd.
 compat:
     cargo build --workspace --all-targets  # the same selection as the tests: one RocksDB build
