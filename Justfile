@@ -25,8 +25,8 @@ sim-long SEEDS="0..20000":
 # Long cluster simulations, 3 and 5 nodes: the CI settings, then the bucket
 # tier with GC on every seed (members fall behind GC and start over).
 sim-cluster-long SEEDS="0..3000":
-    SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster three_nodes five_nodes -- --nocapture
-    SIM_CLUSTER_TIER=1 SIM_CLUSTER_GC=1 SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster three_nodes five_nodes -- --nocapture
+    SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster -- --nocapture three_nodes five_nodes
+    SIM_CLUSTER_TIER=1 SIM_CLUSTER_GC=1 SIM_CLUSTER_SEEDS={{SEEDS}} cargo test -p sim-tests --release --test cluster -- --nocapture three_nodes five_nodes
 
 # The etcdctl comparison against a real etcd.
 compat:
