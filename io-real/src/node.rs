@@ -1407,3 +1407,6 @@ pub fn member_id_of(name: &str) -> u64 {
     }
     hash.max(1)
 }
+
+#[cfg(test)]
+mod start_over_tests;
