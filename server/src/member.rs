@@ -6,7 +6,9 @@
 //! clients show (`etcdctl member list`), which is derived from the name.
 //! Removing a member that will not come back lets the others reach a
 //! majority without it; a removed member that is still running shuts down,
-//! and started again it joins again.
+//! and started again it joins again. `t4 member force-remove` works on the
+//! bucket instead, for the one case without a leader to ask: a two-member
+//! cluster that lost one member's disk.
 
 use std::time::Duration;
 
@@ -21,6 +23,18 @@ pub enum MemberCommand {
     List(ListArgs),
     /// Remove a member (by name or hex id) from the voting members.
     Remove(RemoveArgs),
+    /// Remove a member through the bucket, with no leader: for a
+    /// two-member cluster that lost one member's disk (the survivor cannot
+    /// be elected without it). Only takes two members to one.
+    ForceRemove(ForceRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForceRemoveArgs {
+    #[command(flatten)]
+    bucket: crate::bucket_args::BucketArgs,
+    /// The lost member's `--node-id`.
+    member: String,
 }
 
 #[derive(Debug, Args)]
@@ -85,8 +99,67 @@ pub fn run(command: MemberCommand) -> Result<(), String> {
                 print!("{}", table(left.members()));
                 Ok(())
             }
+            MemberCommand::ForceRemove(args) => force_remove(&args).await,
         }
     })
+}
+
+/// `t4 member force-remove`: one conditional write of the bucket's lock
+/// (`LeaderLock::forced_removal` says what it writes and why only from two
+/// members to one).
+async fn force_remove(args: &ForceRemoveArgs) -> Result<(), String> {
+    use t4_core::bucket::layout::LEADER_LOCK;
+    use t4_core::bucket::lock::LeaderLock;
+    use t4_core::object::{ObjectError, ObjectOp, ObjectReply, PutCondition};
+
+    let bucket = crate::bucket_cli::read::Bucket::open(&args.bucket).await?;
+    let store = bucket.store();
+    let (body, etag) = match store
+        .execute(ObjectOp::Get {
+            key: LEADER_LOCK.to_owned(),
+        })
+        .await
+    {
+        Ok(ObjectReply::Got { body, etag }) => (body, etag),
+        Err(ObjectError::NotFound) => {
+            return Err(format!(
+                "{} holds no {LEADER_LOCK}: no cluster",
+                bucket.describe()
+            ))
+        }
+        Ok(other) => return Err(format!("reading {LEADER_LOCK}: unexpected {other:?}")),
+        Err(e) => return Err(format!("reading {LEADER_LOCK}: {e}")),
+    };
+    let lock = LeaderLock::decode(&body).map_err(|e| format!("{LEADER_LOCK}: {e}"))?;
+    let forced = lock.forced_removal(&args.member)?;
+    match store
+        .execute(ObjectOp::Put {
+            key: LEADER_LOCK.to_owned(),
+            body: forced.encode(),
+            condition: PutCondition::IfMatch(etag),
+        })
+        .await
+    {
+        Ok(_) => {
+            println!(
+                "removed {} from {}: {} is the only member and takes over; start {} again, \
+                 with an empty data directory, to add it back",
+                args.member,
+                bucket.describe(),
+                forced.leader_id,
+                args.member
+            );
+            Ok(())
+        }
+        Err(ObjectError::PreconditionFailed | ObjectError::NotFound) => Err(format!(
+            "{LEADER_LOCK} changed while it was read (a member is active): nothing written; \
+             look again with `t4 status`"
+        )),
+        Err(e) => Err(format!(
+            "writing {LEADER_LOCK}: {e} (it may or may not have taken effect; \
+            look with `t4 status`)"
+        )),
+    }
 }
 
 async fn connect(endpoint: &Endpoint) -> Result<Client, String> {

@@ -1040,3 +1040,75 @@ async fn status_on_s3() {
     let other = t4(&cmd("status --json", &moto.flags("t4-status", "tenant-b"))).json();
     assert_eq!(other["wal"]["count"], 0, "another prefix is another bucket");
 }
+
+/// `t4 member force-remove` rewrites a two-member lock without the lost
+/// member, naming the other leader of the next term (one conditional
+/// write); it refuses, changing nothing, a lock of other sizes, a name
+/// that is no member, and a bucket without a lock.
+#[tokio::test]
+async fn member_force_remove_takes_two_members_to_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = dir_flags(dir.path());
+    let store = open_dir(dir.path());
+    let member = |id: &str| Member {
+        id: id.into(),
+        peer_addr: format!("{id}.local:3380"),
+    };
+    let no_lock = t4(&with(&cmd("member force-remove", &flags), &["n1"]));
+    assert_ne!(no_lock.code, Some(0));
+    assert!(no_lock.stderr.contains("no cluster"), "{}", no_lock.stderr);
+
+    let three = LeaderLock {
+        term: Term(3),
+        leader_id: "n1".into(),
+        leader_peer_addr: member("n1").peer_addr,
+        members: vec![member("n1"), member("n2"), member("n3")],
+        generation: 5,
+    };
+    put(&store, LEADER_LOCK, three.encode().to_vec()).await;
+    let before = listing(&store).await;
+    let refused = t4(&with(&cmd("member force-remove", &flags), &["n1"]));
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.stderr.contains("3 members"), "{}", refused.stderr);
+    assert_eq!(listing(&store).await, before, "nothing written");
+
+    let two = LeaderLock {
+        members: vec![member("n1"), member("n2")],
+        ..three
+    };
+    put(&store, LEADER_LOCK, two.encode().to_vec()).await;
+    let stranger = t4(&with(&cmd("member force-remove", &flags), &["n9"]));
+    assert!(
+        stranger.stderr.contains("not a member"),
+        "{}",
+        stranger.stderr
+    );
+
+    let out = t4(&with(&cmd("member force-remove", &flags), &["n1"])).ok();
+    assert!(
+        out.stdout.contains("n2 is the only member"),
+        "{}",
+        out.stdout
+    );
+    let Ok(ObjectReply::Got { body, .. }) = store
+        .execute(ObjectOp::Get {
+            key: LEADER_LOCK.into(),
+        })
+        .await
+    else {
+        panic!("the lock");
+    };
+    let forced = LeaderLock::decode(&body).expect("decode");
+    assert_eq!(
+        forced,
+        LeaderLock {
+            term: Term(4),
+            leader_id: "n2".into(),
+            leader_peer_addr: member("n2").peer_addr,
+            members: vec![member("n2")],
+            generation: 6,
+        }
+    );
+    let last = t4(&with(&cmd("member force-remove", &flags), &["n2"]));
+    assert!(last.stderr.contains("1 members"), "{}", last.stderr);
+}

@@ -175,6 +175,61 @@ impl LeaderLock {
         Ok(())
     }
 
+    /// The lock a forced removal writes (`t4 member force-remove`): a
+    /// two-member cluster that lost one member's disk cannot elect a
+    /// leader (the survivor needs the other's promise, and a member that
+    /// lost its disk does not vote until a leader has caught it up), so an
+    /// operator removes the lost member through the bucket. The member
+    /// left is named leader of the next term: a candidate stuck in the
+    /// current term waiting for the lost member's promise steps down on
+    /// reading it, and seeing itself named without leading, the member
+    /// claims a new term at once, with a promise round of one. The
+    /// generation moves on; the caller writes the lock with `If-Match` on
+    /// the one it read.
+    ///
+    /// Safe only from two members to one: a write committed with both
+    /// members (any wait mode but the unsafe `none`) is on the survivor,
+    /// so it loses nothing, and the lost
+    /// member, started again, joins as a new one. From more members a
+    /// leader can be elected and removes members itself, one at a time;
+    /// removing several at once without one could drop writes only the
+    /// removed members held.
+    ///
+    /// # Errors
+    /// The lock does not list exactly two members, or not `id`.
+    pub fn forced_removal(&self, id: &str) -> Result<LeaderLock, String> {
+        if self.members.len() != 2 {
+            return Err(format!(
+                "the lock lists {} members: a forced removal only takes a two-member cluster to \
+                 one (with more members, remove through a member's endpoint: a leader can be \
+                 elected)",
+                self.members.len()
+            ));
+        }
+        if !self.members.iter().any(|m| m.id == id) {
+            return Err(format!(
+                "{id:?} is not a member; the members: {}",
+                self.members
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let left = self
+            .members
+            .iter()
+            .find(|m| m.id != id)
+            .expect("two members with unique ids");
+        Ok(LeaderLock {
+            term: Term(self.term.0 + 1),
+            leader_id: left.id.clone(),
+            leader_peer_addr: left.peer_addr.clone(),
+            members: vec![left.clone()],
+            generation: self.generation + 1,
+        })
+    }
+
     /// The object body.
     ///
     /// # Panics
@@ -316,6 +371,22 @@ mod tests {
             members: members.iter().map(|id| member(id)).collect(),
             generation,
         }
+    }
+
+    /// A forced removal takes two members to one, naming the one left
+    /// leader of the next term; anything else is refused with a reason.
+    #[test]
+    fn a_forced_removal_takes_two_members_to_one() {
+        let two = lock(4, "a", &["a", "b"], 9);
+        assert_eq!(two.forced_removal("a"), Ok(lock(5, "b", &["b"], 10)));
+        assert_eq!(two.forced_removal("b"), Ok(lock(5, "a", &["a"], 10)));
+        let refused = |l: &LeaderLock, id: &str, needle: &str| {
+            let why = l.forced_removal(id).expect_err("refused");
+            assert!(why.contains(needle), "{why}");
+        };
+        refused(&two, "c", "not a member");
+        refused(&lock(4, "a", &["a"], 9), "a", "1 members");
+        refused(&lock(4, "a", &["a", "b", "c"], 9), "c", "3 members");
     }
 
     /// A lock round-trips through its JSON, which has the documented shape.

@@ -14,7 +14,7 @@ use crate::bucket::{layout, wal_object};
 use crate::cluster::{ClusterConfig, ClusterMutants, HardState, PeerMsg};
 use crate::engine::MemEngine;
 use crate::kv::{PutRequest, RangeRequest};
-use crate::object::MemBucket;
+use crate::object::{MemBucket, ObjectOp, ObjectReply, PutCondition};
 use bytes::Bytes;
 
 const MS: u64 = 1_000_000;
@@ -1553,6 +1553,75 @@ fn a_candidate_with_a_stale_tail_fetches_from_its_committed_prefix() {
         assert_eq!(rig.value(&old, &key), Some(b"1".to_vec()), "{key}");
     }
     assert!(rig.run_until(5_000, |r| r.converged()), "{}", rig.dump());
+}
+
+/// A two-member cluster whose leader lost its disk elects no one: the
+/// survivor needs the other's promise, and the other does not vote until a
+/// leader has caught it up. A forced removal (`t4 member force-remove`,
+/// one conditional write of `LeaderLock::forced_removal`) lets the survivor
+/// lead alone with every acknowledged write; the wiped member, started
+/// again, joins as a new one and the two converge.
+#[test]
+fn a_forced_removal_unblocks_a_two_member_cluster_that_lost_a_disk() {
+    let mut rig = Rig::cluster(2);
+    let lost = rig.serving_leaders()[0].clone();
+    let survivor = rig.others(&lost)[0].clone();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let req = rig.put(&lost, &key, "1");
+        assert!(is_ok_put(&rig.answer(req, 500)), "{key}");
+        acked.push(key);
+    }
+    rig.wipe(&lost);
+    rig.start(&lost);
+    assert!(
+        !rig.run_until(20_000, |r| !r.serving_leaders().is_empty()),
+        "no leader without the forced removal: {}",
+        rig.dump()
+    );
+    let Ok(ObjectReply::Got { body, etag }) = rig.bucket.execute(ObjectOp::Get {
+        key: layout::LEADER_LOCK.into(),
+    }) else {
+        panic!("the lock");
+    };
+    let lock = LeaderLock::decode(&body).expect("lock");
+    assert!(lock.forced_removal("nobody").is_err());
+    let forced = lock.forced_removal(&lost).expect("two members");
+    assert_eq!(forced.members.len(), 1);
+    assert!(
+        forced.forced_removal(&survivor).is_err(),
+        "never the last one"
+    );
+    rig.bucket
+        .execute(ObjectOp::Put {
+            key: layout::LEADER_LOCK.into(),
+            body: forced.encode(),
+            condition: PutCondition::IfMatch(etag),
+        })
+        .expect("the forced write");
+    assert!(
+        rig.run_until(10_000, |r| r.serving_leaders() == [survivor.clone()]),
+        "{}",
+        rig.dump()
+    );
+    for key in &acked {
+        assert_eq!(rig.value(&survivor, key), Some(b"1".to_vec()), "{key}");
+    }
+    // The lost member learns it was removed and stops (its driver ends the
+    // process); started again, it joins as a new member.
+    assert!(rig.run_until(10_000, |r| r.node(&lost).cluster_role()
+        == Some(ClusterRole::Removed)));
+    rig.crash(&lost);
+    rig.start(&lost);
+    assert!(
+        rig.run_until(30_000, |r| r.lock().members.len() == 2 && r.converged()),
+        "the wiped member joins again: {}",
+        rig.dump()
+    );
+    for key in &acked {
+        assert_eq!(rig.value(&lost, key), Some(b"1".to_vec()), "{key}");
+    }
 }
 
 /// The lagging-winner scenario: the acknowledged keys missing on the new

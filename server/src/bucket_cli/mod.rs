@@ -10,7 +10,7 @@
 //! it changes anything.
 
 mod gc;
-mod read;
+pub(crate) mod read;
 mod restore;
 mod status;
 
