@@ -10,20 +10,32 @@
 //! by side rarely pick the same one, and only if they bind now.
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
 
 /// The lowest port handed out.
 const LOWEST: u16 = 10_000;
 
+/// Ports this process handed out already: a port released after the check
+/// is free again, so two calls could otherwise return the same one (CI once
+/// started a server whose `--listen` and `--metrics-addr` were equal).
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
 /// A loopback address with a port below the ephemeral range that is free
-/// now (bound and released).
+/// now (bound and released), never one this process handed out before.
 pub fn free_addr() -> SocketAddr {
     let top = ephemeral_low().max(LOWEST + 1_000);
     let span = u64::from(top - LOWEST);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1_000 {
         let port = LOWEST + (random() % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             return l.local_addr().expect("local addr");
         }
     }
