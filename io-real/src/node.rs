@@ -952,7 +952,9 @@ fn unexpected(op: &str, got: &Response) -> Error {
 /// vote, and the WAL after the checkpoint when it continues it, as far as
 /// [`t4_core::cluster::start_over_keeps`] allows (it says why that is
 /// safe). The hard state is out of the way during the restore and comes
-/// back last, so a crash half-way leaves none (the member then rejoins).
+/// back last. A start-over leaves a marker until it is done: one cut short
+/// before its engine is in (a crash, a failed download) resumes as the
+/// same start-over at the next start; one stopped after that rejoins.
 pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
@@ -970,7 +972,41 @@ pub(crate) async fn restore_if_missing(
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if engine_dir.join("CURRENT").exists() {
+    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
+    // A start-over leaves a marker (the log's last index) until it is
+    // done, and sets the WAL and the hard state aside under fixed names:
+    // one cut short before its engine was in (a crash, a failed download)
+    // resumes as the same start-over at the next start. Without a marker,
+    // anything under those names is a leftover: it gets a dated name.
+    let marker = config.data_dir.join(START_OVER_MARKER);
+    let wal_aside = config.data_dir.join(WAL_ASIDE);
+    let hard_state_aside = config.data_dir.join(HARD_STATE_ASIDE);
+    let marked = read_marker(&marker).map_err(|e| data_dir_error(&marker, e))?;
+    let has_engine = engine_dir.join("CURRENT").exists();
+    if marked.is_none() || has_engine {
+        retire_asides(config, stamp).map_err(|e| data_dir_error(&config.data_dir, e))?;
+        if marked.is_some() {
+            tracing::warn!(
+                "a start-over stopped after its engine was in, before it kept this \
+                member's hard state: it rejoins as a new member"
+            );
+        }
+    }
+    let behind = match (behind, marked) {
+        (Some(behind), _) => {
+            std::fs::write(&marker, behind.last_index.to_le_bytes())
+                .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+                .and_then(|()| sync_data_dir())
+                .map_err(|e| data_dir_error(&marker, e))?;
+            Some(behind)
+        }
+        (None, Some(last_index)) if !has_engine => Some(Behind {
+            why: "resuming a start-over that was cut short".into(),
+            last_index,
+        }),
+        _ => None,
+    };
+    if has_engine {
         let applied = || {
             let engine = RocksEngine::open(&config.engine_dir(), RocksOptions::default())?;
             Ok(mvcc::read_meta(&engine)?.applied_index)
@@ -1006,60 +1042,57 @@ pub(crate) async fn restore_if_missing(
     }
     let wal_dir = config.wal_dir();
     let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
-    let mut wal_aside = None;
     if wal_has_files {
-        let aside = config.data_dir.join(format!("wal.without-engine-{stamp}"));
-        tracing::warn!(wal = %wal_dir.display(), moved_to = %aside.display(),
+        tracing::warn!(wal = %wal_dir.display(), moved_to = %wal_aside.display(),
             "a WAL without its engine cannot be replayed; moving it aside");
-        std::fs::rename(&wal_dir, &aside).map_err(|e| data_dir_error(&wal_dir, e))?;
-        wal_aside = Some(aside);
+        std::fs::rename(&wal_dir, &wal_aside).map_err(|e| data_dir_error(&wal_dir, e))?;
     }
     let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
-    let mut hard_state_aside = None;
     if config.cluster.is_some() && hard_state.exists() {
-        let aside = config
-            .data_dir
-            .join(format!("hard_state.without-engine-{stamp}"));
-        std::fs::rename(&hard_state, &aside).map_err(|e| data_dir_error(&hard_state, e))?;
-        hard_state_aside = Some(aside);
+        std::fs::rename(&hard_state, &hard_state_aside)
+            .map_err(|e| data_dir_error(&hard_state, e))?;
     }
     let started = std::time::Instant::now();
-    let restored = crate::checkpoint::restore(store, &engine_dir, None).await;
-    let keep = match (&restored, &behind, &hard_state_aside) {
-        (Ok(Some(_)), Some(behind), Some(_)) => {
-            start_over_keeps(config, wal_aside.as_deref(), behind)
-                .map_err(|e| data_dir_error(&engine_dir, e))?
-        }
+    // A failed restore leaves everything as it is: the next start tries
+    // again (as the same start-over, if one was under way).
+    let restored = crate::checkpoint::restore(store, &engine_dir, None)
+        .await
+        .map_err(|e| OpenError::Start(format!("restoring a checkpoint: {e}")))?;
+    let wal_aside = wal_aside.exists().then_some(wal_aside);
+    let keep = match (&restored, &behind, hard_state_aside.exists()) {
+        (Some(_), Some(behind), true) => start_over_keeps(config, wal_aside.as_deref(), behind)
+            .map_err(|e| data_dir_error(&engine_dir, e))?,
         _ => StartOverKeep::Nothing,
     };
     // Each step leaves a state a crash may stop in safely: the hard state
     // comes back last (without it the member only rejoins), and the WAL
     // comes back only if it continues the restored engine.
-    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
     if let (StartOverKeep::LogAndHardState, Some(aside)) = (keep, &wal_aside) {
         tracing::info!("this member's log continues the checkpoint: it keeps the entries after it");
         std::fs::rename(aside, &wal_dir)
             .and_then(|()| sync_data_dir())
             .map_err(|e| data_dir_error(&wal_dir, e))?;
     }
-    if let Some(aside) = hard_state_aside {
+    if hard_state_aside.exists() {
         if keep != StartOverKeep::Nothing {
             tracing::info!(
                 ?keep,
                 "the checkpoint and this member's log allow it to keep its hard state (and \
                  its vote)"
             );
-            std::fs::rename(&aside, &hard_state)
+            std::fs::rename(&hard_state_aside, &hard_state)
                 .and_then(|()| sync_data_dir())
                 .map_err(|e| data_dir_error(&hard_state, e))?;
         } else {
-            tracing::warn!(moved_to = %aside.display(),
+            tracing::warn!(
                 "a cluster hard state without its engine: this member rejoins as a new, empty \
-                 member (it does not vote until caught up); the hard state was moved aside");
+                 member (it does not vote until caught up); the hard state was moved aside"
+            );
         }
     }
+    retire_asides(config, stamp).map_err(|e| data_dir_error(&config.data_dir, e))?;
     match restored {
-        Ok(Some(restored)) => {
+        Some(restored) => {
             tracing::info!(
                 checkpoint = %restored.manifest.key(),
                 index = restored.manifest.index.0,
@@ -1070,7 +1103,7 @@ pub(crate) async fn restore_if_missing(
             );
             Ok(())
         }
-        Ok(None) => {
+        None => {
             let then = if config.cluster.is_some() {
                 "catching up from the leader and the bucket's WAL"
             } else {
@@ -1079,8 +1112,52 @@ pub(crate) async fn restore_if_missing(
             tracing::info!("no checkpoint in the bucket; {then}");
             Ok(())
         }
-        Err(e) => Err(OpenError::Start(format!("restoring a checkpoint: {e}"))),
     }
+}
+
+/// The start-over marker: the last index of the log the start-over set
+/// aside (see `restore_if_missing`).
+const START_OVER_MARKER: &str = "start-over";
+/// Where a start-over (or a start without an engine) keeps the WAL while
+/// it restores.
+const WAL_ASIDE: &str = "wal.without-engine";
+/// Where it keeps the hard state meanwhile.
+const HARD_STATE_ASIDE: &str = "hard_state.without-engine";
+
+fn read_marker(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| std::io::Error::other("the start-over marker is not 8 bytes"))?;
+            Ok(Some(u64::from_le_bytes(bytes)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ends a start-over: what is still under the fixed aside names gets a
+/// dated name (kept, never deleted), and the marker goes.
+fn retire_asides(config: &Config, stamp: u64) -> std::io::Result<()> {
+    let dir = &config.data_dir;
+    let mut changed = false;
+    for name in [WAL_ASIDE, HARD_STATE_ASIDE] {
+        let from = dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, dir.join(format!("{name}-{stamp}")))?;
+            changed = true;
+        }
+    }
+    match std::fs::remove_file(dir.join(START_OVER_MARKER)) {
+        Ok(()) => changed = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if changed {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// What a member starting over keeps ([`t4_core::cluster::start_over_keeps`]),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use t4_core::log::Entry;
 
 use super::*;
-use crate::object::{DirStore, StoreConfig};
+use crate::object::{DirStore, ObjectStore, StoreConfig};
 
 /// A bucket holding a checkpoint, taken by a bucket-mode node; returns
 /// the store and the checkpoint's applied `(index, term)`.
@@ -146,4 +146,56 @@ async fn a_start_over_keeps_what_the_old_log_allows() {
         let engine = RocksEngine::open(&m.engine_dir(), RocksOptions::default()).expect("open");
         assert_eq!(mvcc::read_meta(&engine).expect("meta").applied_index, at.0);
     }
+}
+
+/// A store whose checkpoint files cannot be downloaded.
+struct NoSsts(Arc<DirStore>);
+
+impl ObjectStore for NoSsts {
+    fn execute(
+        &self,
+        op: t4_core::object::ObjectOp,
+    ) -> futures::future::BoxFuture<'_, t4_core::object::ObjectResult> {
+        match &op {
+            t4_core::object::ObjectOp::Get { key } if key.starts_with("sst/") => {
+                Box::pin(async { Err(t4_core::object::ObjectError::Failed("cut".into())) })
+            }
+            _ => self.0.execute(op),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "no-ssts".into()
+    }
+}
+
+/// A start-over whose restore fails (or is killed) before the engine is
+/// in leaves its marker and what it set aside; the next start resumes it
+/// as the same start-over, and the member keeps its log and its vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_over_cut_short_resumes_at_the_next_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (store, at, term) = bucket_with_checkpoint(root.path()).await;
+    let store = Arc::new(store);
+    let last = at.0 + 3;
+    let m = member(root.path(), "resumed", last, term.0);
+    assert!(
+        restore_if_missing(&m, &NoSsts(Arc::clone(&store)), behind(last))
+            .await
+            .is_err()
+    );
+    assert!(m.data_dir.join(START_OVER_MARKER).exists());
+    assert_eq!(hard_state(&m), None, "set aside while restoring");
+
+    // The next start knows nothing of the start-over but the marker.
+    restore_if_missing(&m, &*store, None).await.expect("resume");
+    let (_, tail) = Wal::open(&m.wal_dir(), at.next(), term, 1 << 20).expect("the WAL");
+    assert_eq!(tail.len(), 3, "the entries after the checkpoint stay");
+    assert_eq!(hard_state(&m).map(|h| h.promised), Some(Term(7)));
+    assert!(!m.data_dir.join(START_OVER_MARKER).exists());
+    assert!(set_aside(&m, "hard_state.without-engine").is_empty());
+
+    // A start with its engine in place finds nothing to resume.
+    restore_if_missing(&m, &*store, None).await.expect("open");
+    assert_eq!(hard_state(&m).map(|h| h.promised), Some(Term(7)));
 }
