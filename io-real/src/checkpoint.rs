@@ -279,18 +279,14 @@ pub async fn restore(
     let mut choice = CheckpointChoice::new(&keys, latest.as_ref());
     let mut skipped = Vec::new();
     let tmp = temp_dir_for(engine_dir)?;
-    let mut relists = 0;
     loop {
         let Some(candidate) = choice.current().cloned() else {
             // A checkpoint collected while we restored it: a newer one
-            // superseded it (`CheckpointChoice`).
-            if only.is_some()
-                || relists == t4_core::bucket::recovery::RELISTS_MAX
-                || !choice.worth_relisting()
-            {
+            // superseded it (`CheckpointChoice`). (Never with `only`: its
+            // damage is an error at once.)
+            if !choice.worth_relisting() {
                 break;
             }
-            relists += 1;
             let keys = list_manifest_keys(store)
                 .await
                 .map_err(RestoreError::Store)?;

@@ -338,15 +338,13 @@ pub async fn restore(
     let latest = read_latest(s3, timeout).await?;
     let mut choice = CheckpointChoice::new(&keys, latest.as_ref());
     let mut report = RestoreReport::default();
-    let mut relists = 0;
     loop {
         let Some(candidate) = choice.current().cloned() else {
             // A checkpoint collected while we restored it: a newer one
             // superseded it (`CheckpointChoice`).
-            if relists == t4_core::bucket::recovery::RELISTS_MAX || !choice.worth_relisting() {
+            if !choice.worth_relisting() {
                 break;
             }
-            relists += 1;
             let keys = list_manifest_keys(s3, timeout).await?;
             let latest = read_latest(s3, timeout).await?;
             match choice.relisted(&keys, latest.as_ref()) {

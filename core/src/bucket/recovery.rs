@@ -210,11 +210,13 @@ pub struct CheckpointChoice {
     tried: BTreeSet<String>,
     /// An object went missing since the last listing.
     vanished: bool,
+    /// Listings after the first.
+    relists: u32,
 }
 
 /// How many times a restore lists the bucket again after checkpoints
 /// vanished under it ([`CheckpointChoice::worth_relisting`]).
-pub const RELISTS_MAX: u32 = 3;
+const RELISTS_MAX: u32 = 3;
 
 impl CheckpointChoice {
     /// Candidates from a listing and the latest pointer
@@ -226,14 +228,16 @@ impl CheckpointChoice {
             damaged: Vec::new(),
             tried: BTreeSet::new(),
             vanished: false,
+            relists: 0,
         }
     }
 
     /// Every candidate failed, and one of them because an object was
-    /// missing: a new listing may hold a newer checkpoint.
+    /// missing: a new listing may hold a newer checkpoint (at most
+    /// [`RELISTS_MAX`] new listings).
     #[must_use]
     pub fn worth_relisting(&self) -> bool {
-        self.remaining.is_empty() && self.vanished
+        self.remaining.is_empty() && self.vanished && self.relists < RELISTS_MAX
     }
 
     /// The candidates of a new listing not tried yet (keeping what was
@@ -254,6 +258,7 @@ impl CheckpointChoice {
         Some(CheckpointChoice {
             remaining,
             vanished: false,
+            relists: self.relists + 1,
             ..self
         })
     }

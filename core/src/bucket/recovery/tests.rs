@@ -115,6 +115,18 @@ fn a_vanished_object_lists_again_for_newer_checkpoints() {
     let mut choice = CheckpointChoice::new(&[mkey(1, 50)], None);
     let _ = choice.report_damaged(missing());
     assert!(choice.relisted(&[mkey(1, 50)], None).is_none());
+
+    // At most RELISTS_MAX new listings, however many checkpoints vanish.
+    let mut choice = CheckpointChoice::new(&[mkey(1, 10)], None);
+    for i in 0..RELISTS_MAX {
+        let _ = choice.report_damaged(missing());
+        assert!(choice.worth_relisting(), "listing {i}");
+        choice = choice
+            .relisted(&[mkey(1, 20 + u64::from(i))], None)
+            .expect("a new checkpoint");
+    }
+    let _ = choice.report_damaged(missing());
+    assert!(!choice.worth_relisting());
 }
 
 /// A damaged newest checkpoint leads to the previous candidate, with a
