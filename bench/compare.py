@@ -687,20 +687,38 @@ def prepare_binaries(args: argparse.Namespace) -> None:
 # Markdown report
 # ----------------------------------------------------------------------------------------------
 
-# bench/compare_cluster.py owns the text between these two lines of a report (its section on
-# 3-node clusters); rewriting the report here keeps that section.
+# Each script owns the text between its two marker lines of a report; rewriting a report
+# replaces only that text, so the other script's section and any hand-written notes stay.
+REPORT_SECTION_BEGIN = ("<!-- bench/compare.py: begin (--results-md replaces this section; "
+                        "text outside it is kept) -->")
+REPORT_SECTION_END = "<!-- bench/compare.py: end -->"
 CLUSTER_SECTION_BEGIN = ("<!-- bench/compare_cluster.py: begin (--results-md replaces this "
                          "section) -->")
 CLUSTER_SECTION_END = "<!-- bench/compare_cluster.py: end -->"
 
 
-def write_report(md_path: Path, report: str) -> None:
-    """Writes `report` to md_path, followed by the cluster section md_path already had."""
-    old = md_path.read_text() if md_path.exists() else ""
-    b, e = old.find(CLUSTER_SECTION_BEGIN), old.find(CLUSTER_SECTION_END)
+def write_section(md_path: Path, section: str, begin: str, end: str, at_top: bool) -> None:
+    """Replaces the text between the lines `begin` and `end` of md_path with `section` (which
+    includes both lines), leaving the rest of the file as it is; a file without them gets the
+    section at its top (`at_top`) or bottom."""
+    text = md_path.read_text() if md_path.exists() else ""
+    b, e = text.find(begin), text.find(end)
     if b >= 0 and e > b:
-        report = (report.rstrip("\n") + "\n\n" + old[b:e + len(CLUSTER_SECTION_END)] + "\n")
-    md_path.write_text(report)
+        text = text[:b] + section + text[e + len(end):]
+    elif not text:
+        text = section + "\n"
+    elif at_top:
+        text = section + "\n\n" + text
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(text)
+
+
+def write_report(md_path: Path, report: str) -> None:
+    """Puts `report` (this script's section) into md_path, keeping the rest of the file."""
+    section = f"{REPORT_SECTION_BEGIN}\n{report.strip()}\n{REPORT_SECTION_END}"
+    write_section(md_path, section, REPORT_SECTION_BEGIN, REPORT_SECTION_END, at_top=True)
 
 
 def machine_lines(meta: dict, disk_note: str) -> List[str]:
@@ -1042,6 +1060,9 @@ def self_test(args: argparse.Namespace) -> int:
         args.out = str(tmp / "out.jsonl")
         args.results_md = str(tmp / "RESULTS.md")
         args.work_dir = str(tmp / "work")
+        # A report that already has text of its own and a cluster section: both must stay.
+        kept = ["hand-written notes", CLUSTER_SECTION_BEGIN + "\ncluster\n" + CLUSTER_SECTION_END]
+        Path(args.results_md).write_text("\n\n".join(kept) + "\n")
         rc = run_comparison(args)
         problems = []
         recs = [json.loads(l) for l in Path(args.out).read_text().splitlines()]
@@ -1062,6 +1083,8 @@ def self_test(args: argparse.Namespace) -> int:
         md = Path(args.results_md).read_text()
         if "| seq-put |" not in md:
             problems.append("the Markdown report has no seq-put row")
+        if not md.startswith(REPORT_SECTION_BEGIN) or any(k not in md for k in kept):
+            problems.append(f"rewriting the Markdown report lost what was in it: {md!r}")
         leftovers = list(Path(args.work_dir).iterdir())
         if leftovers:
             problems.append(f"work dir not cleaned up: {leftovers}")

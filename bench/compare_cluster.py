@@ -461,19 +461,6 @@ def markdown_section(meta: dict, summaries: List[dict], clusters: List[dict],
     return "\n".join(lines)
 
 
-def write_section(md_path: Path, section: str) -> None:
-    """Replaces the text between SECTION_BEGIN and SECTION_END in md_path (appends the section
-    when the file has no markers), leaving the rest of the file as it is."""
-    text = md_path.read_text() if md_path.exists() else ""
-    b, e = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    if b >= 0 and e > b:
-        text = text[:b] + section + text[e + len(SECTION_END):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(text)
-
-
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
@@ -602,7 +589,8 @@ def run_comparison(args: argparse.Namespace) -> int:
         print(f"\nraw results: {out_path}")
         if args.results_md:
             md_path = Path(args.results_md).resolve()
-            write_section(md_path, markdown_section(meta, summaries, clusters, out_path))
+            compare.write_section(md_path, markdown_section(meta, summaries, clusters, out_path),
+                                  SECTION_BEGIN, SECTION_END, at_top=False)
             print(f"report section: {md_path}")
         if leftovers:
             raise HarnessError(f"server processes still running: {', '.join(leftovers)}")
@@ -631,7 +619,8 @@ def report_from(args: argparse.Namespace) -> int:
     print("\n" + clusters_table(clusters))
     if args.results_md:
         md_path = Path(args.results_md).resolve()
-        write_section(md_path, markdown_section(meta, summaries, clusters, path))
+        compare.write_section(md_path, markdown_section(meta, summaries, clusters, path),
+                              SECTION_BEGIN, SECTION_END, at_top=False)
         print(f"report section: {md_path}")
     return 0
 
