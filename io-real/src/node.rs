@@ -954,7 +954,8 @@ fn unexpected(op: &str, got: &Response) -> Error {
 /// safe). The hard state is out of the way during the restore and comes
 /// back last. A start-over leaves a marker until it is done: one cut short
 /// before its engine is in (a crash, a failed download) resumes as the
-/// same start-over at the next start; one stopped after that rejoins.
+/// same start-over at the next start; one stopped after that finishes its
+/// last step ([`put_back_what_is_kept`]) then.
 pub(crate) async fn restore_if_missing(
     config: &Config,
     store: &dyn crate::object::ObjectStore,
@@ -983,14 +984,25 @@ pub(crate) async fn restore_if_missing(
     let hard_state_aside = config.data_dir.join(HARD_STATE_ASIDE);
     let marked = read_marker(&marker).map_err(|e| data_dir_error(&marker, e))?;
     let has_engine = engine_dir.join("CURRENT").exists();
+    if let Some(last_index) = marked.filter(|_| has_engine && hard_state_aside.exists()) {
+        // The hard state goes aside only once the old engine has, and the
+        // restored engine comes in whole (one rename): this one is the
+        // restored engine, and the start-over stopped before its last
+        // step. The WAL may be back already: it is judged again, the same
+        // way, from where the step left it.
+        tracing::warn!("a start-over stopped after its engine was in: finishing it");
+        if !wal_aside.exists() && dir_has_files(&config.wal_dir()) {
+            std::fs::rename(config.wal_dir(), &wal_aside)
+                .map_err(|e| data_dir_error(&wal_aside, e))?;
+        }
+        let behind = Behind {
+            why: "finishing a start-over".into(),
+            last_index,
+        };
+        put_back_what_is_kept(config, Some(&behind), true)?;
+    }
     if marked.is_none() || has_engine {
         retire_asides(config, stamp).map_err(|e| data_dir_error(&config.data_dir, e))?;
-        if marked.is_some() {
-            tracing::warn!(
-                "a start-over stopped after its engine was in, before it kept this \
-                member's hard state: it rejoins as a new member"
-            );
-        }
     }
     let behind = match (behind, marked) {
         (Some(behind), _) => {
@@ -1041,8 +1053,7 @@ pub(crate) async fn restore_if_missing(
         Err(e) => return Err(data_dir_error(&engine_dir, e)),
     }
     let wal_dir = config.wal_dir();
-    let wal_has_files = std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some());
-    if wal_has_files {
+    if dir_has_files(&wal_dir) {
         tracing::warn!(wal = %wal_dir.display(), moved_to = %wal_aside.display(),
             "a WAL without its engine cannot be replayed; moving it aside");
         std::fs::rename(&wal_dir, &wal_aside).map_err(|e| data_dir_error(&wal_dir, e))?;
@@ -1058,38 +1069,7 @@ pub(crate) async fn restore_if_missing(
     let restored = crate::checkpoint::restore(store, &engine_dir, None)
         .await
         .map_err(|e| OpenError::Start(format!("restoring a checkpoint: {e}")))?;
-    let wal_aside = wal_aside.exists().then_some(wal_aside);
-    let keep = match (&restored, &behind, hard_state_aside.exists()) {
-        (Some(_), Some(behind), true) => start_over_keeps(config, wal_aside.as_deref(), behind)
-            .map_err(|e| data_dir_error(&engine_dir, e))?,
-        _ => StartOverKeep::Nothing,
-    };
-    // Each step leaves a state a crash may stop in safely: the hard state
-    // comes back last (without it the member only rejoins), and the WAL
-    // comes back only if it continues the restored engine.
-    if let (StartOverKeep::LogAndHardState, Some(aside)) = (keep, &wal_aside) {
-        tracing::info!("this member's log continues the checkpoint: it keeps the entries after it");
-        std::fs::rename(aside, &wal_dir)
-            .and_then(|()| sync_data_dir())
-            .map_err(|e| data_dir_error(&wal_dir, e))?;
-    }
-    if hard_state_aside.exists() {
-        if keep != StartOverKeep::Nothing {
-            tracing::info!(
-                ?keep,
-                "the checkpoint and this member's log allow it to keep its hard state (and \
-                 its vote)"
-            );
-            std::fs::rename(&hard_state_aside, &hard_state)
-                .and_then(|()| sync_data_dir())
-                .map_err(|e| data_dir_error(&hard_state, e))?;
-        } else {
-            tracing::warn!(
-                "a cluster hard state without its engine: this member rejoins as a new, empty \
-                 member (it does not vote until caught up); the hard state was moved aside"
-            );
-        }
-    }
+    put_back_what_is_kept(config, behind.as_ref(), restored.is_some())?;
     retire_asides(config, stamp).map_err(|e| data_dir_error(&config.data_dir, e))?;
     match restored {
         Some(restored) => {
@@ -1113,6 +1093,62 @@ pub(crate) async fn restore_if_missing(
             Ok(())
         }
     }
+}
+
+/// The last step of a start-over, once the restored engine is in: puts
+/// back what [`t4_core::cluster::start_over_keeps`] allows of what was set
+/// aside. Each step leaves a state a crash may stop in safely: the WAL
+/// comes back only if it continues the restored engine, and the hard
+/// state comes back last (without it the member only rejoins). Anything
+/// not kept stays under the aside names (`retire_asides` dates it).
+/// `restored`: the engine came from a checkpoint (not an empty start).
+fn put_back_what_is_kept(
+    config: &Config,
+    behind: Option<&Behind>,
+    restored: bool,
+) -> Result<(), OpenError> {
+    let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
+    let hard_state_aside = config.data_dir.join(HARD_STATE_ASIDE);
+    if !hard_state_aside.exists() {
+        return Ok(());
+    }
+    let wal_aside = config.data_dir.join(WAL_ASIDE);
+    let wal_aside = wal_aside.exists().then_some(wal_aside);
+    let keep = match behind {
+        Some(behind) if restored => start_over_keeps(config, wal_aside.as_deref(), behind)
+            .map_err(|e| data_dir_error(&config.engine_dir(), e))?,
+        _ => StartOverKeep::Nothing,
+    };
+    let wal_dir = config.wal_dir();
+    if let (StartOverKeep::LogAndHardState, Some(aside)) = (keep, &wal_aside) {
+        tracing::info!("this member's log continues the checkpoint: it keeps the entries after it");
+        std::fs::rename(aside, &wal_dir)
+            .and_then(|()| sync_data_dir())
+            .map_err(|e| data_dir_error(&wal_dir, e))?;
+    }
+    if keep == StartOverKeep::Nothing {
+        tracing::warn!(
+            "a cluster hard state without its engine: this member rejoins as a new, empty \
+             member (it does not vote until caught up); the hard state was moved aside"
+        );
+        return Ok(());
+    }
+    tracing::info!(
+        ?keep,
+        "the checkpoint and this member's log allow it to keep its hard state (and its vote)"
+    );
+    let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
+    std::fs::rename(&hard_state_aside, &hard_state)
+        .and_then(|()| sync_data_dir())
+        .map_err(|e| data_dir_error(&hard_state, e))
+}
+
+fn dir_has_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// The start-over marker: the last index of the log the start-over set

@@ -199,3 +199,69 @@ async fn a_start_over_cut_short_resumes_at_the_next_start() {
     restore_if_missing(&m, &*store, None).await.expect("open");
     assert_eq!(hard_state(&m).map(|h| h.promised), Some(Term(7)));
 }
+
+/// A data directory as a start-over leaves it when it stops after its
+/// restored engine is in but before it put back the hard state: the
+/// marker, the restored checkpoint, the hard state aside, and the WAL
+/// aside or (`wal_back`) already back.
+async fn stopped_after_the_engine_was_in(
+    m: &Config,
+    store: &dyn ObjectStore,
+    last: u64,
+    wal_back: bool,
+) {
+    std::fs::write(m.data_dir.join(START_OVER_MARKER), last.to_le_bytes()).expect("marker");
+    if !wal_back {
+        std::fs::rename(m.wal_dir(), m.data_dir.join(WAL_ASIDE)).expect("WAL aside");
+    }
+    std::fs::rename(
+        m.data_dir.join(crate::hard_state::FILE_NAME),
+        m.data_dir.join(HARD_STATE_ASIDE),
+    )
+    .expect("hard state aside");
+    crate::checkpoint::restore(store, &m.engine_dir(), None)
+        .await
+        .expect("restore")
+        .expect("a checkpoint");
+}
+
+/// A start-over that stopped after its engine was in finishes its last
+/// step at the next start, wherever it stopped: the member keeps its vote
+/// (it does not rejoin), and the WAL only if it continues the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_over_stopped_after_its_engine_was_in_finishes_at_the_next_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (store, at, term) = bucket_with_checkpoint(root.path()).await;
+    let last = at.0 + 3;
+    for (name, wal_term, wal_back) in [
+        ("wal-aside", term.0, false),
+        ("wal-back", term.0, true),
+        ("diverged", term.0 + 1, false),
+    ] {
+        let m = member(root.path(), name, last, wal_term);
+        stopped_after_the_engine_was_in(&m, &store, last, wal_back).await;
+
+        // The next start knows nothing of the start-over but the marker.
+        restore_if_missing(&m, &store, None).await.expect("finish");
+        assert_eq!(hard_state(&m).map(|h| h.promised), Some(Term(7)), "{name}");
+        assert!(!m.data_dir.join(START_OVER_MARKER).exists(), "{name}");
+        assert!(
+            set_aside(&m, "hard_state.without-engine").is_empty(),
+            "{name}"
+        );
+        if wal_term == term.0 {
+            let (_, tail) = Wal::open(&m.wal_dir(), at.next(), term, 1 << 20).expect("the WAL");
+            assert_eq!(
+                tail.len(),
+                3,
+                "{name}: the entries after the checkpoint stay"
+            );
+            assert!(set_aside(&m, "wal.without-engine").is_empty(), "{name}");
+        } else {
+            assert!(!m.wal_dir().exists(), "{name}");
+            assert_eq!(set_aside(&m, "wal.without-engine").len(), 1, "{name}");
+        }
+        let engine = RocksEngine::open(&m.engine_dir(), RocksOptions::default()).expect("open");
+        assert_eq!(mvcc::read_meta(&engine).expect("meta").applied_index, at.0);
+    }
+}
