@@ -444,8 +444,9 @@ struct Collected {
     /// could not (every node fault), and every new leader's first serving
     /// moment (its lease TTLs restart).
     outages: Vec<Outage>,
-    /// Lease id → when its revoke entry was first durable on some node.
-    revoked: BTreeMap<i64, u64>,
+    /// Every revoke entry any node ever held (a lost disk's and a log put
+    /// aside included): which lease, the entry, when it became durable.
+    revokes: Vec<(i64, Entry, u64)>,
     /// When the run ended (nanoseconds since its start).
     end: u64,
     violations: Vec<String>,
@@ -957,15 +958,11 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
             });
         }
     }
-    let mut revoked: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut revokes = Vec::new();
     for m in &members {
         for (entry, at) in m.ledger.ever_with_time() {
             if let Some(t4_core::log::Payload::LeaseRevoke(r)) = &entry.payload {
-                let at = rec.since_start(at);
-                revoked
-                    .entry(r.id)
-                    .and_modify(|t| *t = (*t).min(at))
-                    .or_insert(at);
+                revokes.push((r.id, entry.clone(), rec.since_start(at)));
             }
         }
     }
@@ -973,7 +970,7 @@ async fn play(cfg: &ClusterRunConfig) -> Collected {
     Collected {
         recorded: rec.take(),
         outages,
-        revoked,
+        revokes,
         end,
         sim_secs,
         ledgers: members
@@ -1239,7 +1236,24 @@ fn check(cfg: &ClusterRunConfig, c: Collected) -> ClusterReport {
             o
         },
     };
-    match check_leases(&c.recorded.leases, &c.revoked, &events, c.end) {
+    // Lease id → when its revoke was first durable on some node. A revoke
+    // off the committed log never took effect (an uncommitted suffix that
+    // a lost disk or a start-over took along): the lease lived on.
+    let mut revoked: BTreeMap<i64, u64> = BTreeMap::new();
+    for (id, entry, at) in &c.revokes {
+        let off_log = entry.index <= commit
+            && log
+                .binary_search_by_key(&entry.index, |e| e.index)
+                .is_ok_and(|at| log[at] != *entry);
+        if off_log {
+            continue;
+        }
+        revoked
+            .entry(*id)
+            .and_modify(|t| *t = (*t).min(*at))
+            .or_insert(*at);
+    }
+    match check_leases(&c.recorded.leases, &revoked, &events, c.end) {
         Ok(n) => report.leases = n,
         Err(e) => v.push(format!("lease: {e}")),
     }

@@ -224,7 +224,7 @@ fn gc_regression_seeds() {
     assert_clean("gc regressions", &reports, &panics);
     let (reports, panics) = play(
         "gc regressions",
-        &[44, 100, 25, 16, 276, 417, 511, 1254],
+        &[44, 100, 25, 16, 276, 417, 511, 1254, 5791],
         |seed| {
             let keep_all = ClusterRunConfig::new(seed, 3);
             ClusterRunConfig {
