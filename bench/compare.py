@@ -285,7 +285,7 @@ class Harness(HarnessBase):
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                     "--initial-cluster", f"bench={peer}", "--initial-cluster-state", "new",
                     "--log-level", "warn"]
-        server = Server(kind, argv, endpoint, data, log_path)
+        server = Server(kind, pinned_to(self.args, SERVER_CORE) + argv, endpoint, data, log_path)
         self.started.append(server)
         server.start()
         server.wait_ready(self.args.etcdctl_bin)
@@ -295,6 +295,15 @@ class Harness(HarnessBase):
 # ----------------------------------------------------------------------------------------------
 # One benchmark run, one check perf
 # ----------------------------------------------------------------------------------------------
+
+# --pin: each server on one core, the load generator on the other.
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+
+def pinned_to(args: argparse.Namespace, core: int) -> List[str]:
+    """The `taskset` prefix that keeps a process on `core` with --pin; nothing without it."""
+    return ["taskset", "-c", str(core)] if getattr(args, "pin", False) else []
+
 
 def bench_argv(args: argparse.Namespace, endpoint: str, workload: str) -> List[str]:
     return [str(args.bench_bin), "bench", "--endpoints", f"http://{endpoint}",
@@ -366,7 +375,7 @@ def run_bench(h: Harness, kind: str, workload: str, repeat: int, position: int) 
     server = None
     try:
         server = h.new_server(kind, workload)
-        argv = bench_argv(args, server.endpoint, workload)
+        argv = pinned_to(args, CLIENT_CORE) + bench_argv(args, server.endpoint, workload)
         rec["bench_cmd"] = shlex.join(argv)
         bench_log = h.logdir / f"{h.counter:03d}-{kind}-{workload}.bench-stderr.log"
         if not run_client(argv, bench_log, args.duration * 3 + 180, rec):
@@ -765,7 +774,10 @@ def markdown_report(meta: dict, summaries: List[dict], check_perf: List[dict],
         f"for both servers: {meta['bench_settings']}",
         f"- **Method:** {meta['repeats']} pair(s) of runs per workload, alternating which "
         f"server goes first; every run on a freshly started server with an empty data dir, "
-        f"only one server running at a time; the table shows medians over the repeats",
+        f"only one server running at a time; the table shows medians over the repeats"
+        + (f"; **pinned**: each server on core {SERVER_CORE} and `t4 bench` on core "
+           f"{CLIENT_CORE} (`taskset`), so the ratios compare server CPU per operation"
+           if meta.get("pinned") else ""),
         f"- **Command:** `{meta['command']}`",
         f"- **Total time:** {fmt_minutes(meta['elapsed_s'])}",
         "",
@@ -960,6 +972,10 @@ def estimate_s(args: argparse.Namespace) -> float:
 
 def run_comparison(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
+    if args.pin and ((os.cpu_count() or 1) <= max(SERVER_CORE, CLIENT_CORE)
+                     or shutil.which("taskset") is None):
+        raise HarnessError(f"--pin needs cores {SERVER_CORE} and {CLIENT_CORE} and `taskset` "
+                           f"(util-linux)")
     prepare_binaries(args)
     date = datetime.datetime.now()
     out_path = results_path(args, date)
@@ -981,6 +997,7 @@ def run_comparison(args: argparse.Namespace) -> int:
             "workloads": args.workloads,
             "bench_settings": bench_settings(bench_argv(args, "HOST:PORT", "W")),
             "fresh_server": "per run",
+            "pinned": args.pin,
         })
         summaries: List[dict] = []
         with ResultsFile(out_path, meta) as out:
@@ -1167,6 +1184,10 @@ def main() -> int:
     ap.add_argument("--duration", type=parse_duration, default=parse_duration("8s"),
                     help="length of each run, e.g. 10s (default 8s)")
     add_client_args(ap)
+    ap.add_argument("--pin", action="store_true",
+                    help=f"run each server on core {SERVER_CORE} and t4 bench on core "
+                         f"{CLIENT_CORE} (taskset), so the load generator takes no CPU from "
+                         f"the server (etcdctl check perf stays unpinned)")
     ap.add_argument("--skip-check-perf", action="store_true",
                     help="do not run etcdctl check perf (saves about 4.5 minutes)")
     add_binary_args(ap)
