@@ -302,7 +302,7 @@ SERVER_CORE, CLIENT_CORE = 0, 1
 
 def pinned_to(args: argparse.Namespace, core: int) -> List[str]:
     """The `taskset` prefix that keeps a process on `core` with --pin; nothing without it."""
-    return ["taskset", "-c", str(core)] if getattr(args, "pin", False) else []
+    return ["taskset", "-c", str(core)] if args.pin else []
 
 
 def bench_argv(args: argparse.Namespace, endpoint: str, workload: str) -> List[str]:

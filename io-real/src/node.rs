@@ -293,10 +293,8 @@ impl Node {
         bucket: Option<(Arc<dyn crate::object::ObjectStore>, tokio::runtime::Handle)>,
         peer_tls: Option<peer::PeerTlsConfig>,
     ) -> Result<(Node, Option<oneshot::Receiver<Result<(), String>>>), OpenError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| data_dir_error(&config.data_dir, e))?;
         let member_id = NodeId(member_id_of(&config.node_id));
         // One monotonic origin for recovery and the node thread: lease TTLs
         // restored at recovery are measured on the clock that expires them.
@@ -961,10 +959,6 @@ pub(crate) async fn restore_if_missing(
     store: &dyn crate::object::ObjectStore,
     behind: Option<Behind>,
 ) -> Result<(), OpenError> {
-    let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
-        path: path.to_path_buf(),
-        source,
-    };
     let leftovers = crate::checkpoint::local_root(&config.data_dir);
     if leftovers.exists() {
         std::fs::remove_dir_all(&leftovers).map_err(|e| data_dir_error(&leftovers, e))?;
@@ -973,7 +967,6 @@ pub(crate) async fn restore_if_missing(
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
     // A start-over leaves a marker (the log's last index) until it is
     // done, and sets the WAL and the hard state aside under fixed names:
     // one cut short before its engine was in (a crash, a failed download)
@@ -1008,7 +1001,7 @@ pub(crate) async fn restore_if_missing(
         (Some(behind), _) => {
             std::fs::write(&marker, behind.last_index.to_le_bytes())
                 .and_then(|()| std::fs::File::open(&marker)?.sync_all())
-                .and_then(|()| sync_data_dir())
+                .and_then(|()| sync_dir(&config.data_dir))
                 .map_err(|e| data_dir_error(&marker, e))?;
             Some(behind)
         }
@@ -1107,11 +1100,6 @@ fn put_back_what_is_kept(
     behind: Option<&Behind>,
     restored: bool,
 ) -> Result<(), OpenError> {
-    let data_dir_error = |path: &std::path::Path, source| OpenError::DataDir {
-        path: path.to_path_buf(),
-        source,
-    };
-    let sync_data_dir = || std::fs::File::open(&config.data_dir)?.sync_all();
     let hard_state_aside = config.data_dir.join(HARD_STATE_ASIDE);
     if !hard_state_aside.exists() {
         return Ok(());
@@ -1127,7 +1115,7 @@ fn put_back_what_is_kept(
     if let (StartOverKeep::LogAndHardState, Some(aside)) = (keep, &wal_aside) {
         tracing::info!("this member's log continues the checkpoint: it keeps the entries after it");
         std::fs::rename(aside, &wal_dir)
-            .and_then(|()| sync_data_dir())
+            .and_then(|()| sync_dir(&config.data_dir))
             .map_err(|e| data_dir_error(&wal_dir, e))?;
     }
     if keep == StartOverKeep::Nothing {
@@ -1143,8 +1131,21 @@ fn put_back_what_is_kept(
     );
     let hard_state = config.data_dir.join(crate::hard_state::FILE_NAME);
     std::fs::rename(&hard_state_aside, &hard_state)
-        .and_then(|()| sync_data_dir())
+        .and_then(|()| sync_dir(&config.data_dir))
         .map_err(|e| data_dir_error(&hard_state, e))
+}
+
+/// A data-directory I/O failure at `path`, for start-up.
+fn data_dir_error(path: &std::path::Path, source: std::io::Error) -> OpenError {
+    OpenError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes the entries of `dir` (renames, new files) durable.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn dir_has_files(dir: &std::path::Path) -> bool {
@@ -1191,7 +1192,7 @@ fn retire_asides(config: &Config, stamp: u64) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     if changed {
-        std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     Ok(())
 }
